@@ -1,0 +1,1 @@
+"""clickstream: the shared event contract, configuration and the `clickstream` command line."""

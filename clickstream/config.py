@@ -1,0 +1,81 @@
+"""Configuration shared by every component, read from the environment once at start-up.
+
+Each component reads only the fields it needs. Names follow Google's own variables where one
+exists (`GOOGLE_CLOUD_PROJECT`, `PUBSUB_EMULATOR_HOST`); the rest are `CLICKSTREAM_*`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+LOCAL_PROJECT = "clickstream-local"
+
+
+def parse_write_keys(value: str) -> dict[str, str]:
+    """`key1=source1,key2` -> {key: source}; a key without `=source` is its own source name.
+
+    Several keys may map to one source, which is how keys are rotated without downtime.
+    """
+    keys: dict[str, str] = {}
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, _, source = item.partition("=")
+        key, source = key.strip(), source.strip()
+        if not key:
+            raise ValueError("CLICKSTREAM_WRITE_KEYS has an entry with an empty key")
+        keys[key] = source or key
+    return keys
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    project: str = LOCAL_PROJECT
+    pubsub_emulator_host: str | None = None
+    events_topic: str = "events"
+    bad_events_topic: str = "events-bad"
+    dead_letter_topic: str = "events-dead-letter"
+    events_subscription: str = "events-processor"
+    bad_events_subscription: str = "events-bad-processor"
+    database_url: str | None = None
+    bigquery_dataset: str = "clickstream"
+    # REST endpoint of a BigQuery emulator (http://127.0.0.1:9050); unset means real BigQuery.
+    bigquery_emulator_host: str | None = None
+    # gRPC endpoint of the emulator's Storage Write API (127.0.0.1:9060).
+    bigquery_storage_emulator_host: str | None = None
+    write_keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uses_emulators(self) -> bool:
+        return self.pubsub_emulator_host is not None
+
+    def topic_path(self, topic: str) -> str:
+        return f"projects/{self.project}/topics/{topic}"
+
+    def subscription_path(self, subscription: str) -> str:
+        return f"projects/{self.project}/subscriptions/{subscription}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        def get(name: str, default: str) -> str:
+            return env.get(name) or default
+
+        return cls(
+            project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCLOUD_PROJECT") or LOCAL_PROJECT,
+            pubsub_emulator_host=env.get("PUBSUB_EMULATOR_HOST") or None,
+            events_topic=get("CLICKSTREAM_EVENTS_TOPIC", cls.events_topic),
+            bad_events_topic=get("CLICKSTREAM_BAD_EVENTS_TOPIC", cls.bad_events_topic),
+            dead_letter_topic=get("CLICKSTREAM_DEAD_LETTER_TOPIC", cls.dead_letter_topic),
+            events_subscription=get("CLICKSTREAM_EVENTS_SUBSCRIPTION", cls.events_subscription),
+            bad_events_subscription=get(
+                "CLICKSTREAM_BAD_EVENTS_SUBSCRIPTION", cls.bad_events_subscription
+            ),
+            database_url=env.get("DATABASE_URL") or None,
+            bigquery_dataset=get("CLICKSTREAM_BIGQUERY_DATASET", cls.bigquery_dataset),
+            bigquery_emulator_host=env.get("BIGQUERY_EMULATOR_HOST") or None,
+            bigquery_storage_emulator_host=env.get("BIGQUERY_STORAGE_EMULATOR_HOST") or None,
+            write_keys=parse_write_keys(env.get("CLICKSTREAM_WRITE_KEYS", "")),
+        )

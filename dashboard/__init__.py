@@ -1,0 +1,1 @@
+"""The BI dashboard over the processor's PostgreSQL tables."""

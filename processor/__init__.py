@@ -1,0 +1,1 @@
+"""The stream processor: enrich events and write them to PostgreSQL and BigQuery."""
