@@ -1,0 +1,52 @@
+"""The processor's unit of work: one event, validated, stamped and enriched, flat.
+
+Both sinks write this shape: PostgreSQL's `events` table has one column per field, and the
+BigQuery `events` table's schema is derived from it. Nested parts of the contract that have no
+column (order items, properties) travel as JSON text.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import msgspec
+
+
+class EnrichedEvent(msgspec.Struct, kw_only=True):
+    event_id: uuid.UUID
+    event_type: str
+    occurred_at: datetime
+    received_at: datetime
+    source: str
+    visitor_key: str  # user_id when known, else anonymous_id
+    anonymous_id: str | None
+    user_id: str | None
+    session_id: str
+    page_url: str | None = None
+    page_path: str | None = None
+    page_title: str | None = None
+    referrer: str | None = None
+    referrer_class: str = "direct"  # search, social, direct, internal, email, paid, other
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    user_agent: str | None = None
+    device_type: str = "other"  # desktop, mobile, tablet, bot, other
+    browser: str | None = None
+    os: str | None = None
+    is_bot: bool = False
+    client_ip: str | None = None
+    locale: str | None = None
+    product_id: str | None = None
+    product_name: str | None = None
+    category: str | None = None
+    price: float | None = None
+    quantity: int | None = None
+    currency: str | None = None
+    order_id: str | None = None
+    revenue: float | None = None
+    order_items: str | None = None  # JSON array of the order's products
+    properties: str | None = None  # JSON object
