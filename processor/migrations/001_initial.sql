@@ -41,6 +41,7 @@ CREATE TABLE events (
     currency        text,
     order_id        text,
     revenue         numeric(14, 2),
+    order_items     jsonb,
     properties      jsonb
 );
 CREATE INDEX events_occurred_at_idx ON events (occurred_at);
