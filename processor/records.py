@@ -50,3 +50,17 @@ class EnrichedEvent(msgspec.Struct, kw_only=True):
     revenue: float | None = None
     order_items: str | None = None  # JSON array of the order's products
     properties: str | None = None  # JSON object
+
+
+class BadEvent(msgspec.Struct, kw_only=True):
+    """An event (or a whole message) that can never be processed, kept with its reason."""
+
+    received_at: datetime
+    source: str | None
+    reason: str
+    reason_class: str  # "validation" (refused at the gateway), "envelope", "processing", ...
+    raw: bytes
+    client_ip: str | None = None
+    user_agent: str | None = None
+    # Pub/Sub message id and position in it: a redelivered message adds no second row.
+    message_key: str | None = None
