@@ -7,9 +7,15 @@ Each test that writes gets its own database (`fresh_database_url`), so tests nev
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -52,3 +58,85 @@ async def fresh_database_url(database_url: str) -> object:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+# Pub/Sub: one emulator per session, started through the real command line.
+# CLICKSTREAM_TEST_PUBSUB=google selects Google's emulator; the default is the built-in one.
+# Nothing global is set: tests pass the host to clients or set PUBSUB_EMULATOR_HOST themselves
+# (monkeypatch), and use `pubsub_project` / `unique_name` so they never share topics.
+
+
+PUBSUB_COMMAND = (sys.executable, "-m", "clickstream.cli", "emulator", "pubsub")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_pubsub_emulator(impl: str, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `clickstream emulator pubsub` on a free port; return it once it accepts gRPC."""
+    import grpc
+
+    port = free_port()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*PUBSUB_COMMAND, "--impl", impl, "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    host = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    with grpc.insecure_channel(host) as channel:
+        while True:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=0.5)
+                return proc, host
+            except grpc.FutureTimeoutError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    stop_process(proc)
+                    raise RuntimeError(
+                        f"Pub/Sub emulator ({impl}) did not start: {log_path.read_text()}"
+                    ) from None
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """ "127.0.0.1:PORT" of a Pub/Sub emulator that lives for the whole session."""
+    # TEMPORARY until the built-in emulator lands: fall back to Google's.
+    import importlib.util
+
+    default = (
+        "builtin" if importlib.util.find_spec("clickstream.emulators.pubsub_server") else "google"
+    )
+    impl = os.environ.get("CLICKSTREAM_TEST_PUBSUB", default)
+    log_path = tmp_path_factory.mktemp("pubsub") / f"emulator-{impl}.log"
+    proc, host = start_pubsub_emulator(impl, log_path)
+    try:
+        yield host
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture
+def pubsub_project() -> str:
+    """A project id of its own, so a test's topics and subscriptions never meet another's."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def unique_name() -> Callable[[str], str]:
+    """`unique_name("events")` -> "events-3f9a...": a topic/subscription name nobody else uses."""
+    return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,1 @@
+"""Local stand-ins for Google Cloud services, started by `clickstream emulator ...`."""
