@@ -40,6 +40,8 @@ class Settings:
     dead_letter_topic: str = "events-dead-letter"
     events_subscription: str = "events-processor"
     bad_events_subscription: str = "events-bad-processor"
+    # Keeps dead-lettered messages for inspection; nothing consumes it automatically.
+    dead_letter_subscription: str = "events-dead-letter-hold"
     database_url: str | None = None
     bigquery_dataset: str = "clickstream"
     # REST endpoint of a BigQuery emulator (http://127.0.0.1:9050); unset means real BigQuery.
@@ -72,6 +74,9 @@ class Settings:
             events_subscription=get("CLICKSTREAM_EVENTS_SUBSCRIPTION", cls.events_subscription),
             bad_events_subscription=get(
                 "CLICKSTREAM_BAD_EVENTS_SUBSCRIPTION", cls.bad_events_subscription
+            ),
+            dead_letter_subscription=get(
+                "CLICKSTREAM_DEAD_LETTER_SUBSCRIPTION", cls.dead_letter_subscription
             ),
             database_url=env.get("DATABASE_URL") or None,
             bigquery_dataset=get("CLICKSTREAM_BIGQUERY_DATASET", cls.bigquery_dataset),
