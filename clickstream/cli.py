@@ -13,6 +13,7 @@ import sys
 
 COMMAND_MODULES = (
     "clickstream.emulators.cli",
+    "clickstream.stack",
 )
 
 

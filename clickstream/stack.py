@@ -1,0 +1,353 @@
+"""`clickstream up`: the whole platform on one machine, on embedded defaults.
+
+PostgreSQL comes from `DATABASE_URL` or an embedded `pgserver` whose data lives in the state
+folder; Pub/Sub and BigQuery from their emulator variables or the local emulators. Then the
+schema, topics and tables are created, and gateway, processor and dashboard run as supervised
+children: a child that dies is reported and restarted; Ctrl-C or SIGTERM stops them in order
+(load generator, gateway drains, processor finishes, dashboard, emulators, database).
+
+Children run in their own sessions so Ctrl-C reaches only this supervisor, which then stops
+them one by one; each also gets SIGKILL from the kernel if the supervisor itself dies, so no
+orphan is ever left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+RESTART_BACKOFF_MAX = 30.0
+STOP_TIMEOUT = 30.0
+
+
+def die_with_parent() -> None:
+    """Run in the child before exec: the kernel sends SIGKILL when the supervisor dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def wait_for_port(host: str, port: int, timeout: float, process: Child | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.exited:
+            raise RuntimeError(f"{process.name} exited while starting; see its output above")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+def read_or_create_secret(path: Path, nbytes: int = 18) -> str:
+    """A per-state-folder secret (dev write key, dashboard password) that survives restarts."""
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(nbytes)
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
+@dataclass
+class Child:
+    """One supervised process: a `clickstream` subcommand with its own environment."""
+
+    name: str
+    args: Sequence[str]
+    env: dict[str, str]
+    restart: bool = True
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    stopping: bool = False
+    started_at: float = 0.0
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def exited(self) -> bool:
+        return self.process is not None and self.process.returncode is not None
+
+    async def start(self) -> None:
+        self.started_at = time.monotonic()
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "clickstream.cli",
+            *self.args,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+
+    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM, wait for a clean exit (drain), SIGKILL the group only if it hangs."""
+        self.stopping = True
+        if self.watcher is not None:
+            self.watcher.cancel()
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            log(f"{self.name} did not stop within {timeout:.0f} s; killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        # Whatever the child started in its session goes with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    async def supervise(self) -> None:
+        """Restart the child whenever it dies, with a backoff that resets after a good run."""
+        backoff = 1.0
+        while not self.stopping:
+            assert self.process is not None
+            code = await self.process.wait()
+            if self.stopping:
+                return
+            if not self.restart:
+                log(f"{self.name} finished (exit code {code})")
+                return
+            if time.monotonic() - self.started_at > 60:
+                backoff = 1.0
+            log(f"{self.name} exited with code {code}; restarting in {backoff:.0f} s")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
+            if self.stopping:
+                return
+            self.restarts += 1
+            await self.start()
+
+
+def log(message: str) -> None:
+    print(f"[clickstream up] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Options:
+    state_dir: Path
+    host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    dashboard_port: int = 8050
+    pubsub_port: int = 8085
+    bigquery_port: int = 9050
+    bigquery_grpc_port: int = 9060
+    demo: bool = False
+    demo_rate: float = 50.0
+
+
+def start_postgres(options: Options) -> tuple[str, Any]:
+    """DATABASE_URL when set, else the embedded server (kept in the state folder)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url, None
+    import pgserver
+
+    server = pgserver.get_server(options.state_dir / "postgres", cleanup_mode="stop")
+    return server.get_uri(), server
+
+
+async def run(options: Options) -> int:
+    options.state_dir.mkdir(parents=True, exist_ok=True)
+    write_key = read_or_create_secret(options.state_dir / "write-key")
+    dashboard_password = read_or_create_secret(options.state_dir / "dashboard-password")
+
+    log("starting PostgreSQL")
+    database_url, pg_server = start_postgres(options)
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url,
+        CLICKSTREAM_WRITE_KEYS=f"{write_key}=local",
+        CLICKSTREAM_DASHBOARD_PASSWORD=dashboard_password,
+        PYTHONUNBUFFERED="1",
+    )
+    emulators: list[Child] = []
+    if not env.get("PUBSUB_EMULATOR_HOST"):
+        env["PUBSUB_EMULATOR_HOST"] = f"{options.host}:{options.pubsub_port}"
+        emulators.append(
+            Child(
+                "pubsub-emulator",
+                ["emulator", "pubsub", "--host", options.host, "--port", str(options.pubsub_port)],
+                env,
+            )
+        )
+    if not env.get("BIGQUERY_EMULATOR_HOST"):
+        env["BIGQUERY_EMULATOR_HOST"] = f"http://{options.host}:{options.bigquery_port}"
+        env["BIGQUERY_STORAGE_EMULATOR_HOST"] = f"{options.host}:{options.bigquery_grpc_port}"
+        emulators.append(
+            Child(
+                "bigquery-emulator",
+                [
+                    "emulator",
+                    "bigquery",
+                    "--host",
+                    options.host,
+                    "--port",
+                    str(options.bigquery_port),
+                    "--grpc-port",
+                    str(options.bigquery_grpc_port),
+                    "--data-dir",
+                    str(options.state_dir / "bigquery"),
+                ],
+                env,
+            )
+        )
+    gateway_url = f"http://{options.host}:{options.gateway_port}"
+    dashboard_url = f"http://{options.host}:{options.dashboard_port}"
+    services = [
+        Child(
+            "gateway", ["gateway", "--host", options.host, "--port", str(options.gateway_port)], env
+        ),
+        Child("processor", ["processor"], env),
+        Child(
+            "dashboard",
+            ["dashboard", "--host", options.host, "--port", str(options.dashboard_port)],
+            env,
+        ),
+    ]
+    if options.demo:
+        services.append(
+            Child(
+                "loadgen",
+                [
+                    "loadgen",
+                    "--url",
+                    gateway_url,
+                    "--write-key",
+                    write_key,
+                    "--rate",
+                    str(options.demo_rate),
+                    "--quiet",
+                ],
+                env,
+            )
+        )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    started: list[Child] = []
+    try:
+        for child in emulators:
+            log(f"starting {child.name}")
+            await child.start()
+            started.append(child)
+        await asyncio.to_thread(wait_for_ports, emulators, options)
+        await prepare(env)
+        for child in services:
+            await child.start()
+            started.append(child)
+        await asyncio.to_thread(wait_for_port, options.host, options.gateway_port, 60, services[0])
+        await asyncio.to_thread(
+            wait_for_port, options.host, options.dashboard_port, 60, services[2]
+        )
+        for child in started:
+            child.watcher = asyncio.create_task(child.supervise())
+        print_banner(
+            gateway_url, dashboard_url, write_key, options.state_dir / "dashboard-password", env
+        )
+        await stop.wait()
+        log("stopping")
+    finally:
+        # Reverse start order: load generator, dashboard, processor, gateway would be wrong:
+        # the gateway must drain into Pub/Sub before the processor finishes its last batch.
+        order = [c for c in started if c.name == "loadgen"]
+        order += [c for c in started if c.name == "gateway"]
+        order += [c for c in started if c.name == "processor"]
+        order += [c for c in started if c.name == "dashboard"]
+        order += [c for c in reversed(started) if c not in order]
+        for child in order:
+            log(f"stopping {child.name}")
+            await child.stop()
+        if pg_server is not None:
+            log("stopping PostgreSQL")
+            pg_server.cleanup()
+        log("stopped")
+    return 0
+
+
+def wait_for_ports(emulators: list[Child], options: Options) -> None:
+    ports = {"pubsub-emulator": options.pubsub_port, "bigquery-emulator": options.bigquery_port}
+    for child in emulators:
+        wait_for_port(options.host, ports[child.name], 120, child)
+
+
+async def prepare(env: dict[str, str]) -> None:
+    """Schema, topics, subscriptions and BigQuery tables, before any service starts."""
+    from clickstream.config import Settings
+    from clickstream.pubsub_admin import ensure_topology
+    from processor.bigquery import ensure_tables
+    from processor.migrations import migrate
+
+    settings = Settings.from_env(env)
+    log("applying database migrations")
+    assert settings.database_url is not None
+    await migrate(settings.database_url)
+    log("creating Pub/Sub topics and subscriptions")
+    await ensure_topology(settings)
+    log("creating BigQuery dataset and tables")
+    await asyncio.to_thread(ensure_tables, settings)
+
+
+def print_banner(
+    gateway_url: str, dashboard_url: str, write_key: str, password: Path, env: dict[str, str]
+) -> None:
+    print(
+        f"""
+clickstream is running.
+
+  gateway               {gateway_url}   (POST /v1/events, /v1/batch; docs at /openapi.json)
+  dashboard             {dashboard_url}   (password in {password})
+  dev write key         {write_key}
+  PUBSUB_EMULATOR_HOST  {env["PUBSUB_EMULATOR_HOST"]}
+  BIGQUERY_EMULATOR_HOST {env["BIGQUERY_EMULATOR_HOST"]}
+  DATABASE_URL          {env["DATABASE_URL"]}
+
+  Send an event:
+    curl -X POST {gateway_url}/v1/events -H 'Authorization: Bearer {write_key}' \\
+      -H 'Content-Type: application/json' -d '{{"event_id": "'$(python3 -c 'import uuid; print(uuid.uuid4())')'", "event_type": "page_view", "occurred_at": "'$(date -u +%FT%TZ)'", "anonymous_id": "me"}}'
+  Simulate shoppers:  clickstream loadgen --write-key {write_key} --rate 200
+
+Stop with Ctrl-C (or SIGTERM): everything stops in order and nothing is left running.
+""",
+        flush=True,
+    )
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "up", help="run the whole platform locally (gateway, processor, dashboard, emulators)"
+    )
+    parser.add_argument("--state-dir", type=Path, default=Path(".clickstream"))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--gateway-port", type=int, default=8080)
+    parser.add_argument("--dashboard-port", type=int, default=8050)
+    parser.add_argument("--pubsub-port", type=int, default=8085)
+    parser.add_argument("--bigquery-port", type=int, default=9050)
+    parser.add_argument("--bigquery-grpc-port", type=int, default=9060)
+    parser.add_argument("--demo", action="store_true", help="also simulate shoppers")
+    parser.add_argument("--demo-rate", type=float, default=50.0, help="demo events per second")
+    parser.set_defaults(
+        func=lambda args: asyncio.run(
+            run(
+                Options(
+                    **{k: v for k, v in vars(args).items() if k in Options.__dataclass_fields__}
+                )
+            )
+        )
+    )
