@@ -89,7 +89,7 @@ class Child:
             preexec_fn=die_with_parent,
         )
 
-    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+    async def stop(self) -> None:
         """SIGTERM, wait for a clean exit (drain), SIGKILL the group only if it hangs."""
         self.stopping = True
         if self.watcher is not None:
@@ -100,9 +100,9 @@ class Child:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), timeout)
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
         except TimeoutError:
-            log(f"{self.name} did not stop within {timeout:.0f} s; killing it")
+            log(f"{self.name} did not stop within {STOP_TIMEOUT:.0f} s; killing it")
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
@@ -318,9 +318,6 @@ clickstream is running.
   BIGQUERY_EMULATOR_HOST {env["BIGQUERY_EMULATOR_HOST"]}
   DATABASE_URL          {env["DATABASE_URL"]}
 
-  Send an event:
-    curl -X POST {gateway_url}/v1/events -H 'Authorization: Bearer {write_key}' \\
-      -H 'Content-Type: application/json' -d '{{"event_id": "'$(python3 -c 'import uuid; print(uuid.uuid4())')'", "event_type": "page_view", "occurred_at": "'$(date -u +%FT%TZ)'", "anonymous_id": "me"}}'
   Simulate shoppers:  clickstream loadgen --write-key {write_key} --rate 200
 
 Stop with Ctrl-C (or SIGTERM): everything stops in order and nothing is left running.
