@@ -31,7 +31,8 @@ def parse_write_keys(value: str) -> dict[str, str]:
     return keys
 
 
-@dataclass(frozen=True, slots=True)
+# No slots: `from_env` reads the defaults back from the class attributes.
+@dataclass(frozen=True)
 class Settings:
     project: str = LOCAL_PROJECT
     pubsub_emulator_host: str | None = None
