@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = (
     "clickstream.emulators.cli",
     "clickstream.stack",
+    "gateway.cli",
 )
 
 

@@ -1,0 +1,238 @@
+"""The gateway's ASGI application: `create_app()` builds it (Granian calls it as a factory).
+
+The two ingest routes are raw ASGI endpoints dispatched by exact path before Starlette's router
+(whose middleware and routing cost 15% of the single-event path when measured); everything
+else (health, readiness, metrics, OpenAPI, lifespan) is a plain Starlette `Router`. The whole
+app is wrapped so that an unexpected exception is logged and counted as the bug it is but never
+answers 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, Router
+
+from clickstream.config import Settings
+from clickstream.envelope import Group, Kind
+from gateway import metrics
+from gateway.batcher import Batcher, PublisherUnavailable, QueueFull, group_size
+from gateway.cors import Cors
+from gateway.openapi import openapi_document
+from gateway.parsing import (
+    HTTPError,
+    RequestHeaders,
+    WriteKeys,
+    authenticate,
+    read_headers,
+    read_json_body,
+)
+from gateway.pubsub import PublishFailed, PubSub
+from gateway.responses import Send, send_accepted, send_error
+from gateway.settings import GatewaySettings
+from gateway.validation import Checked, check_batch, check_single
+
+log = logging.getLogger(__name__)
+
+Scope = Mapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+# A route checks a (decompressed) body against the contract: which events to publish, which not.
+Check = Callable[[bytes], Checked]
+
+# Allocation-heavy request handling triggers collections of the long-lived start-up objects;
+# freezing them and collecting less often cut p99 from 46 ms to 9 ms on this workload.
+GC_THRESHOLDS: Final = (50_000, 50, 100)
+
+
+class Publisher:
+    """The two batchers (`events`, `events-bad`) over one Pub/Sub connection."""
+
+    def __init__(self, settings: Settings, limits: GatewaySettings) -> None:
+        self.pubsub = PubSub(settings, limits.publish_timeout_s)
+        self.topics = (settings.events_topic, settings.bad_events_topic)
+
+        def batcher(kind: Kind, topic: str) -> Batcher:
+            return Batcher(
+                kind,
+                self.pubsub.sender(topic),
+                flush_s=limits.flush_ms / 1000,
+                max_bytes=limits.rpc_max_bytes,
+                max_groups=limits.rpc_max_groups,
+                max_inflight=limits.max_inflight_rpcs,
+                queue_max_bytes=limits.queue_max_bytes,
+                observe=self._observe,
+            )
+
+        self.events = batcher("events", settings.events_topic)
+        self.bad = batcher("bad", settings.bad_events_topic)
+
+    def _observe(self, kind: Kind, events: int, size: int, seconds: float, ok: bool) -> None:
+        metrics.observe_publish(kind, events, size, seconds, ok)
+        metrics.QUEUE_BYTES.set(self.events.queued_bytes + self.bad.queued_bytes)
+
+    async def ready(self) -> bool:
+        return await self.pubsub.ready(self.topics)
+
+    async def close(self) -> None:
+        """Publish everything accepted so far, then disconnect."""
+        await asyncio.gather(self.events.drain(), self.bad.drain())
+        await self.pubsub.close()
+
+
+class Gateway:
+    def __init__(self, settings: Settings, limits: GatewaySettings) -> None:
+        self.settings = settings
+        self.limits = limits
+        self.keys = WriteKeys(settings.write_keys)
+        self.cors = Cors(limits.cors_origins)
+        self.retry_after = str(limits.retry_after_s).encode()
+        self.publisher: Publisher | None = None
+        # Exact paths served by raw ASGI endpoints; later routes (Segment's) add theirs here.
+        self.ingest_routes: dict[str, Check] = {
+            "/v1/events": lambda body: check_single(body, limits.max_event_bytes),
+            "/v1/batch": lambda body: check_batch(
+                body, limits.max_event_bytes, limits.max_batch_events
+            ),
+        }
+        self.router = Router(
+            routes=[
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/readyz", self.readyz, methods=["GET"]),
+                Route("/metrics", self.metrics, methods=["GET"]),
+                Route("/openapi.json", self.openapi, methods=["GET"]),
+            ],
+            lifespan=self.lifespan,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            if scope["type"] == "http":
+                check = self.ingest_routes.get(scope["path"])
+                if check is not None:
+                    await self.ingest(scope, receive, send, check)
+                    return
+            await self.router(scope, receive, send)  # type: ignore[arg-type]
+        except Exception:
+            if scope["type"] != "http":
+                raise
+            # A bug, not bad input: make it loud in logs and metrics, but answer 400, not 500.
+            log.exception("unexpected error handling %s %s", scope["method"], scope["path"])
+            metrics.UNEXPECTED_ERRORS.inc()
+            # If the response had already started, nothing more can be said.
+            with contextlib.suppress(Exception):
+                await send_error(send, 400, "the request could not be processed", [])
+
+    @asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        self.publisher = Publisher(self.settings, self.limits)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
+        try:
+            yield
+        finally:
+            log.info("draining the publish queue")
+            await self.publisher.close()
+            log.info("publish queue drained")
+
+    async def ingest(self, scope: Scope, receive: Receive, send: Send, check: Check) -> None:
+        headers = read_headers(scope)
+        route = scope["path"]
+        cors = self.cors.headers(headers.origin)
+        method = scope["method"]
+        if method == "OPTIONS":
+            await self.preflight(send, headers)
+            return
+        try:
+            if method != "POST":
+                raise HTTPError(405, "use POST", [(b"allow", b"POST, OPTIONS")])
+            source = authenticate(headers, scope["query_string"], self.keys)
+            body = await read_json_body(receive, headers, self.limits.max_request_bytes)
+            checked = check(body)
+            await self.publish(scope, headers, source, checked)
+        except HTTPError as exc:
+            metrics.REQUESTS.labels(route, str(exc.status)).inc()
+            await send_error(send, exc.status, exc.message, cors + exc.headers)
+            return
+        metrics.REQUESTS.labels(route, "202").inc()
+        if checked.good:
+            metrics.ACCEPTED.inc(len(checked.good))
+        if checked.rejected:
+            metrics.REJECTED.inc(len(checked.rejected))
+        await send_accepted(send, len(checked.good), checked.rejected, cors)
+
+    async def preflight(self, send: Send, headers: RequestHeaders) -> None:
+        if not self.cors.allows(headers.origin):
+            await send_error(send, 403, "origin not allowed", [])
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 204,
+                "headers": self.cors.preflight_headers(headers.origin),
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+    async def publish(
+        self, scope: Scope, headers: RequestHeaders, source: str, checked: Checked
+    ) -> None:
+        """Hand the request's events to the batchers and wait until Pub/Sub has them."""
+        publisher = self.publisher
+        if publisher is None or publisher.pubsub.failing:
+            raise HTTPError(503, "Pub/Sub is unavailable", self._retry_after())
+        received_at = datetime.now(UTC)
+        client = scope.get("client")
+        client_ip = client[0] if client else None
+        user_agent = headers.user_agent.decode("latin-1") or None
+        waiting = []
+        try:
+            if checked.good:
+                group = Group(received_at, source, checked.good, client_ip, user_agent)
+                waiting.append(publisher.events.submit(group, group_size(group)))
+            if checked.bad:
+                group = Group(
+                    received_at, source, checked.bad, client_ip, user_agent, checked.reasons
+                )
+                waiting.append(publisher.bad.submit(group, group_size(group)))
+            # Shielded: a cancelled request must not cancel the batch other requests share.
+            for future in waiting:
+                await asyncio.shield(future)
+        except QueueFull:
+            raise HTTPError(429, "publish queue is full", self._retry_after()) from None
+        except PublisherUnavailable as exc:
+            raise HTTPError(503, str(exc), self._retry_after()) from None
+        except PublishFailed as exc:
+            raise HTTPError(503, f"events not published: {exc}", self._retry_after()) from None
+
+    def _retry_after(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", self.retry_after)]
+
+    async def healthz(self, request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(self, request: Request) -> Response:
+        if self.publisher is not None and await self.publisher.ready():
+            return PlainTextResponse("ready")
+        return PlainTextResponse("Pub/Sub not reachable", status_code=503)
+
+    async def metrics(self, request: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document(self.limits))
+
+
+def create_app(settings: Settings | None = None, limits: GatewaySettings | None = None) -> Gateway:
+    """The gateway ASGI app; settings default to the environment."""
+    return Gateway(settings or Settings.from_env(), limits or GatewaySettings.from_env())

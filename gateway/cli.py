@@ -1,0 +1,61 @@
+"""`clickstream gateway`: serve the ingestion API on Granian."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "gateway",
+        help="run the event ingestion gateway",
+        description="Serve POST /v1/events and /v1/batch on Granian and publish to Pub/Sub. "
+        "Configuration comes from the environment (see gateway/settings.py and "
+        "clickstream/config.py).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default %(default)s)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Set before anything imports prometheus_client: the workers inherit it and share the
+    # directory, so /metrics adds up every worker's samples.
+    metrics_dir = tempfile.mkdtemp(prefix="clickstream-gateway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        return serve(args.host, args.port, args.workers)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def serve(host: str, port: int, workers: int) -> int:
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    from clickstream.config import Settings
+    from gateway.topics import ensure_topics
+
+    settings = Settings.from_env()
+    if not settings.write_keys:
+        raise SystemExit("CLICKSTREAM_WRITE_KEYS is empty: no client could send events")
+    if settings.uses_emulators:
+        ensure_topics(settings)
+    server = Server(
+        "gateway.app:create_app",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        factory=True,
+        websockets=False,
+        log_access=False,
+    )
+    server.serve()
+    return 0

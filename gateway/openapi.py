@@ -1,0 +1,128 @@
+"""The gateway's OpenAPI 3.1 document, built from the same msgspec types the code uses."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import msgspec
+
+from clickstream.contract import Event
+from gateway.responses import ErrorResponse, IngestResponse
+from gateway.settings import GatewaySettings
+
+
+class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of `POST /v1/batch` as documented (the code keeps events raw to check each alone)."""
+
+    events: list[Event]
+
+
+REF = "#/components/schemas/{name}"
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "application/json": {"schema": schema},
+        "text/plain": {"schema": schema, "description": "JSON sent by navigator.sendBeacon"},
+    }
+
+
+def _error(description: str, error_ref: dict[str, Any], retry: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": error_ref}},
+    }
+    if retry:
+        response["headers"] = {
+            "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}
+        }
+    return response
+
+
+@cache
+def openapi_document(limits: GatewaySettings) -> dict[str, Any]:
+    refs, components = msgspec.json.schema_components(
+        [Event, BatchBody, IngestResponse, ErrorResponse], ref_template=REF
+    )
+    event_ref, batch_ref, ingest_ref, error_ref = refs
+    responses = {
+        "202": {
+            "description": "Accepted events are durably published; refused ones are listed "
+            "with the rule and JSON path that failed (and kept as bad events).",
+            "content": {"application/json": {"schema": ingest_ref}},
+        },
+        "400": _error("Body is not valid JSON (or not a batch object), or corrupt gzip", error_ref),
+        "401": _error("Missing or unknown write key", error_ref),
+        "413": _error(
+            f"Over a limit: {limits.max_event_bytes} bytes per event, "
+            f"{limits.max_request_bytes} bytes per request after decompression, "
+            f"{limits.max_batch_events} events per batch",
+            error_ref,
+        ),
+        "415": _error("Content type other than application/json or text/plain", error_ref),
+        "429": _error("Publish queue full; retry after the given delay", error_ref, retry=True),
+        "503": _error("Pub/Sub unavailable or the gateway is shutting down", error_ref, True),
+    }
+    parameters = [
+        {
+            "name": "Content-Encoding",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "enum": ["gzip", "identity"]},
+        }
+    ]
+    schemes = ("bearer", "basic", "writeKeyHeader", "writeKeyQuery")
+    security: list[dict[str, list[str]]] = [{scheme: []} for scheme in schemes]
+
+    def ingest(summary: str, body_ref: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "post": {
+                "summary": summary,
+                "parameters": parameters,
+                "requestBody": {"required": True, "content": _json(body_ref)},
+                "responses": responses,
+                "security": security,
+            }
+        }
+
+    def plain(summary: str, content_type: str = "text/plain") -> dict[str, Any]:
+        return {
+            "get": {
+                "summary": summary,
+                "responses": {"200": {"description": "OK", "content": {content_type: {}}}},
+            }
+        }
+
+    readyz = plain("Ready: the publisher can reach its topic")
+    readyz["get"]["responses"]["503"] = {"description": "Pub/Sub not reachable"}
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "info": {
+            "title": "clickstream gateway",
+            "version": "1",
+            "description": "Collects e-commerce clickstream events and publishes them to Pub/Sub.",
+        },
+        "paths": {
+            "/v1/events": ingest("Send one event", event_ref),
+            "/v1/batch": ingest("Send up to a batch of events", batch_ref),
+            "/healthz": plain("Process is up"),
+            "/readyz": readyz,
+            "/metrics": plain("Prometheus metrics"),
+            "/openapi.json": plain("This document", "application/json"),
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "The write key as user name, empty password",
+                },
+                "writeKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Write-Key"},
+                "writeKeyQuery": {"type": "apiKey", "in": "query", "name": "writeKey"},
+            },
+        },
+    }
