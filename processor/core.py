@@ -1,0 +1,147 @@
+"""The processing core shared by both shells (streaming-pull worker and Cloud Function).
+
+    messages -> decode envelopes -> validate events (the contract's decoder) -> enrich
+             -> PostgreSQL (sessions, events, aggregates) -> other sinks (BigQuery) -> caller acks
+
+`Processor.process` returns normally only when every sink has committed the batch; then the
+shell acks. It raises on transient failures (database down, network), and the shell nacks (or,
+in a function, lets the invocation fail) so Pub/Sub redelivers; the sinks make that harmless.
+A message that can never succeed becomes a `BadEvent` with its raw bytes and is acked:
+an undecodable envelope or unknown schema version ("envelope"), an event the contract refuses
+("validation"), or a message the database rejects as data ("processing", found by retrying a
+failing batch message by message, so one poison message never holds back the others).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import asyncpg
+import msgspec
+
+from clickstream import envelope
+from clickstream.contract import Event
+from processor.enrich import enrich
+from processor.records import BadEvent, EnrichedEvent
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    async def write(self, events: list[EnrichedEvent], bad: list[BadEvent]) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What a shell received from Pub/Sub, independent of the client library."""
+
+    message_id: str
+    data: bytes
+    attributes: Mapping[str, str]
+    publish_time: datetime | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    events: list[EnrichedEvent] = field(default_factory=list)
+    bad: list[BadEvent] = field(default_factory=list)
+
+
+_event_decoder = msgspec.json.Decoder(Event)
+
+
+def decode_into(batch: Batch, message: Message) -> None:
+    """Append the message's events (enriched) and bad events to `batch`."""
+    try:
+        env = envelope.decode(message.data, dict(message.attributes))
+    except envelope.EnvelopeError as exc:
+        batch.bad.append(
+            BadEvent(
+                received_at=message.publish_time or datetime.now(UTC),
+                source=message.attributes.get("source"),
+                reason=str(exc),
+                reason_class="envelope",
+                raw=message.data,
+                message_key=message.message_id,
+            )
+        )
+        return
+    for g, group in enumerate(env.groups):
+        for i, raw in enumerate(group.events):
+            key = f"{message.message_id}/{g}/{i}"
+            if env.kind == "bad":
+                reason = group.reasons[i] if i < len(group.reasons) else "refused at the gateway"
+                batch.bad.append(_bad(group, raw, reason, "validation", key))
+                continue
+            try:
+                event = _event_decoder.decode(raw)
+            except msgspec.DecodeError as exc:  # the contract changed under a queued message
+                batch.bad.append(_bad(group, raw, str(exc), "validation", key))
+                continue
+            batch.events.append(enrich(event, group))
+
+
+def _bad(group: envelope.Group, raw: bytes, reason: str, reason_class: str, key: str) -> BadEvent:
+    return BadEvent(
+        received_at=group.received_at,
+        source=group.source,
+        reason=reason,
+        reason_class=reason_class,
+        raw=raw,
+        client_ip=group.client_ip,
+        user_agent=group.user_agent,
+        message_key=key,
+    )
+
+
+def decode(messages: Sequence[Message]) -> Batch:
+    batch = Batch()
+    for message in messages:
+        decode_into(batch, message)
+    return batch
+
+
+# Errors PostgreSQL raises for the data itself (e.g. a NUL character in text): retrying the
+# same message can never succeed. Everything else (connections, deadlocks...) is transient.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError,)
+
+
+class Processor:
+    """Decode, enrich and write batches: PostgreSQL first (it assigns sessions), then others."""
+
+    def __init__(self, postgres: Sink, others: Sequence[Sink] = ()) -> None:
+        self.sinks = [postgres, *others]
+
+    async def process(self, messages: Sequence[Message]) -> None:
+        batch = decode(messages)
+        try:
+            await self._write(batch)
+        except PERMANENT_ERRORS as exc:
+            if len(messages) > 1:
+                log.warning("batch refused (%s); retrying message by message", exc)
+                for message in messages:
+                    await self.process([message])
+                return
+            log.error("message %s refused by a sink: %s", messages[0].message_id, exc)
+            await self._write(Batch(bad=[_refused(messages[0], exc)]))
+
+    async def _write(self, batch: Batch) -> None:
+        if not batch.events and not batch.bad:
+            return
+        for sink in self.sinks:
+            await sink.write(batch.events, batch.bad)
+
+
+def _refused(message: Message, exc: BaseException) -> BadEvent:
+    return BadEvent(
+        received_at=message.publish_time or datetime.now(UTC),
+        source=None,
+        reason=f"{type(exc).__name__}: {exc}",
+        reason_class="processing",
+        raw=message.data,
+        message_key=message.message_id,
+    )

@@ -1,0 +1,82 @@
+"""PostgreSQL access shared by the processor's shells: connection options and retention.
+
+Connection: `DATABASE_URL` names the server and may omit the password; Cloud Functions gets the
+password from Secret Manager as `CLICKSTREAM_DB_PASSWORD`, which asyncpg then uses (it wins over
+one in the URL). The password never appears in logs: only the URL's host and database do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+PASSWORD_ENV = "CLICKSTREAM_DB_PASSWORD"
+
+
+# A plain connection or one borrowed from a pool.
+Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+
+
+class DatabaseConfigError(ValueError):
+    pass
+
+
+def connect_options(
+    database_url: str | None, env: Mapping[str, str] = os.environ
+) -> dict[str, Any]:
+    """asyncpg keyword arguments for `DATABASE_URL` plus the optional password secret."""
+    if not database_url:
+        raise DatabaseConfigError(
+            "DATABASE_URL is not set (e.g. postgresql://clickstream@127.0.0.1:5432/clickstream)"
+        )
+    options: dict[str, Any] = {"dsn": database_url}
+    password = env.get(PASSWORD_ENV)
+    if password:
+        options["password"] = password
+    return options
+
+
+async def connect(database_url: str | None) -> asyncpg.Connection:
+    return await asyncpg.connect(**connect_options(database_url))
+
+
+def describe(database_url: str) -> str:
+    """The URL without credentials, for logs."""
+    parts = urlsplit(database_url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `30m`, `12h`, `7d` -> timedelta."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"duration {text!r} must be a number followed by s, m, h or d (e.g. 7d)")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+async def prune(conn: Connection, older_than: timedelta) -> dict[str, int]:
+    """Delete raw events (by server receive time) and idle session state older than `older_than`.
+
+    Aggregates, sessions and customers are kept. The retention must exceed the Pub/Sub
+    subscription's message retention: a message redelivered after its events were pruned would
+    count them again.
+    """
+    counts: dict[str, int] = {}
+    async with conn.transaction():
+        for table, column in (("events", "received_at"), ("session_state", "last_seen_at")):
+            status = await conn.execute(
+                f"DELETE FROM {table} WHERE {column} < now() - $1::interval", older_than
+            )
+            counts[table] = int(status.split()[-1])
+    return counts
