@@ -115,13 +115,7 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def pubsub_emulator_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """ "127.0.0.1:PORT" of a Pub/Sub emulator that lives for the whole session."""
-    # TEMPORARY until the built-in emulator lands: fall back to Google's.
-    import importlib.util
-
-    default = (
-        "builtin" if importlib.util.find_spec("clickstream.emulators.pubsub_server") else "google"
-    )
-    impl = os.environ.get("CLICKSTREAM_TEST_PUBSUB", default)
+    impl = os.environ.get("CLICKSTREAM_TEST_PUBSUB", "builtin")
     log_path = tmp_path_factory.mktemp("pubsub") / f"emulator-{impl}.log"
     proc, host = start_pubsub_emulator(impl, log_path)
     try:
