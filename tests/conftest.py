@@ -113,15 +113,27 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def pubsub_emulator_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """ "127.0.0.1:PORT" of a Pub/Sub emulator that lives for the whole session."""
-    impl = os.environ.get("CLICKSTREAM_TEST_PUBSUB", "builtin")
-    log_path = tmp_path_factory.mktemp("pubsub") / f"emulator-{impl}.log"
-    proc, host = start_pubsub_emulator(impl, log_path)
+def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str]]:
+    """`pubsub_emulator("builtin" | "google")` -> host; one process per kind per session."""
+    running: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+
+    def get(impl: str) -> str:
+        if impl not in running:
+            log_path = tmp_path_factory.mktemp("pubsub") / f"emulator-{impl}.log"
+            running[impl] = start_pubsub_emulator(impl, log_path)
+        return running[impl][1]
+
     try:
-        yield host
+        yield get
     finally:
-        stop_process(proc)
+        for proc, _ in running.values():
+            stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator_host(pubsub_emulator: Callable[[str], str]) -> str:
+    """ "127.0.0.1:PORT" of a Pub/Sub emulator that lives for the whole session."""
+    return pubsub_emulator(os.environ.get("CLICKSTREAM_TEST_PUBSUB", "builtin"))
 
 
 @pytest.fixture
