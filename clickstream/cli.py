@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "clickstream.emulators.cli",
     "clickstream.stack",
     "gateway.cli",
+    "processor.cli",
 )
 
 
