@@ -156,7 +156,7 @@ class BigQuerySink:
     """Appends enriched events to `events` and bad events to `bad_events`.
 
     Construct it inside the event loop that will call `write` (its gRPC channel belongs to
-    that loop), after the tables exist: `await open_bigquery_sink(settings)` does both.
+    that loop), after the tables exist: `await create_sink(settings)` does both.
     """
 
     def __init__(
@@ -255,7 +255,7 @@ class BigQuerySink:
         await self.client.transport.close()
 
 
-async def open_bigquery_sink(settings: Settings) -> BigQuerySink:
+async def create_sink(settings: Settings) -> BigQuerySink:
     """Create the dataset, tables and views when missing, check their schemas, then connect."""
 
     def prepare() -> None:
