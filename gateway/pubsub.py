@@ -3,8 +3,7 @@
 The gateway batches on its own (`gateway.batcher`), so it calls the transport's Publish stub
 directly: the generated client's per-call wrappers (retry objects, routing headers, universe
 checks) cost a fifth of the CPU of the single-event path when measured, and the retry policy
-here is simpler and knows when to stop. Against an emulator the channel is plain-text gRPC to
-`PUBSUB_EMULATOR_HOST`, the way google-cloud-pubsub itself connects.
+here is simpler and knows when to stop.
 """
 
 from __future__ import annotations
@@ -17,12 +16,10 @@ from typing import Final
 
 import grpc
 from google.api_core import exceptions as api_exceptions
-from google.auth.credentials import AnonymousCredentials
-from google.pubsub_v1 import PublisherAsyncClient
-from google.pubsub_v1.services.publisher.transports import PublisherGrpcAsyncIOTransport
 from google.pubsub_v1.types import PublishRequest, PubsubMessage
 
 from clickstream.config import Settings
+from clickstream.pubsub_clients import publisher_async_client
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +46,6 @@ class PublishFailed(Exception):
     """Pub/Sub refused the message or stayed unreachable until the deadline."""
 
 
-def create_client(settings: Settings) -> PublisherAsyncClient:
-    """The generated async client; must be called with the event loop running."""
-    if settings.pubsub_emulator_host:
-        channel = grpc.aio.insecure_channel(settings.pubsub_emulator_host)
-        transport = PublisherGrpcAsyncIOTransport(
-            channel=channel, credentials=AnonymousCredentials()
-        )
-        return PublisherAsyncClient(transport=transport)
-    return PublisherAsyncClient()
-
-
 class PubSub:
     """One channel to Pub/Sub; `sender(topic)` gives the batcher its `send` function.
 
@@ -70,7 +56,7 @@ class PubSub:
 
     def __init__(self, settings: Settings, publish_timeout_s: float) -> None:
         self.settings = settings
-        self.client = create_client(settings)
+        self.client = publisher_async_client(settings)
         self._publish = self.client.transport.publish
         self._timeout_s = publish_timeout_s
         self.failing = False
