@@ -1,0 +1,103 @@
+"""`clickstream db migrate|prune` and `clickstream processor`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    database = subparsers.add_parser("db", help="PostgreSQL schema and retention")
+    db_commands = database.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    migrate = db_commands.add_parser(
+        "migrate",
+        help="apply pending SQL migrations (idempotent)",
+        description="Apply processor/migrations/NNN_*.sql not yet recorded in schema_migrations."
+        " Uses DATABASE_URL (and CLICKSTREAM_DB_PASSWORD when set).",
+    )
+    migrate.set_defaults(func=run_migrate)
+    prune = db_commands.add_parser(
+        "prune",
+        help="delete raw events older than a retention period",
+        description="Delete events received before now minus the period (aggregates, sessions"
+        " and customers are kept). Keep it longer than the subscription's message retention.",
+    )
+    prune.add_argument("--older-than", required=True, help="e.g. 7d, 36h")
+    prune.set_defaults(func=run_prune)
+
+    processor = subparsers.add_parser(
+        "processor",
+        help="consume Pub/Sub events into PostgreSQL (and BigQuery)",
+        description="Streaming-pull worker on the events and events-bad subscriptions."
+        " Environment: DATABASE_URL, CLICKSTREAM_DB_PASSWORD, PUBSUB_EMULATOR_HOST,"
+        " GOOGLE_CLOUD_PROJECT, CLICKSTREAM_BIGQUERY=on|off|auto.",
+    )
+    processor.add_argument("--max-batch-events", type=int, default=5_000)
+    processor.add_argument(
+        "--max-batch-wait-ms", type=float, default=50.0, help="collect messages this long"
+    )
+    processor.add_argument("--concurrency", type=int, default=3, help="batches in flight")
+    processor.add_argument("--max-messages", type=int, default=2_000, help="flow control")
+    processor.add_argument(
+        "--retention", default=None, help="prune events older than this every hour (e.g. 7d)"
+    )
+    processor.set_defaults(func=run_processor)
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from clickstream.config import Settings
+    from processor.migrations import migrate
+
+    _logging()
+    applied = asyncio.run(migrate(Settings.from_env().database_url))
+    print(f"applied {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    from clickstream.config import Settings
+    from processor import db
+
+    try:
+        older_than = db.parse_duration(args.older_than)
+    except ValueError as exc:
+        print(f"--older-than: {exc}", file=sys.stderr)
+        return 2
+
+    async def prune() -> dict[str, int]:
+        conn = await db.connect(Settings.from_env().database_url)
+        try:
+            return await db.prune(conn, older_than)
+        finally:
+            await conn.close()
+
+    counts = asyncio.run(prune())
+    print(", ".join(f"{table}: {n} rows deleted" for table, n in counts.items()))
+    return 0
+
+
+def run_processor(args: argparse.Namespace) -> int:
+    from clickstream.config import Settings
+    from processor import db
+    from processor.worker import WorkerOptions, main
+
+    _logging()
+    try:
+        retention = db.parse_duration(args.retention) if args.retention else None
+    except ValueError as exc:
+        print(f"--retention: {exc}", file=sys.stderr)
+        return 2
+    options = WorkerOptions(
+        max_batch_events=args.max_batch_events,
+        max_batch_wait=args.max_batch_wait_ms / 1000,
+        concurrency=args.concurrency,
+        max_messages=args.max_messages,
+        retention=retention,
+    )
+    return main(Settings.from_env(), options)

@@ -1,0 +1,240 @@
+"""`clickstream processor`: the streaming-pull shell around `processor.core`.
+
+Pub/Sub's streaming pull delivers messages to a callback in the client's threads; they are
+handed to the event loop, where the batcher collects them for a few milliseconds (or up to a
+number of events) and writes each batch in one sink transaction, then acks all of its messages
+(or nacks them all on a transient failure, backing off before the next batch). Flow control
+bounds how many messages are held. Several batches may be in the sinks at once, one per pool
+connection, so decoding overlaps the database's work.
+
+SIGTERM/SIGINT: stop pulling, nack what has not started, let the batches in the sinks finish
+(they ack or nack), then close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import grpc
+from google.cloud.pubsub_v1 import SubscriberClient
+from google.cloud.pubsub_v1.subscriber.message import Message as PubsubMessage
+from google.cloud.pubsub_v1.types import FlowControl
+from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+
+from clickstream.config import Settings
+from clickstream.pubsub_clients import CHANNEL_OPTIONS
+from processor import db
+from processor.core import Message, Processor
+from processor.postgres import PostgresSink, create_sink_pool
+from processor.sinks import other_sinks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    max_batch_events: int = 5_000
+    max_batch_wait: float = 0.05  # seconds to wait for more messages after the first
+    concurrency: int = 3  # batches in the sinks at once (= pool connections)
+    max_messages: int = 2_000  # flow control: messages held but not yet acked
+    max_bytes: int = 200 * 1024 * 1024
+    retention: timedelta | None = None  # prune events older than this, hourly
+    prune_every: float = 3600.0
+    max_backoff: float = 10.0
+
+
+def subscriber_client(settings: Settings) -> SubscriberClient:
+    if settings.pubsub_emulator_host is None:
+        return SubscriberClient()
+    channel = grpc.insecure_channel(settings.pubsub_emulator_host, options=CHANNEL_OPTIONS)
+    return SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
+
+
+def to_message(message: PubsubMessage) -> Message:
+    return Message(
+        message_id=message.message_id,
+        data=message.data,
+        attributes=message.attributes,
+        publish_time=message.publish_time,
+    )
+
+
+def event_count(message: PubsubMessage) -> int:
+    try:
+        return max(1, int(message.attributes.get("event_count", "1")))
+    except ValueError:
+        return 1
+
+
+class Worker:
+    def __init__(self, processor: Processor, options: WorkerOptions) -> None:
+        self.processor = processor
+        self.options = options
+        self.queue: asyncio.Queue[PubsubMessage] = asyncio.Queue()
+        self.slots = asyncio.Semaphore(options.concurrency)
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.failures = 0
+        self.stopping = False
+        self.processed_messages = 0
+
+    def callback(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """The Pub/Sub callback (runs in the client's threads)."""
+
+        def receive(message: PubsubMessage) -> None:
+            if self.stopping:
+                message.nack()
+                return
+            try:
+                loop.call_soon_threadsafe(self.queue.put_nowait, message)
+            except RuntimeError:  # the loop is closed: we are gone
+                message.nack()
+
+        return receive
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Batch and process until `stop` is set, then drain."""
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                getter = asyncio.create_task(self.queue.get())
+                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                batch = await self._collect(getter.result())
+                await self.slots.acquire()
+                task = asyncio.create_task(self._handle(batch))
+                self.in_flight.add(task)
+                task.add_done_callback(self.in_flight.discard)
+        finally:
+            stopper.cancel()
+            self.stopping = True
+            await self.drain()
+
+    async def _collect(self, first: PubsubMessage) -> list[PubsubMessage]:
+        batch, events = [first], event_count(first)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.max_batch_wait
+        while events < self.options.max_batch_events:
+            if self.queue.empty():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    message = await asyncio.wait_for(self.queue.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                message = self.queue.get_nowait()
+            batch.append(message)
+            events += event_count(message)
+        return batch
+
+    async def _handle(self, batch: list[PubsubMessage]) -> None:
+        try:
+            if self.failures:
+                await asyncio.sleep(min(self.options.max_backoff, 0.2 * 2**self.failures))
+            await self.processor.process([to_message(message) for message in batch])
+        except Exception:
+            self.failures += 1
+            log.exception("batch of %d messages failed; nacking for redelivery", len(batch))
+            for message in batch:
+                message.nack()
+        else:
+            self.failures = 0
+            for message in batch:
+                message.ack()
+            self.processed_messages += len(batch)
+        finally:
+            self.slots.release()
+
+    async def drain(self) -> None:
+        """Nack what never reached a batch; let batches in the sinks finish."""
+        while not self.queue.empty():
+            self.queue.get_nowait().nack()
+        if self.in_flight:
+            await asyncio.wait(set(self.in_flight))
+
+
+async def prune_periodically(pool: Any, retention: timedelta, every: float) -> None:
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                counts = await db.prune(conn, retention)
+            log.info("pruned %s", counts)
+        except Exception:
+            log.exception("pruning failed; trying again later")
+        await asyncio.sleep(every)
+
+
+async def serve(settings: Settings, options: WorkerOptions, stop: asyncio.Event) -> None:
+    """Run the worker on the events and bad-events subscriptions until `stop` is set."""
+    from processor.migrations import migrate
+
+    if settings.uses_emulators:
+        from clickstream.pubsub_admin import ensure_topology
+
+        await ensure_topology(settings)
+    await migrate(settings.database_url)
+    pool = await create_sink_pool(settings.database_url, max_size=options.concurrency)
+    others = await other_sinks(settings)
+    worker = Worker(Processor(PostgresSink(pool), others), options)
+    subscriber = subscriber_client(settings)
+    flow = FlowControl(max_messages=options.max_messages, max_bytes=options.max_bytes)
+    callback = worker.callback(asyncio.get_running_loop())
+    futures = [
+        subscriber.subscribe(settings.subscription_path(name), callback, flow_control=flow)
+        for name in (settings.events_subscription, settings.bad_events_subscription)
+    ]
+    pruner = (
+        asyncio.create_task(prune_periodically(pool, options.retention, options.prune_every))
+        if options.retention
+        else None
+    )
+    log.info(
+        "processing %s and %s (PostgreSQL %s)",
+        settings.events_subscription,
+        settings.bad_events_subscription,
+        db.describe(settings.database_url or ""),
+    )
+    try:
+        await worker.run(stop)
+    finally:
+        worker.stopping = True
+        for future in futures:
+            future.cancel()  # stops the stream; the client nacks messages it still holds
+        await asyncio.to_thread(_wait_closed, futures)
+        await worker.drain()  # messages that slipped into the queue while the stream closed
+        if pruner is not None:
+            pruner.cancel()
+        for sink in others:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                await close()
+        subscriber.close()
+        await pool.close()
+        log.info("stopped after %d messages", worker.processed_messages)
+
+
+def _wait_closed(futures: list[Any]) -> None:
+    for future in futures:
+        with contextlib.suppress(Exception):
+            future.result(timeout=30)
+
+
+def main(settings: Settings, options: WorkerOptions) -> int:
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, options, stop)
+
+    asyncio.run(run())
+    return 0

@@ -1,0 +1,213 @@
+"""Shared by the processor's tests: build events as clients send them and envelopes as the
+gateway publishes them, and check every aggregate against a recount from `events`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from clickstream import envelope
+
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"
+)
+WINDOWS_CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36"
+)
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+BASE_TIME = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+def event(
+    event_type: str = "page_view",
+    *,
+    at: datetime | None = None,
+    anonymous_id: str | None = "anon-1",
+    **fields: Any,
+) -> dict[str, Any]:
+    """One event as a client sends it (a JSON object)."""
+    body: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "occurred_at": (at or BASE_TIME).isoformat(),
+    }
+    if anonymous_id is not None:
+        body["anonymous_id"] = anonymous_id
+    if (
+        event_type in ("product_view", "add_to_cart", "remove_from_cart")
+        and "product" not in fields
+    ):
+        fields["product"] = {"product_id": "sku-1", "name": "Mug", "price": 9.5}
+    if event_type == "purchase" and "order" not in fields:
+        fields["order"] = {
+            "order_id": f"order-{uuid.uuid4().hex[:8]}",
+            "revenue": 19.0,
+            "currency": "EUR",
+            "items": [{"product_id": "sku-1", "price": 9.5, "quantity": 2}],
+        }
+    body.update(fields)
+    return body
+
+
+def group(
+    events: list[dict[str, Any]],
+    *,
+    received_at: datetime | None = None,
+    source: str = "web",
+    reasons: list[str] | None = None,
+    user_agent: str | None = WINDOWS_CHROME,
+) -> envelope.Group:
+    return envelope.Group(
+        received_at=received_at or BASE_TIME + timedelta(seconds=1),
+        source=source,
+        events=[msgspec.json.encode(e) for e in events],
+        client_ip="203.0.113.7",
+        user_agent=user_agent,
+        reasons=reasons or [],
+    )
+
+
+def envelope_of(events: list[dict[str, Any]], kind: envelope.Kind = "events") -> bytes:
+    """The Pub/Sub message body the gateway publishes for one request with these events."""
+    reasons = (
+        [f"$.event_type: bad value {i}" for i in range(len(events))] if kind == "bad" else None
+    )
+    return envelope.encode(kind, [group(events, reasons=reasons)])
+
+
+def a_day_of_traffic(visitors: int = 20, seed: int = 7) -> list[dict[str, Any]]:
+    """Several visitors browsing, carting and buying, with gaps that split sessions."""
+    import random
+
+    rng = random.Random(seed)
+    events: list[dict[str, Any]] = []
+    for v in range(visitors):
+        anon = f"anon-{v}"
+        user = f"user-{v}" if v % 3 == 0 else None
+        at = BASE_TIME + timedelta(minutes=rng.randrange(0, 120))
+        for _ in range(rng.randrange(3, 12)):
+            at += timedelta(minutes=rng.choice([1, 2, 5, 10, 45]))
+            kind = rng.choice(
+                ["page_view", "page_view", "product_view", "add_to_cart", "begin_checkout",
+                 "purchase", "remove_from_cart", "search"]
+            )  # fmt: skip
+            fields: dict[str, Any] = {
+                "page": {
+                    "url": f"https://shop.example/p/{rng.randrange(5)}?utm_source=news&utm_medium=email"
+                    if rng.random() < 0.2
+                    else f"https://shop.example/p/{rng.randrange(5)}",
+                    "referrer": rng.choice([None, "https://www.google.com/", "https://t.co/x"]),
+                },
+                "context": {"user_agent": rng.choice([IPHONE, WINDOWS_CHROME])},
+            }
+            if user:
+                fields["user_id"] = user
+            if kind in ("product_view", "add_to_cart", "remove_from_cart"):
+                fields["product"] = {
+                    "product_id": f"sku-{rng.randrange(4)}",
+                    "name": "Thing",
+                    "price": 5.0,
+                }
+            events.append(event(kind, at=at, anonymous_id=anon, **fields))
+    rng.shuffle(events)
+    return events
+
+
+# Each pair: the aggregate as stored, and the same computed from scratch from `events` (and,
+# for the per-session counts, from `sessions`). Traffic and devices ignore the hour: a session's
+# start moves earlier when an earlier event arrives later, its hour bucket does not.
+RECOUNTS: dict[str, tuple[str, str]] = {
+    "metrics_minute": (
+        "SELECT minute, event_type, events, revenue, unique_visitors FROM metrics_minute",
+        """SELECT date_trunc('minute', occurred_at, 'UTC'), event_type, count(*),
+                  coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0),
+                  count(DISTINCT visitor_key)
+           FROM events GROUP BY 1, 2""",
+    ),
+    "visitor_hours": (
+        "SELECT hour, visitor_key FROM visitor_hours",
+        "SELECT DISTINCT date_trunc('hour', occurred_at, 'UTC'), visitor_key FROM events",
+    ),
+    "visitor_days": (
+        "SELECT day, visitor_key FROM visitor_days",
+        "SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date, visitor_key FROM events",
+    ),
+    "sessions": (
+        """SELECT session_id, started_at, last_seen_at, events, page_views, purchased, revenue
+           FROM sessions""",
+        """SELECT session_id, min(occurred_at), max(occurred_at), count(*),
+                  count(*) FILTER (WHERE event_type = 'page_view'),
+                  bool_or(event_type = 'purchase'),
+                  coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0)
+           FROM events GROUP BY session_id""",
+    ),
+    "funnel_steps": (
+        "SELECT session_id, step, reached_at FROM funnel_steps",
+        """SELECT session_id, event_type, min(occurred_at) FROM events
+           WHERE event_type IN ('product_view', 'add_to_cart', 'begin_checkout', 'purchase')
+           GROUP BY 1, 2""",
+    ),
+    "product_metrics_hour": (
+        "SELECT hour, product_id, views, carts, removals, units, revenue FROM product_metrics_hour",
+        """WITH lines AS (
+               SELECT date_trunc('hour', occurred_at, 'UTC') AS hour, product_id,
+                      (event_type = 'product_view')::int AS views,
+                      (event_type = 'add_to_cart')::int AS carts,
+                      (event_type = 'remove_from_cart')::int AS removals,
+                      0 AS units, 0::numeric AS revenue
+               FROM events
+               WHERE event_type IN ('product_view', 'add_to_cart', 'remove_from_cart')
+               UNION ALL
+               SELECT date_trunc('hour', occurred_at, 'UTC'), item->>'product_id', 0, 0, 0,
+                      coalesce((item->>'quantity')::int, 1),
+                      (item->>'price')::numeric * coalesce((item->>'quantity')::int, 1)
+               FROM events, jsonb_array_elements(order_items) AS item
+               WHERE event_type = 'purchase')
+           SELECT hour, product_id, sum(views), sum(carts), sum(removals), sum(units),
+                  sum(revenue)
+           FROM lines GROUP BY 1, 2""",
+    ),
+    "customers": (
+        """SELECT visitor_key, first_seen_at, last_seen_at, events, sessions, orders,
+                  lifetime_value FROM customers""",
+        """SELECT e.visitor_key, min(occurred_at), max(occurred_at), count(*),
+                  (SELECT count(*) FROM sessions s WHERE s.visitor_key = e.visitor_key),
+                  count(*) FILTER (WHERE event_type = 'purchase'),
+                  coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0)
+           FROM events e GROUP BY e.visitor_key""",
+    ),
+    "traffic_hour": (
+        """SELECT referrer_class, utm_source, utm_medium, sum(sessions) FROM traffic_hour
+           GROUP BY 1, 2, 3""",
+        """SELECT referrer_class, coalesce(utm_source, ''), coalesce(utm_medium, ''), count(*)
+           FROM sessions GROUP BY 1, 2, 3""",
+    ),
+    "devices_hour": (
+        "SELECT device_type, browser, os, sum(sessions) FROM devices_hour GROUP BY 1, 2, 3",
+        """SELECT device_type, coalesce(browser, ''), coalesce(os, ''), count(*)
+           FROM sessions GROUP BY 1, 2, 3""",
+    ),
+}
+
+
+async def aggregate_mismatches(conn: asyncpg.Connection) -> dict[str, Any]:
+    """{table: (rows only stored, rows only recounted)} for every aggregate that is off."""
+    problems: dict[str, Any] = {}
+    for table, (stored_sql, recount_sql) in RECOUNTS.items():
+        stored = {tuple(row) for row in await conn.fetch(stored_sql)}
+        recount = {tuple(row) for row in await conn.fetch(recount_sql)}
+        if stored != recount:
+            problems[table] = (sorted(stored - recount)[:5], sorted(recount - stored)[:5])
+    return problems
+
+
+async def table_counts(conn: asyncpg.Connection) -> dict[str, int]:
+    tables = ["events", "sessions", "customers", "bad_events", *RECOUNTS]
+    return {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in dict.fromkeys(tables)}

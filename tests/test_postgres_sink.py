@@ -1,0 +1,274 @@
+"""The PostgreSQL sink and the processing core against a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg
+import pytest
+from processor_testing import (
+    BASE_TIME,
+    a_day_of_traffic,
+    aggregate_mismatches,
+    envelope_of,
+    event,
+    table_counts,
+)
+
+from clickstream import envelope
+from processor import db
+from processor.core import Message, Processor
+from processor.migrations import apply_migrations, migrate, migration_files
+from processor.postgres import PostgresSink, create_sink_pool
+
+
+@pytest.fixture
+async def pool(fresh_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    await migrate(fresh_database_url)
+    pool = await create_sink_pool(fresh_database_url)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def processor(pool: asyncpg.Pool) -> Processor:
+    return Processor(PostgresSink(pool))
+
+
+def message(events: list[dict], kind: envelope.Kind = "events", message_id: str | None = None):
+    return Message(
+        message_id=message_id or uuid.uuid4().hex,
+        data=envelope_of(events, kind),
+        attributes=envelope.attributes(kind, len(events)),
+    )
+
+
+async def test_migrations_are_idempotent_and_safe_to_race(fresh_database_url: str) -> None:
+    conns = [await db.connect(fresh_database_url) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(apply_migrations(conn) for conn in conns))
+        expected = [path.stem for path in migration_files()]
+        assert sorted(results, key=len) == [[], [], expected]
+        assert await apply_migrations(conns[0]) == []
+        versions = await conns[0].fetch("SELECT version FROM schema_migrations ORDER BY 1")
+        assert [row["version"] for row in versions] == expected
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def test_database_password_comes_from_its_own_variable(database_url: str) -> None:
+    options = db.connect_options(
+        "postgresql://clickstream@db.internal/clickstream",
+        {"CLICKSTREAM_DB_PASSWORD": "s3cret"},
+    )
+    assert options == {
+        "dsn": "postgresql://clickstream@db.internal/clickstream",
+        "password": "s3cret",
+    }
+    assert "s3cret" not in db.describe("postgresql://u:s3cret@h:5/d")
+    with pytest.raises(db.DatabaseConfigError, match="DATABASE_URL"):
+        db.connect_options(None, {})
+
+
+async def test_events_land_enriched(processor: Processor, pool: asyncpg.Pool) -> None:
+    view = event(
+        "page_view",
+        user_id="user-9",
+        page={
+            "url": "https://shop.example/shoes/red?utm_source=newsletter&utm_medium=cpc",
+            "referrer": "https://www.google.com/search?q=shoes",
+            "title": "Red shoes",
+        },
+        context={"user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) "
+                 "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+                 "locale": "de-DE"},
+        properties={"ab": "b", "n": 3},
+    )  # fmt: skip
+    await processor.process([message([view])])
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM events")
+    assert str(row["event_id"]) == view["event_id"]
+    assert row["visitor_key"] == "user-9"
+    assert row["page_path"] == "/shoes/red"
+    assert (row["utm_source"], row["utm_medium"]) == ("newsletter", "cpc")
+    assert row["referrer_class"] == "paid"
+    assert (row["device_type"], row["browser"], row["os"]) == ("mobile", "Mobile Safari", "iOS")
+    assert row["is_bot"] is False
+    assert row["client_ip"] == "203.0.113.7"
+    assert row["locale"] == "de-DE"
+    assert row["session_id"]
+    assert json.loads(row["properties"]) == {"ab": "b", "n": 3}
+
+
+async def test_redelivery_and_duplicates_change_no_aggregate(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    events = a_day_of_traffic()
+    messages = [message(events[i : i + 7]) for i in range(0, len(events), 7)]
+    await processor.process(messages[: len(messages) // 2])
+    async with pool.acquire() as conn:
+        assert await aggregate_mismatches(conn) == {}
+    await processor.process(messages)  # the first half again, with the rest
+    async with pool.acquire() as conn:
+        first = await table_counts(conn)
+        snapshot = {t: await conn.fetch(f"SELECT * FROM {t} ORDER BY 1, 2") for t in
+                    ("metrics_minute", "sessions", "customers", "product_metrics_hour")}  # fmt: skip
+    # Redeliver everything: as the same messages, and the same events in new messages.
+    await processor.process(messages)
+    await processor.process([message(events[::-1])])
+    async with pool.acquire() as conn:
+        assert await table_counts(conn) == first
+        for table, rows in snapshot.items():
+            assert await conn.fetch(f"SELECT * FROM {table} ORDER BY 1, 2") == rows, table
+        assert await aggregate_mismatches(conn) == {}
+        assert first["events"] == len(events)
+        assert await conn.fetchval("SELECT sum(events) FROM metrics_minute") == len(events)
+
+
+async def test_concurrent_batches_of_the_same_visitors_stay_exact(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    events = a_day_of_traffic(visitors=8, seed=3)
+    chunks = [[message(events[i::4])] for i in range(4)]
+    await asyncio.gather(*(processor.process(chunk) for chunk in chunks + chunks))
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM events") == len(events)
+        assert await aggregate_mismatches(conn) == {}
+
+
+async def test_customer_profile(processor: Processor, pool: asyncpg.Pool) -> None:
+    first = event("page_view", at=BASE_TIME, user_id="u1", anonymous_id="a")
+    order1 = event("purchase", at=BASE_TIME + timedelta(minutes=5), user_id="u1", anonymous_id="a")
+    order1["order"].update(order_id="o-1", revenue=30.0)
+    order2 = event("purchase", at=BASE_TIME + timedelta(hours=3), user_id="u1", anonymous_id="b")
+    order2["order"].update(order_id="o-2", revenue=12.25)
+    await processor.process([message([order2])])
+    await processor.process([message([first, order1])])
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM customers WHERE visitor_key = 'u1'")
+    assert row["user_id"] == "u1"
+    assert sorted(row["anonymous_ids"]) == ["a", "b"]
+    assert row["first_seen_at"] == BASE_TIME
+    assert row["last_seen_at"] == BASE_TIME + timedelta(hours=3)
+    assert (row["events"], row["orders"], row["sessions"]) == (3, 2, 2)
+    assert float(row["lifetime_value"]) == 42.25
+    assert (row["last_order_id"], row["last_order_at"]) == ("o-2", BASE_TIME + timedelta(hours=3))
+
+
+async def test_sessions_split_after_30_minutes_and_survive_a_new_pool(
+    fresh_database_url: str,
+) -> None:
+    await migrate(fresh_database_url)
+    times = [0, 10, 39, 70, 71]  # gaps: 10, 29, 31, 1 minutes
+    events = [event("page_view", at=BASE_TIME + timedelta(minutes=m)) for m in times]
+    for e in events[:3]:  # one message each, through one pool, then a "restart"
+        pool = await create_sink_pool(fresh_database_url)
+        await Processor(PostgresSink(pool)).process([message([e])])
+        await pool.close()
+    pool = await create_sink_pool(fresh_database_url)
+    try:
+        await Processor(PostgresSink(pool)).process([message(events[3:])])
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT session_id FROM events ORDER BY occurred_at")
+            sessions = await conn.fetch("SELECT * FROM sessions ORDER BY started_at")
+            assert await aggregate_mismatches(conn) == {}
+    finally:
+        await pool.close()
+    ids = [row["session_id"] for row in rows]
+    assert ids[0] == ids[1] == ids[2] != ids[3] == ids[4]
+    assert [(s["events"], s["started_at"]) for s in sessions] == [
+        (3, BASE_TIME),
+        (2, BASE_TIME + timedelta(minutes=70)),
+    ]
+
+
+async def test_client_session_ids_are_kept(processor: Processor, pool: asyncpg.Pool) -> None:
+    events = [
+        event("page_view", at=BASE_TIME, session_id="client-s1"),
+        event("page_view", at=BASE_TIME + timedelta(hours=2), session_id="client-s1"),
+    ]
+    await processor.process([message(events)])
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT array_agg(DISTINCT session_id) FROM events") == [
+            "client-s1"
+        ]
+        assert await conn.fetchval("SELECT count(*) FROM session_state") == 0
+
+
+async def test_bad_messages_end_in_bad_events_once(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    refused = [event("page_view"), event("page_view")]
+    bad_message = message(refused, kind="bad", message_id="bad-1")
+    garbage = Message("m-garbage", b"\x93not an envelope", {})
+    future_version = Message(
+        "m-v2", envelope_of([event()]), {**envelope.attributes("events", 1), "schema_version": "2"}
+    )
+    for _ in range(2):  # redelivered: no second row
+        await processor.process([bad_message, garbage, future_version])
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT * FROM bad_events ORDER BY message_key")
+    assert [(r["message_key"], r["reason_class"]) for r in rows] == [
+        ("bad-1/0/0", "validation"),
+        ("bad-1/0/1", "validation"),
+        ("m-garbage", "envelope"),
+        ("m-v2", "envelope"),
+    ]
+    assert rows[0]["reason"] == "$.event_type: bad value 0"
+    assert rows[0]["source"] == "web" and rows[0]["client_ip"] == "203.0.113.7"
+    assert rows[2]["raw"] == b"\x93not an envelope"
+    assert "schema_version '2'" in rows[3]["reason"]
+
+
+async def test_an_event_the_contract_refuses_is_kept_as_bad(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    good = event("page_view")
+    broken = {**event("page_view"), "event_type": "Not Valid"}
+    await processor.process([message([good, broken], message_id="m1")])
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM events") == 1
+        bad = await conn.fetchrow("SELECT * FROM bad_events")
+    assert bad["message_key"] == "m1/0/1"
+    assert bad["reason_class"] == "validation"
+    assert "$.event_type" in bad["reason"]
+
+
+async def test_a_message_the_database_refuses_does_not_hold_back_others(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    # PostgreSQL text cannot hold NUL: valid JSON, valid contract, but never storable.
+    poison = message([event("page_view", page={"title": "a\u0000b"})], message_id="poison")
+    fine = message([event("page_view"), event("search")])
+    await processor.process([fine, poison])
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM events") == 2
+        bad = await conn.fetchrow("SELECT * FROM bad_events")
+        assert await aggregate_mismatches(conn) == {}
+    assert (bad["message_key"], bad["reason_class"]) == ("poison", "processing")
+    assert bad["raw"] == poison.data
+
+
+async def test_prune_deletes_old_events_only(processor: Processor, pool: asyncpg.Pool) -> None:
+    await processor.process([message([event("page_view"), event("search")])])
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE events SET received_at = now() - CASE event_type"
+            " WHEN 'search' THEN interval '8 days' ELSE interval '6 days' END"
+        )
+        counts = await db.prune(conn, db.parse_duration("7d"))
+        assert counts["events"] == 1
+        assert await conn.fetchval("SELECT event_type FROM events") == "page_view"
+        assert await conn.fetchval("SELECT sum(events) FROM metrics_minute") == 2
+
+
+def test_durations() -> None:
+    assert db.parse_duration("7d") == timedelta(days=7)
+    assert db.parse_duration("36h") == timedelta(hours=36)
+    with pytest.raises(ValueError, match="7x"):
+        db.parse_duration("7x")
