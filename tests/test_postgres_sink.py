@@ -116,8 +116,10 @@ async def test_redelivery_and_duplicates_change_no_aggregate(
     await processor.process(messages)  # the first half again, with the rest
     async with pool.acquire() as conn:
         first = await table_counts(conn)
-        snapshot = {t: await conn.fetch(f"SELECT * FROM {t} ORDER BY 1, 2") for t in
-                    ("metrics_minute", "sessions", "customers", "product_metrics_hour")}  # fmt: skip
+        snapshot = {
+            table: await conn.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")
+            for table in ("metrics_minute", "sessions", "customers", "product_metrics_hour")
+        }
     # Redeliver everything: as the same messages, and the same events in new messages.
     await processor.process(messages)
     await processor.process([message(events[::-1])])
