@@ -165,9 +165,13 @@ class BigQuerySink:
         *,
         client: BigQueryWriteAsyncClient | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
+        attempts: int = ATTEMPTS,
+        first_backoff_seconds: float = FIRST_BACKOFF_SECONDS,
     ) -> None:
         self.client = client or write_client(settings)
         self.max_rows_bytes = max_request_bytes - REQUEST_HEADROOM_BYTES
+        self.attempts = attempts
+        self.first_backoff_seconds = first_backoff_seconds
 
         def target(table: str, rows: RowFormat) -> Target:
             path = (
@@ -194,14 +198,14 @@ class BigQuerySink:
 
     async def append(self, target: Target, rows: Sequence[bytes]) -> None:
         pending = split_rows(rows, self.max_rows_bytes)
-        for attempt in range(1, ATTEMPTS + 1):
+        for attempt in range(1, self.attempts + 1):
             acknowledged, failure = await self.send(target, pending)
             if failure is None:
                 return
             pending = pending[acknowledged:]
-            if attempt == ATTEMPTS:
+            if attempt == self.attempts:
                 raise failure
-            backoff = min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            backoff = min(MAX_BACKOFF_SECONDS, self.first_backoff_seconds * 2 ** (attempt - 1))
             log.warning("%s; retry %d in %.1fs", failure, attempt, backoff)
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
 

@@ -1,0 +1,266 @@
+"""The BigQuery sink against the real bqemulator: tables, Storage Write appends, views.
+
+One emulator per session (`bigquery_emulator`); each test works in a dataset of its own.
+bqemulator validates far less than BigQuery, so refusals are tested where our code makes
+them (tests/test_bigquery_rows.py) and here only where the emulator really answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+from google.cloud import bigquery
+
+from clickstream.config import Settings
+from processor.bigquery import BigQuerySink, BigQueryWriteError, create_sink, split_rows
+from processor.bigquery_rows import EVENT_ROWS
+from processor.bigquery_schema import (
+    BAD_EVENT_COLUMNS,
+    EVENT_COLUMNS,
+    LEGACY_TYPE_NAMES,
+    SchemaMismatchError,
+    bigquery_client,
+)
+from processor.records import BadEvent, EnrichedEvent
+
+
+@pytest.fixture
+def settings(bigquery_emulator: dict[str, str]) -> Settings:
+    return Settings(
+        project="clickstream-test",
+        bigquery_dataset=f"t_{uuid.uuid4().hex[:10]}",
+        bigquery_emulator_host=bigquery_emulator["BIGQUERY_EMULATOR_HOST"],
+        bigquery_storage_emulator_host=bigquery_emulator["BIGQUERY_STORAGE_EMULATOR_HOST"],
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[bigquery.Client]:
+    client = bigquery_client(settings)
+    yield client
+    client.close()
+
+
+def query(client: bigquery.Client, sql: str) -> list[dict[str, object]]:
+    return [dict(row.items()) for row in client.query(sql).result()]
+
+
+BASE = datetime(2024, 5, 17, 9, 30, 15, 123456, tzinfo=UTC)
+
+
+def event(n: int, **changes: object) -> EnrichedEvent:
+    made = EnrichedEvent(
+        event_id=uuid.uuid5(uuid.NAMESPACE_OID, f"event-{n}"),
+        event_type="page_view",
+        occurred_at=BASE + timedelta(minutes=n),
+        received_at=BASE + timedelta(minutes=n, microseconds=7),
+        source="web",
+        visitor_key=f"visitor-{n % 3}",
+        anonymous_id=f"visitor-{n % 3}",
+        user_id=None,
+        session_id=f"session-{n % 3}",
+        page_url=f"https://shop.example/p/{n}",
+        page_path=f"/p/{n}",
+    )
+    return msgspec.structs.replace(made, **changes)
+
+
+def as_row(record: msgspec.Struct) -> dict[str, object]:
+    row = msgspec.structs.asdict(record)
+    if "event_id" in row:
+        row["event_id"] = str(row["event_id"])
+    return row
+
+
+async def test_tables_are_created_with_schema_partitioning_and_clustering(
+    settings: Settings, client: bigquery.Client
+) -> None:
+    sink = await create_sink(settings)
+    await sink.close()
+    await (await create_sink(settings)).close()  # a second start finds them and checks them
+
+    def schema(table: bigquery.Table) -> list[tuple[str, str, str]]:
+        return [
+            (f.name, LEGACY_TYPE_NAMES.get(f.field_type, f.field_type), f.mode)
+            for f in table.schema
+        ]
+
+    dataset = f"{settings.project}.{settings.bigquery_dataset}"
+    events = client.get_table(f"{dataset}.events")
+    assert schema(events) == [(c.name, c.type, c.mode) for c in EVENT_COLUMNS]
+    assert events.time_partitioning.type_ == "DAY"
+    assert events.time_partitioning.field == "occurred_at"
+    assert events.clustering_fields == ["event_type", "user_id"]
+    bad_events = client.get_table(f"{dataset}.bad_events")
+    assert schema(bad_events) == [(c.name, c.type, c.mode) for c in BAD_EVENT_COLUMNS]
+    assert client.get_table(f"{dataset}.events_dedup").table_type == "VIEW"
+    assert client.get_table(f"{dataset}.customer_analytics").table_type == "VIEW"
+
+
+async def test_rows_read_back_exactly(settings: Settings, client: bigquery.Client) -> None:
+    events = [
+        event(
+            1,
+            event_type="purchase",
+            user_id="customer-1",
+            visitor_key="customer-1",
+            anonymous_id=None,
+            page_title="Ünïcødé — 商品 🛒 עברית",
+            referrer_class="search",
+            device_type="mobile",
+            is_bot=True,
+            price=19.99,
+            quantity=2,
+            currency="EUR",
+            order_id="order-1",
+            revenue=39.98,
+            order_items='[{"product_id": "p1", "quantity": 2}]',
+            properties='{"coupon": "ÉTÉ"}',
+        ),
+        # Every optional field None: NULLs, not empty strings or zeros.
+        event(2, anonymous_id=None, page_url=None, page_path=None, visitor_key="v"),
+        event(3, occurred_at=datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+    ]
+    bad = [
+        BadEvent(
+            received_at=BASE,
+            source=None,
+            reason="envelope: not msgpack",
+            reason_class="envelope",
+            raw=b"\x00\xff\xfe not utf-8",
+            message_key="m-1:0",
+        )
+    ]
+    sink = await create_sink(settings)
+    try:
+        await sink.write(events, bad)
+    finally:
+        await sink.close()
+
+    dataset = f"`{settings.project}.{settings.bigquery_dataset}`"
+    got = query(client, f"SELECT * FROM {dataset}.events ORDER BY page_path NULLS FIRST")
+    expected = sorted(
+        (as_row(e) for e in events), key=lambda r: (r["page_path"] is not None, r["page_path"])
+    )
+    assert got == expected
+    assert query(client, f"SELECT * FROM {dataset}.bad_events") == [as_row(bad[0])]
+
+
+async def test_dedup_view_and_customer_rollups_ignore_a_duplicate_append(
+    settings: Settings, client: bigquery.Client
+) -> None:
+    purchase = event(10, event_type="purchase", visitor_key="buyer", order_id="o-1", revenue=25.5)
+    first = [event(n, visitor_key="buyer", session_id="s-1") for n in range(4)] + [purchase]
+    # The same message delivered again (its rows appended twice), later than the first time.
+    again = [
+        msgspec.structs.replace(e, received_at=e.received_at + timedelta(hours=1)) for e in first
+    ]
+    sink = await create_sink(settings)
+    try:
+        await sink.write(first, [])
+        await sink.write([*again, event(20, visitor_key="other")], [])
+    finally:
+        await sink.close()
+
+    dataset = f"`{settings.project}.{settings.bigquery_dataset}`"
+    assert query(client, f"SELECT COUNT(*) AS n FROM {dataset}.events") == [{"n": 11}]
+    dedup = query(client, f"SELECT event_id, received_at FROM {dataset}.events_dedup")
+    assert len(dedup) == 6
+    assert {r["received_at"] for r in dedup if r["event_id"] == str(purchase.event_id)} == {
+        purchase.received_at  # the first copy received wins
+    }
+    buyer = query(client, f"SELECT * FROM {dataset}.customer_analytics WHERE visitor_key = 'buyer'")
+    assert buyer == [
+        {
+            "visitor_key": "buyer",
+            "user_id": None,
+            "first_seen_at": BASE,
+            "last_seen_at": purchase.occurred_at,
+            "events": 5,
+            "sessions": 2,  # s-1 and the purchase's session-1
+            "orders": 1,
+            "lifetime_value": 25.5,
+            "last_order_at": purchase.occurred_at,
+        }
+    ]
+
+
+async def test_a_batch_larger_than_one_request_is_appended_in_several(
+    settings: Settings, client: bigquery.Client
+) -> None:
+    events = [event(n, properties='{"pad": "' + "x" * 400 + '"}') for n in range(1500)]
+    await create_sink(settings)  # creates the tables
+    # A 300 kB request cap: ~1 MB of rows must go as several requests on one connection.
+    sink = BigQuerySink(settings, max_request_bytes=64 * 1024 + 300_000)
+    assert len(split_rows(EVENT_ROWS.encode(events), sink.max_rows_bytes)) >= 3
+    try:
+        await sink.write(events, [])
+    finally:
+        await sink.close()
+    dataset = f"`{settings.project}.{settings.bigquery_dataset}`"
+    counts = query(
+        client, f"SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d FROM {dataset}.events"
+    )
+    assert counts == [{"n": 1500, "d": 1500}]
+
+
+async def test_a_table_with_another_schema_is_refused_at_start(
+    settings: Settings, client: bigquery.Client
+) -> None:
+    dataset = f"{settings.project}.{settings.bigquery_dataset}"
+    client.create_dataset(dataset)
+    client.create_table(
+        bigquery.Table(
+            f"{dataset}.events",
+            schema=[
+                bigquery.SchemaField("event_id", "STRING", mode="REQUIRED"),
+                bigquery.SchemaField("occurred_at", "STRING"),
+            ],
+        )
+    )
+    with pytest.raises(
+        SchemaMismatchError, match="column 'occurred_at' is STRING, expected TIMESTAMP"
+    ):
+        await create_sink(settings)
+
+
+async def test_appending_to_a_missing_table_raises(settings: Settings) -> None:
+    sink = BigQuerySink(settings)  # no create_sink: the dataset does not exist
+    try:
+        with pytest.raises(BigQueryWriteError, match="AppendRows into events") as error:
+            await sink.write([event(1)], [])
+        assert not error.value.transient
+    finally:
+        await sink.close()
+
+
+async def test_an_unreachable_endpoint_is_retried_then_raised(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    nowhere = dataclasses.replace(
+        settings, bigquery_storage_emulator_host=f"127.0.0.1:{closed_port}"
+    )
+    sink = BigQuerySink(nowhere, attempts=3, first_backoff_seconds=0.01)
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="processor.bigquery"),
+            pytest.raises(BigQueryWriteError) as error,
+        ):
+            await sink.write([event(1)], [])
+    finally:
+        await sink.close()
+    assert error.value.transient
+    assert [r.getMessage().rsplit(";", 1)[1].split(" in ")[0] for r in caplog.records] == [
+        " retry 1",
+        " retry 2",
+    ]
