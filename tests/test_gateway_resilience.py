@@ -136,7 +136,6 @@ async def test_sigterm_under_load_publishes_every_accepted_event(
         assert before > 0
         # Requests in flight at SIGTERM were answered once their events were published.
         assert answered_after_signal, "no request was answered after SIGTERM"
-        print(f"{len(accepted)} events accepted, {len(answered_after_signal)} requests after SIGTERM")
         assert "publish queue drained" in gw.log()
         assert set(statuses) <= {202, 503}, statuses
 
