@@ -1,0 +1,38 @@
+locals {
+  name              = var.name_prefix
+  bigquery_location = coalesce(var.bigquery_location, var.region)
+
+  # The documented layout: each subnet's role and range. Tests read these three values.
+  subnets = {
+    public = {
+      cidr = "10.0.1.0/24"
+      role = "gateway side: Cloud Run gateway egress (Direct VPC)"
+    }
+    private = {
+      cidr = "10.0.2.0/24"
+      role = "processing: processor function egress (Direct VPC) and the dashboard VM"
+    }
+    data = {
+      cidr = "10.0.3.0/24"
+      role = "databases: data-tier hosts; Cloud SQL itself sits in the private services range"
+    }
+  }
+
+  # Network tags carried by Direct VPC egress traffic; firewall rules select on them. The
+  # dashboard VM is selected by its service account instead (tags are editable metadata).
+  gateway_tag   = "${local.name}-gateway"
+  processor_tag = "${local.name}-processor"
+
+  # Ranges Google uses for IAP TCP forwarding.
+  iap_range = "35.235.240.0/20"
+
+  topics = {
+    events      = "events"
+    bad_events  = "events-bad"
+    dead_letter = "events-dead-letter"
+  }
+
+  # Without sslmode in the URL a client could fall back to plain text; require TLS. The
+  # password is not in the URL: it reaches each component as CLICKSTREAM_DB_PASSWORD.
+  database_url = "postgresql://${var.db_user}@${google_sql_database_instance.main.private_ip_address}:5432/${var.db_name}?sslmode=require"
+}
