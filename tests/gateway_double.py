@@ -164,6 +164,7 @@ def running(double: GatewayDouble | None = None) -> Iterator[GatewayDouble]:
                 self.reply(200, page[1], page[0])
 
     class Server(ThreadingHTTPServer):
+        request_queue_size = 256  # many keep-alive connections open at once
         def handle_error(self, request: object, client_address: object) -> None:
             pass  # a client that hung up on a stalled answer: expected in tests
 

@@ -1,0 +1,119 @@
+"""`clickstream loadgen` and `clickstream audit`: drive the platform and check what it kept."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    loadgen = subparsers.add_parser(
+        "loadgen",
+        help="simulate shoppers and send their events to a gateway",
+        description="Simulate shoppers (catalog, sessions, carts, purchases, campaigns, devices) "
+        "and send their events to the gateway. Progress on stderr, summary on stdout.",
+    )
+    loadgen.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL")
+    loadgen.add_argument("--write-key", default="dev", help="write key (default %(default)s)")
+    loadgen.add_argument(
+        "--rate",
+        type=float,
+        help="events per second, open loop (default: as fast as --concurrency allows)",
+    )
+    stop = loadgen.add_mutually_exclusive_group()
+    stop.add_argument("--duration", type=float, help="seconds to run")
+    stop.add_argument("--count", type=int, help="events to send")
+    loadgen.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="events per request: 1 posts /v1/events, more post /v1/batch",
+    )
+    loadgen.add_argument("--concurrency", type=int, default=32, help="requests in flight")
+    loadgen.add_argument(
+        "--ids-file", type=Path, help="write the event_id of every accepted event, one per line"
+    )
+    loadgen.add_argument("--seed", type=int, help="seed of the simulation (shops, sessions)")
+    loadgen.add_argument(
+        "--invalid-share",
+        type=float,
+        default=0.0,
+        help="share of deliberately invalid events, e.g. 0.02",
+    )
+    loadgen.add_argument("--gzip", action="store_true", help="gzip request bodies over 1 KB")
+    loadgen.add_argument("--json", action="store_true", help="print the summary as JSON")
+    loadgen.add_argument("--quiet", action="store_true", help="no progress line")
+    loadgen.set_defaults(func=run_loadgen)
+
+    audit = subparsers.add_parser(
+        "audit",
+        help="count a loadgen ids file in PostgreSQL, bad_events and BigQuery",
+        description="Look up every id of FILE (clickstream loadgen --ids-file) in PostgreSQL's "
+        "events and bad_events (DATABASE_URL) and BigQuery's events_dedup view "
+        "(BIGQUERY_EMULATOR_HOST or GOOGLE_CLOUD_PROJECT; skipped when neither is set). "
+        "Exits 1 when an id is missing or duplicated.",
+    )
+    audit.add_argument("file", type=Path, help="ids file, one event_id per line")
+    audit.add_argument("--no-bigquery", action="store_true", help="check PostgreSQL only")
+    audit.add_argument("--json", action="store_true", help="print the report as JSON")
+    audit.set_defaults(func=run_audit)
+
+
+def run_loadgen(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from clickstream.loadgen import Options, generate
+
+    try:
+        options = Options(
+            url=args.url,
+            write_key=args.write_key,
+            rate=args.rate,
+            duration=args.duration,
+            count=args.count,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            ids_file=args.ids_file,
+            seed=args.seed,
+            invalid_share=args.invalid_share,
+            gzip=args.gzip,
+        )
+    except ValueError as error:
+        raise SystemExit(f"clickstream loadgen: {error}") from None
+    tally = asyncio.run(generate(options, progress=None if args.quiet else sys.stderr))
+    summary = tally.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"{summary['events_sent']:,} events in {summary['requests']:,} requests over "
+            f"{summary['seconds']:.1f}s ({summary['events_per_second']:,.0f} events/s): "
+            f"{summary['accepted']:,} accepted, {summary['rejected']:,} rejected "
+            f"({summary['invalid_sent']:,} sent invalid on purpose), {summary['failed']:,} "
+            f"failed, {summary['retries']:,} retries; latency p50 "
+            f"{summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms; "
+            f"statuses {summary['statuses']}"
+        )
+        for reason, n in summary["errors"].items():
+            print(f"  {n} x {reason}")
+    if tally.aborted:
+        print(f"clickstream loadgen: stopped: {tally.aborted}", file=sys.stderr)
+    return 1 if tally.failed or tally.aborted else 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from clickstream.audit import IdsFileError, audit
+    from clickstream.config import Settings
+
+    try:
+        report = asyncio.run(
+            audit(args.file, Settings.from_env(), use_bigquery=not args.no_bigquery)
+        )
+    except (IdsFileError, OSError) as error:
+        raise SystemExit(f"clickstream audit: {error}") from None
+    print(json.dumps(report.summary(), indent=2) if args.json else report.text())
+    return 0 if report.ok else 1
