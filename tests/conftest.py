@@ -7,19 +7,18 @@ Each test that writes gets its own database (`fresh_database_url`), so tests nev
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+
+from clickstream.emulators.launch import start_pubsub_emulator, stop_process
 
 
 @pytest.fixture(scope="session")
@@ -64,52 +63,6 @@ async def fresh_database_url(database_url: str) -> object:
 # CLICKSTREAM_TEST_PUBSUB=google selects Google's emulator; the default is the built-in one.
 # Nothing global is set: tests pass the host to clients or set PUBSUB_EMULATOR_HOST themselves
 # (monkeypatch), and use `pubsub_project` / `unique_name` so they never share topics.
-
-
-PUBSUB_COMMAND = (sys.executable, "-m", "clickstream.cli", "emulator", "pubsub")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_pubsub_emulator(impl: str, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `clickstream emulator pubsub` on a free port; return it once it accepts gRPC."""
-    import grpc
-
-    port = free_port()
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [*PUBSUB_COMMAND, "--impl", impl, "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    host = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    with grpc.insecure_channel(host) as channel:
-        while True:
-            try:
-                grpc.channel_ready_future(channel).result(timeout=0.5)
-                return proc, host
-            except grpc.FutureTimeoutError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    stop_process(proc)
-                    raise RuntimeError(
-                        f"Pub/Sub emulator ({impl}) did not start: {log_path.read_text()}"
-                    ) from None
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
