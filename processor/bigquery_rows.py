@@ -42,8 +42,20 @@ def timestamp_micros(value: datetime) -> int:
     return (value - EPOCH) // MICROSECOND
 
 
+def uuid_text(value: uuid.UUID) -> bytes:
+    """The canonical 36-character form, as UTF-8 (which a string field takes as is).
+
+    msgspec formats a UUID in C, twice as fast as UUID.__str__: it shows in the encoding rate.
+    """
+    if type(value) is not uuid.UUID:  # JSON of anything else would not be the text we want
+        raise TypeError(f"expected a UUID, got {type(value).__name__}")
+    return _json_encode(value)[1:-1]
+
+
+_json_encode = msgspec.json.Encoder().encode
+
 # How a field's Python value becomes the protobuf value; absent: stored as is.
-CONVERSIONS: dict[type, Callable[[Any], Any]] = {uuid.UUID: str, datetime: timestamp_micros}
+CONVERSIONS: dict[type, Callable[[Any], Any]] = {uuid.UUID: uuid_text, datetime: timestamp_micros}
 
 
 def descriptor_proto(

@@ -92,6 +92,7 @@ def test_bad_event_rows_keep_raw_bytes() -> None:
         ({"session_id": None}, "row 1: session_id is required (STRING) but is None"),
         ({"occurred_at": datetime(2024, 1, 1)}, "row 1: occurred_at (TIMESTAMP) cannot hold"),
         ({"quantity": "two"}, "row 1: quantity (INT64) cannot hold 'two'"),
+        ({"event_id": 42}, "row 1: event_id (STRING) cannot hold 42: expected a UUID, got int"),
         ({"quantity": 2**64}, "row 1: quantity (INT64) cannot hold"),
         ({"page_title": "\ud800"}, "row 1: page_title (STRING) cannot hold"),
     ],
