@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "clickstream.stack",
     "gateway.cli",
     "processor.cli",
+    "dashboard.cli",
     "clickstream.tools_cli",
 )
 
