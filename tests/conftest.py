@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -104,32 +102,14 @@ def unique_name() -> Callable[[str], str]:
 # BigQuery: one bqemulator per session, started through the real command line on free ports
 # (port 0; it prints the ones it bound). Tests use their own dataset names to stay apart.
 
-BIGQUERY_COMMAND = (sys.executable, "-m", "clickstream.cli", "emulator", "bigquery")
-
 
 @pytest.fixture(scope="session")
 def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """{"BIGQUERY_EMULATOR_HOST": "http://127.0.0.1:P", "BIGQUERY_STORAGE_EMULATOR_HOST": ...}"""
-    log_path = tmp_path_factory.mktemp("bigquery") / "emulator.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [*BIGQUERY_COMMAND, "--port", "0", "--grpc-port", "0"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    from clickstream.emulators.bigquery import start_in_subprocess
+
+    proc, hosts = start_in_subprocess(tmp_path_factory.mktemp("bigquery") / "emulator.log")
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            lines = log_path.read_text(errors="replace").splitlines()
-            hosts = dict(
-                line.split("=", 1) for line in lines if line.startswith("BIGQUERY_") and "=" in line
-            )
-            if len(hosts) == 2:
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"BigQuery emulator did not start: {log_path.read_text()}")
-            time.sleep(0.2)
         yield hosts
     finally:
         stop_process(proc)

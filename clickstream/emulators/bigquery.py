@@ -21,6 +21,9 @@ import argparse
 import asyncio
 import importlib.util
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +134,33 @@ async def serve(
         await stop.wait()
     finally:
         await server.stop()
+
+
+def start_in_subprocess(
+    log_path: Path, timeout: float = 90.0
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """Run `clickstream emulator bigquery` on free ports; return it and its two host variables.
+
+    For tests and benchmarks. Output goes to `log_path` (a pipe left unread would fill up and
+    stall the emulator). The caller stops the process (SIGTERM).
+    """
+    from clickstream.emulators.launch import stop_process
+
+    command = [sys.executable, "-m", "clickstream.cli", "emulator", "bigquery"]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*command, "--port", "0", "--grpc-port", "0"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = log_path.read_text(errors="replace").splitlines()
+        hosts = dict(line.split("=", 1) for line in lines if line.startswith("BIGQUERY_"))
+        if len(hosts) == 2:
+            return proc, hosts
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            raise RuntimeError(f"BigQuery emulator did not start: {log_path.read_text()}")
+        time.sleep(0.2)
