@@ -2,9 +2,9 @@
 
 Pub/Sub's streaming pull delivers messages to a callback in the client's threads; they are
 handed to the event loop, where the batcher collects them for a few milliseconds (or up to a
-number of events) and writes each batch in one sink transaction, then acks all of its messages
-(or nacks them all on a transient failure, backing off before the next batch). Flow control
-bounds how many messages are held. Several batches may be in the sinks at once, one per pool
+number of events) and writes each batch in one sink transaction, then acks all of its messages.
+On a transient failure it retries the batch with backoff, and nacks it after a while. Flow
+control bounds how many messages are held. Several batches may be in the sinks at once, one per pool
 connection, so decoding overlaps the database's work.
 
 SIGTERM/SIGINT: stop pulling, nack what has not started, let the batches in the sinks finish
@@ -46,7 +46,9 @@ class WorkerOptions:
     max_bytes: int = 200 * 1024 * 1024
     retention: timedelta | None = None  # prune events older than this, hourly
     prune_every: float = 3600.0
+    min_backoff: float = 0.5
     max_backoff: float = 10.0
+    retry_for: float = 60.0  # then nack and let Pub/Sub redeliver
 
 
 def subscriber_client(settings: Settings) -> SubscriberClient:
@@ -79,7 +81,6 @@ class Worker:
         self.queue: asyncio.Queue[PubsubMessage] = asyncio.Queue()
         self.slots = asyncio.Semaphore(options.concurrency)
         self.in_flight: set[asyncio.Task[None]] = set()
-        self.failures = 0
         self.stopping = False
         self.processed_messages = 0
 
@@ -137,20 +138,31 @@ class Worker:
         return batch
 
     async def _handle(self, batch: list[PubsubMessage]) -> None:
+        """Process, then ack; on failure retry with backoff while holding the messages (the
+        client keeps extending their leases), and nack only after `retry_for` or on shutdown:
+        nacking at once would burn the dead-letter policy's attempts during a short outage."""
+        loop = asyncio.get_running_loop()
+        messages = [to_message(message) for message in batch]
+        give_up_at = loop.time() + self.options.retry_for
+        delay = self.options.min_backoff
         try:
-            if self.failures:
-                await asyncio.sleep(min(self.options.max_backoff, 0.2 * 2**self.failures))
-            await self.processor.process([to_message(message) for message in batch])
-        except Exception:
-            self.failures += 1
-            log.exception("batch of %d messages failed; nacking for redelivery", len(batch))
-            for message in batch:
-                message.nack()
-        else:
-            self.failures = 0
-            for message in batch:
-                message.ack()
-            self.processed_messages += len(batch)
+            while True:
+                try:
+                    await self.processor.process(messages)
+                except Exception as exc:
+                    if self.stopping or loop.time() + delay > give_up_at:
+                        log.exception("batch of %d messages failed; nacking", len(batch))
+                        for message in batch:
+                            message.nack()
+                        return
+                    log.warning("batch failed (%r); retrying in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.options.max_backoff)
+                else:
+                    for message in batch:
+                        message.ack()
+                    self.processed_messages += len(batch)
+                    return
         finally:
             self.slots.release()
 

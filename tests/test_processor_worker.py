@@ -1,0 +1,222 @@
+"""The streaming-pull worker end to end: Pub/Sub emulator -> worker -> real PostgreSQL.
+
+Messages are published as the gateway publishes them (envelopes with their attributes). The
+worker runs in-process (clean shutdown) or as `clickstream processor` subprocesses (killed
+mid-stream and restarted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+from google.pubsub_v1 import PubsubMessage
+from processor_testing import a_day_of_traffic, aggregate_mismatches, envelope_of, event
+
+from clickstream import envelope
+from clickstream.config import Settings
+from clickstream.pubsub_admin import ensure_topology
+from clickstream.pubsub_clients import publisher_async_client
+from processor.worker import WorkerOptions, serve
+
+# Quick batches so the tests see partial progress and redeliveries.
+FAST = WorkerOptions(max_batch_events=200, max_batch_wait=0.01, min_backoff=0.2, max_backoff=1)
+
+
+@pytest.fixture
+def settings(pubsub_emulator_host: str, pubsub_project: str, fresh_database_url: str) -> Settings:
+    return Settings(
+        project=pubsub_project,
+        pubsub_emulator_host=pubsub_emulator_host,
+        database_url=fresh_database_url,
+    )
+
+
+@pytest.fixture(autouse=True)
+def postgres_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLICKSTREAM_BIGQUERY", "off")
+
+
+Publish = Callable[[str, list[bytes]], Awaitable[None]]
+
+
+@pytest.fixture
+async def publish(settings: Settings) -> AsyncIterator[Publish]:
+    await ensure_topology(settings)
+    client = publisher_async_client(settings)
+
+    def message(body: bytes) -> PubsubMessage:
+        try:
+            decoded = envelope.decode(body)
+        except envelope.EnvelopeError:  # garbage goes out without attributes
+            return PubsubMessage(data=body)
+        return PubsubMessage(
+            data=body, attributes=envelope.attributes(decoded.kind, decoded.event_count)
+        )
+
+    async def publish(topic: str, bodies: list[bytes]) -> None:
+        messages = [message(body) for body in bodies]
+        for start in range(0, len(messages), 100):
+            await client.publish(
+                topic=settings.topic_path(topic), messages=messages[start : start + 100]
+            )
+
+    yield publish
+    await client.transport.close()
+
+
+async def fetch_if_migrated(conn: asyncpg.Connection, query: str) -> object:
+    try:
+        return await conn.fetchval(query)
+    except asyncpg.UndefinedTableError:  # the worker has not applied the migrations yet
+        return None
+
+
+async def wait_for(database_url: str, query: str, expected: object, within: float = 60) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while (value := await fetch_if_migrated(conn, query)) != expected:
+            if loop.time() > deadline:
+                raise AssertionError(f"{query} = {value}, expected {expected}")
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
+async def check_exact(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await aggregate_mismatches(conn) == {}
+    finally:
+        await conn.close()
+
+
+def chunks(events: list[dict], size: int) -> list[bytes]:
+    return [envelope_of(events[i : i + size]) for i in range(0, len(events), size)]
+
+
+async def test_worker_processes_everything_exactly_once(
+    settings: Settings, publish: Publish
+) -> None:
+    events = a_day_of_traffic(visitors=30)
+    bodies = chunks(events, 5)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(serve(settings, FAST, stop))
+    await publish(settings.events_topic, bodies)
+    await publish(settings.events_topic, bodies[:5])  # the gateway retried a publish
+    await publish(settings.events_topic, [b"not an envelope"])
+    await publish(settings.bad_events_topic, [envelope_of([event(), event()], kind="bad")])
+    url = settings.database_url or ""
+    await wait_for(url, "SELECT count(*) FROM events", len(events))
+    await wait_for(url, "SELECT count(*) FROM bad_events", 3)
+    await check_exact(url)
+    stop.set()
+    await asyncio.wait_for(worker, 30)  # clean shutdown
+    conn = await asyncpg.connect(url)
+    try:
+        classes = await conn.fetch(
+            "SELECT reason_class, count(*) FROM bad_events GROUP BY 1 ORDER BY 1"
+        )
+        row = await conn.fetchrow("SELECT * FROM events WHERE event_id = $1", events[0]["event_id"])
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in classes] == [("envelope", 1), ("validation", 2)]
+    assert row["source"] == "web" and row["session_id"]
+    assert row["referrer_class"] in ("direct", "search", "social", "email")
+
+
+async def test_worker_survives_lost_database_connections(
+    settings: Settings, publish: Publish
+) -> None:
+    events = a_day_of_traffic(visitors=30, seed=11)
+    bodies = chunks(events, 3)
+    url = settings.database_url or ""
+    stop = asyncio.Event()
+    worker = asyncio.create_task(serve(settings, FAST, stop))
+    admin = await asyncpg.connect(url)
+    try:
+        await publish(settings.events_topic, bodies[:1])
+        await wait_for(url, "SELECT count(*) > 0 FROM events", True)  # the worker is up
+        for i in range(1, len(bodies), 10):
+            await publish(settings.events_topic, bodies[i : i + 10])
+            # Kill the worker's connections, mid-transaction or idle: batches fail and retry.
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            await asyncio.sleep(0.05)
+        await wait_for(url, "SELECT count(*) FROM events", len(events))
+        await check_exact(url)
+    finally:
+        await admin.close()
+        stop.set()
+        await asyncio.wait_for(worker, 30)
+
+
+def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "GOOGLE_CLOUD_PROJECT": settings.project,
+        "PUBSUB_EMULATOR_HOST": settings.pubsub_emulator_host or "",
+        "DATABASE_URL": settings.database_url or "",
+        "CLICKSTREAM_BIGQUERY": "off",
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "clickstream.cli", "processor", "--max-batch-events", "50",
+             "--max-batch-wait-ms", "5"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def stop_worker(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+@pytest.mark.slow
+async def test_worker_killed_mid_stream_and_restarted(
+    settings: Settings, publish: Publish, tmp_path: Path
+) -> None:
+    events = a_day_of_traffic(visitors=250, seed=5)
+    url = settings.database_url or ""
+    log = tmp_path / "worker.log"
+    first = start_worker(settings, log)
+    try:
+        await publish(settings.events_topic, chunks(events, 2))
+        await wait_for(url, "SELECT count(*) > 300 FROM events", True)
+    finally:
+        assert stop_worker(first, signal.SIGKILL) == -signal.SIGKILL
+    conn = await asyncpg.connect(url)
+    try:
+        stored_at_kill = await conn.fetchval("SELECT count(*) FROM events")
+    finally:
+        await conn.close()
+    second = start_worker(settings, log)
+    try:
+        await wait_for(url, "SELECT count(*) FROM events", len(events))
+        await check_exact(url)
+        for _ in range(300):  # until it is up, so SIGTERM is handled
+            if log.read_text().count("processing events") == 2:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        code = stop_worker(second)
+    assert code == 0, log.read_text()[-3000:]
+    print(f"{stored_at_kill} of {len(events)} events were stored when the worker was killed")
+    assert "stopped after" in log.read_text()
