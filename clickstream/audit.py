@@ -160,7 +160,7 @@ class Report:
 
 
 async def postgres_lookup(
-    database_url: str | None, ids: Sequence[uuid.UUID]
+    database_url: str | None, ids: Sequence[uuid.UUID], *, chunk_size: int = CHUNK
 ) -> tuple[set[uuid.UUID], Counter[uuid.UUID]]:
     """(ids present in `events`, ids found in `bad_events` raw payloads with their row count)."""
     from processor.db import connect
@@ -169,7 +169,7 @@ async def postgres_lookup(
     conn = await connect(database_url)
     try:
         found: set[uuid.UUID] = set()
-        for chunk in chunks(unique):
+        for chunk in chunks(unique, chunk_size):
             rows = await conn.fetch(
                 "SELECT event_id FROM events WHERE event_id = ANY($1::uuid[])", chunk
             )
