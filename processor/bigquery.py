@@ -36,7 +36,7 @@ from google.cloud.bigquery_storage_v1.services.big_query_write.transports import
 
 from clickstream.config import Settings
 from processor.bigquery_rows import BAD_EVENT_ROWS, EVENT_ROWS, RowFormat
-from processor.bigquery_schema import BAD_EVENTS, EVENTS, bigquery_client, ensure_tables
+from processor.bigquery_schema import BAD_EVENTS, EVENTS, bigquery_client, ensure_dataset
 from processor.records import BadEvent, EnrichedEvent
 
 log = logging.getLogger(__name__)
@@ -259,15 +259,19 @@ class BigQuerySink:
         await self.client.transport.close()
 
 
+def ensure_tables(settings: Settings) -> None:
+    """Create the dataset, tables and views when missing; SchemaMismatchError on drift.
+
+    Blocking (REST): from async code, `await asyncio.to_thread(ensure_tables, settings)`.
+    """
+    client = bigquery_client(settings)
+    try:
+        ensure_dataset(client, settings.bigquery_dataset)
+    finally:
+        client.close()
+
+
 async def create_sink(settings: Settings) -> BigQuerySink:
-    """Create the dataset, tables and views when missing, check their schemas, then connect."""
-
-    def prepare() -> None:
-        client = bigquery_client(settings)
-        try:
-            ensure_tables(client, settings.bigquery_dataset)
-        finally:
-            client.close()
-
-    await asyncio.to_thread(prepare)
+    """Ensure the tables (and check their schemas), then connect the Storage Write client."""
+    await asyncio.to_thread(ensure_tables, settings)
     return BigQuerySink(settings)

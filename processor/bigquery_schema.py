@@ -175,7 +175,7 @@ def check_schema(table: bigquery.Table, columns: tuple[Column, ...]) -> None:
         )
 
 
-def ensure_tables(client: bigquery.Client, dataset: str) -> None:
+def ensure_dataset(client: bigquery.Client, dataset: str) -> None:
     """Create the dataset, tables and views when missing; check the tables we write to."""
     project = client.project
     client.create_dataset(bigquery.Dataset(f"{project}.{dataset}"), exists_ok=True)
