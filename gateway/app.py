@@ -24,6 +24,7 @@ from starlette.routing import Route, Router
 
 from clickstream.config import Settings
 from clickstream.envelope import Group, Kind
+from clickstream.pubsub_admin import ensure_topology
 from gateway import metrics
 from gateway.batcher import Batcher, PublisherUnavailable, QueueFull, group_size
 from gateway.cors import Cors
@@ -133,6 +134,9 @@ class Gateway:
 
     @asynccontextmanager
     async def lifespan(self, app: object) -> AsyncIterator[None]:
+        # In each worker, never before Granian forks: gRPC does not survive a fork.
+        if self.settings.uses_emulators:
+            await ensure_topology(self.settings)
         self.publisher = Publisher(self.settings, self.limits)
         gc.collect()
         gc.freeze()
@@ -160,10 +164,10 @@ class Gateway:
             checked = check(body)
             await self.publish(scope, headers, source, checked)
         except HTTPError as exc:
-            metrics.REQUESTS.labels(route, str(exc.status)).inc()
+            metrics.requests(route, exc.status).inc()
             await send_error(send, exc.status, exc.message, cors + exc.headers)
             return
-        metrics.REQUESTS.labels(route, "202").inc()
+        metrics.requests(route, 202).inc()
         if checked.good:
             metrics.ACCEPTED.inc(len(checked.good))
         if checked.rejected:

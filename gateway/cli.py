@@ -38,19 +38,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve(host: str, port: int, workers: int) -> int:
-    import asyncio
-
     from granian.constants import Interfaces
     from granian.server import Server
 
     from clickstream.config import Settings
-    from clickstream.pubsub_admin import ensure_topology
 
     settings = Settings.from_env()
     if not settings.write_keys:
         raise SystemExit("CLICKSTREAM_WRITE_KEYS is empty: no client could send events")
-    if settings.uses_emulators:
-        asyncio.run(ensure_topology(settings))
     server = Server(
         "gateway.app:create_app",
         address=host,

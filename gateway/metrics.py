@@ -9,6 +9,7 @@ its samples there and `/metrics` (served by any worker) adds them up. Without th
 from __future__ import annotations
 
 import os
+from functools import cache
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -55,6 +56,13 @@ QUEUE_BYTES = Gauge(
     "Bytes accepted and waiting to be published",
     multiprocess_mode="livesum",
 )
+
+
+@cache
+def requests(route: str, status: int) -> Counter:
+    """The counter child for (route, status), looked up once: `labels()` costs on a hot path."""
+    return REQUESTS.labels(route, str(status))
+
 
 ACCEPTED = EVENTS.labels("accepted")
 REJECTED = EVENTS.labels("rejected")
