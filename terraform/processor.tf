@@ -47,8 +47,6 @@ resource "google_cloudfunctions2_function" "processor" {
       GOOGLE_CLOUD_PROJECT         = var.project_id
       CLICKSTREAM_BIGQUERY_DATASET = google_bigquery_dataset.main.dataset_id
       DATABASE_URL                 = local.database_url
-      # Log the function's Python warnings; nothing secret is logged.
-      PYTHONWARNINGS = "default"
     }
 
     secret_environment_variables {

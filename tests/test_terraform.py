@@ -1,0 +1,574 @@
+"""Static checks of terraform/ (no terraform binary or provider can run here).
+
+Each test asserts concrete facts parsed from the .tf files with python-hcl2, or checks that
+the files agree with the Python code they deploy (BigQuery schema, environment, requirements).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import base64
+import importlib.metadata
+import importlib.util
+import ipaddress
+import json
+import re
+import string
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from terraform_config import TERRAFORM_DIR, Config, load, references
+
+REPO = TERRAFORM_DIR.parent
+SEED_VARIABLES = {"project_id", "region", "zone", "db_password", "admin_email", "organization_domain"}
+CONCERN_FILES = {
+    "versions.tf", "variables.tf", "outputs.tf", "apis.tf", "network.tf", "firewall.tf", "iam.tf",
+    "secrets.tf", "pubsub.tf", "gateway.tf", "processor.tf", "sql.tf", "bigquery.tf",
+    "dashboard.tf", "monitoring.tf", "storage.tf",
+}
+
+
+@pytest.fixture(scope="module")
+def tf() -> Config:
+    return load()
+
+
+def only(mapping: dict[str, Any]) -> Any:
+    assert len(mapping) == 1, sorted(mapping)
+    return next(iter(mapping.values()))
+
+
+def block(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """The single nested block `name` of a resource body."""
+    value = body[name]
+    assert isinstance(value, list) and len(value) == 1, (name, value)
+    return value[0]
+
+
+def test_one_file_per_concern(tf: Config) -> None:
+    assert set(tf.files) >= CONCERN_FILES
+    assert len(tf.resources) > 50  # the parser saw the whole configuration
+
+
+def test_providers_are_pinned(tf: Config) -> None:
+    (terraform,) = tf.files["versions.tf"]["terraform"]
+    (providers,) = terraform["required_providers"]
+    assert set(providers) == {"google", "archive", "random"}
+    for name, spec in providers.items():
+        assert re.fullmatch(r"~> \d+\.\d+", spec["version"]), (name, spec["version"])
+    assert terraform["required_version"].startswith(">= 1.")
+
+
+# --- network ------------------------------------------------------------------------------
+
+
+def test_exactly_three_subnets_with_the_documented_ranges(tf: Config) -> None:
+    subnets = tf.of_type("google_compute_subnetwork")
+    cidrs = {name: tf.resolve(body["ip_cidr_range"]) for name, body in subnets.items()}
+    assert cidrs == {"public": "10.0.1.0/24", "private": "10.0.2.0/24", "data": "10.0.3.0/24"}
+    for name, body in subnets.items():
+        assert body["private_ip_google_access"] is True, name
+        assert block(body, "log_config")["flow_sampling"] > 0, f"{name}: flow logs off"
+        assert body["network"] == "${google_compute_network.main.id}"
+    network = tf.resources[("google_compute_network", "main")]
+    assert network["auto_create_subnetworks"] is False
+    # The private services range (Cloud SQL) must not overlap a subnet.
+    psa = ipaddress.ip_network(tf.variables["private_services_cidr"]["default"])
+    assert not any(psa.overlaps(ipaddress.ip_network(c)) for c in cidrs.values())
+
+
+def test_each_tier_runs_in_its_subnet(tf: Config) -> None:
+    gateway = block(tf.resources[("google_cloud_run_v2_service", "gateway")], "template")
+    gateway_nic = block(block(gateway, "vpc_access"), "network_interfaces")
+    assert gateway_nic["subnetwork"] == "${google_compute_subnetwork.public.id}"
+    function = tf.resources[("google_cloudfunctions2_function", "processor")]
+    function_nic = block(block(function, "service_config"), "direct_vpc_network_interface")
+    assert function_nic["subnetwork"] == "${google_compute_subnetwork.private.id}"
+    vm = tf.resources[("google_compute_instance", "dashboard")]
+    assert block(vm, "network_interface")["subnetwork"] == "${google_compute_subnetwork.private.id}"
+    sql = block(block(tf.resources[("google_sql_database_instance", "main")], "settings"), "ip_configuration")
+    assert sql["allocated_ip_range"] == "${google_compute_global_address.private_services.name}"
+
+
+def test_nat_covers_the_private_and_data_subnets_only(tf: Config) -> None:
+    nat = only(tf.of_type("google_compute_router_nat"))
+    assert nat["source_subnetwork_ip_ranges_to_nat"] == "LIST_OF_SUBNETWORKS"
+    covered = {s["name"] for s in nat["subnetwork"]}
+    assert covered == {"${google_compute_subnetwork.private.id}", "${google_compute_subnetwork.data.id}"}
+    assert block(nat, "log_config")["enable"] is True
+
+
+def test_firewall_denies_by_default_and_opens_nothing_to_the_internet(tf: Config) -> None:
+    rules = tf.of_type("google_compute_firewall")
+    for name, rule in rules.items():
+        assert "log_config" in rule, f"{name}: firewall logging off"
+        sources = [tf.resolve(s) for s in rule.get("source_ranges", [])]
+        if "allow" in rule:
+            assert "0.0.0.0/0" not in sources and "::/0" not in sources, name
+            assert rule.get("target_tags") or rule.get("target_service_accounts"), (
+                f"{name}: an allow rule must name its targets"
+            )
+    deny_ingress = [
+        r for r in rules.values()
+        if r["direction"] == "INGRESS" and "deny" in r and "0.0.0.0/0" in r["source_ranges"]
+    ]
+    assert deny_ingress and deny_ingress[0]["priority"] >= 65000
+    ssh = [r for r in rules.values() if "allow" in r and "22" in block(r, "allow").get("ports", [])]
+    assert len(ssh) == 1
+    assert [tf.resolve(s) for s in ssh[0]["source_ranges"]] == ["35.235.240.0/20"]
+
+
+def test_only_processor_and_dashboard_reach_postgres(tf: Config) -> None:
+    rules = tf.of_type("google_compute_firewall")
+    allowed_5432 = {
+        name for name, r in rules.items()
+        if r["direction"] == "EGRESS" and "allow" in r and "5432" in block(r, "allow")["ports"]
+    }
+    assert allowed_5432 == {"allow_postgres_from_processor", "allow_postgres_from_dashboard"}
+    deny = rules["deny_data_tier_egress"]
+    assert "deny" in deny and "target_tags" not in deny and "target_service_accounts" not in deny
+    assert all(deny["priority"] > rules[name]["priority"] for name in allowed_5432)
+    assert set(deny["destination_ranges"]) == {"${var.private_services_cidr}", "${local.subnets.data.cidr}"}
+
+
+# --- Cloud SQL ----------------------------------------------------------------------------
+
+
+def test_sql_is_private_only_with_tls_backups_and_protection(tf: Config) -> None:
+    instance = tf.resources[("google_sql_database_instance", "main")]
+    settings = block(instance, "settings")
+    ip = block(settings, "ip_configuration")
+    assert ip["ipv4_enabled"] is False
+    assert "authorized_networks" not in ip
+    assert ip["private_network"] == "${google_compute_network.main.id}"
+    assert ip["ssl_mode"] in {"ENCRYPTED_ONLY", "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"}
+    backup = block(settings, "backup_configuration")
+    assert backup["enabled"] is True and backup["point_in_time_recovery_enabled"] is True
+    assert tf.resolve(instance["deletion_protection"]) is True
+    assert tf.resolve(settings["deletion_protection_enabled"]) is True
+    assert "day" in block(settings, "maintenance_window")
+    assert block(settings, "insights_config")["query_insights_enabled"] is True
+    flags = {f["name"]: f["value"] for f in settings["database_flags"]}
+    for flag in ("log_connections", "log_disconnections", "log_checkpoints", "log_lock_waits"):
+        assert flags.get(flag) == "on", flag
+
+
+def test_database_password_comes_from_secret_manager_only(tf: Config) -> None:
+    assert tf.variables["db_password"]["sensitive"] is True
+    assert tf.variables["db_password"]["default"] is None
+    user = tf.resources[("google_sql_user", "app")]
+    assert user["password"] == "${local.db_password}"
+    assert tf.resources[("google_secret_manager_secret_version", "db_password")]["secret_data"] == (
+        "${local.db_password}"
+    )
+    assert "password" not in tf.resolve("${local.database_url}")
+    function = block(tf.resources[("google_cloudfunctions2_function", "processor")], "service_config")
+    (secret_env,) = function["secret_environment_variables"]
+    assert secret_env["key"] == "CLICKSTREAM_DB_PASSWORD"
+    assert secret_env["secret"] == "${google_secret_manager_secret.db_password.secret_id}"
+
+
+# --- dashboard VM ---------------------------------------------------------------------------
+
+
+def test_dashboard_vm_is_shielded_private_and_os_login(tf: Config) -> None:
+    vm = tf.resources[("google_compute_instance", "dashboard")]
+    shielded = block(vm, "shielded_instance_config")
+    assert shielded == {
+        "enable_secure_boot": True, "enable_vtpm": True, "enable_integrity_monitoring": True
+    }
+    assert "access_config" not in block(vm, "network_interface")
+    metadata = vm["metadata"]
+    assert metadata["enable-oslogin"] == "TRUE"
+    assert metadata["block-project-ssh-keys"] == "TRUE"
+    assert block(vm, "service_account")["email"] == "${google_service_account.dashboard.email}"
+    assert vm["can_ip_forward"] is False
+
+
+def test_startup_template_gets_exactly_the_values_it_uses(tf: Config) -> None:
+    startup = tf.resources[("google_compute_instance", "dashboard")]["metadata"]["startup-script"]
+    passed = set(re.findall(r"\b(\w+)\s*=", startup.split(",", 1)[1]))
+    template = (TERRAFORM_DIR / "templates" / "dashboard-startup.sh.tftpl").read_text()
+    used = set(re.findall(r"(?<!\$)\$\{(\w+)\}", template))
+    assert used == passed
+    assert "%{" not in template  # no template directive slipped in from shell syntax
+    assert "clickstream dashboard --host 0.0.0.0 --port ${port}" in template
+
+
+# --- variables and outputs ----------------------------------------------------------------
+
+
+def test_seed_variables_are_present_and_used(tf: Config) -> None:
+    used = {name for kind, name in references(list(tf.resources.values()) + [tf.locals]) if kind == "var"}
+    assert set(tf.variables) >= SEED_VARIABLES
+    assert used >= SEED_VARIABLES, SEED_VARIABLES - used
+
+
+def test_every_variable_is_described_typed_validated_and_used(tf: Config) -> None:
+    everything = [tf.resources, tf.data, tf.locals, tf.outputs, tf.files["versions.tf"]]
+    used = {name for kind, name in references(everything) if kind == "var"}
+    for name, spec in tf.variables.items():
+        assert len(spec.get("description", "")) > 10, f"{name}: no description"
+        assert "type" in spec, f"{name}: no type"
+        assert name in used, f"{name}: declared but never used"
+        if spec.get("type") != "bool":
+            assert spec.get("validation"), f"{name}: no validation"
+
+
+def test_tfvars_example_sets_the_seed_variables(tf: Config) -> None:
+    example = (TERRAFORM_DIR / "terraform.tfvars.example").read_text()
+    assigned = set(re.findall(r"^#?\s*(\w+)\s*=", example, re.M))
+    assert assigned >= SEED_VARIABLES
+    assert assigned <= set(tf.variables), assigned - set(tf.variables)
+    required = {n for n, spec in tf.variables.items() if "default" not in spec}
+    active = set(re.findall(r"^(\w+)\s*=", example, re.M))
+    assert required <= active, required - active
+
+
+def secret_taint(tf: Config) -> set[tuple[str, str]]:
+    """Names whose value is or derives from a secret: sensitive variables, generated
+    passwords, secret versions, and every local computed from one of those."""
+    tainted = {("var", n) for n, spec in tf.variables.items() if spec.get("sensitive") is True}
+    tainted |= {(k, n) for (k, n) in tf.resources if k in {"random_password", "google_secret_manager_secret_version"}}
+    changed = True
+    while changed:
+        changed = False
+        for name, value in tf.locals.items():
+            if ("local", name) not in tainted and references(value) & tainted:
+                tainted.add(("local", name))
+                changed = True
+    return tainted
+
+
+def test_no_output_carries_a_secret(tf: Config) -> None:
+    tainted = secret_taint(tf)
+    assert {("local", "db_password"), ("local", "write_keys")} <= tainted
+    assert tf.outputs, "no outputs"
+    for name, output in tf.outputs.items():
+        if output.get("sensitive") is True:
+            continue
+        leaks = references(output["value"]) & tainted
+        assert not leaks, f"output {name} carries {leaks}"
+        assert not re.search(r"secret_data|\.result\b", str(output["value"])), name
+
+
+def test_every_reference_names_something_declared(tf: Config) -> None:
+    declared = {("var", n) for n in tf.variables} | {("local", n) for n in tf.locals}
+    declared |= {(f"data.{k}", n) for k, n in tf.data} | set(tf.resources)
+    everything = [tf.resources, tf.data, tf.locals, tf.outputs, tf.variables]
+    dangling = references(everything) - declared
+    assert not dangling, dangling
+
+
+def test_references_check_catches_a_dangling_name() -> None:
+    # The check above is only as good as `references`: it must see names inside strings.
+    found = references({"a": '"${google_pubsub_topic.nope.id}-x"', "b": ["${var.missing}"]})
+    assert found == {("google_pubsub_topic", "nope"), ("var", "missing")}
+
+
+# --- IAM ----------------------------------------------------------------------------------
+
+
+def test_no_primitive_roles_and_no_default_service_account(tf: Config) -> None:
+    text = "\n".join((TERRAFORM_DIR / f).read_text() for f in tf.files)
+    assert not re.search(r"roles/(owner|editor|viewer)\b", text)
+    assert "-compute@developer.gserviceaccount.com" not in text
+    run = block(tf.resources[("google_cloud_run_v2_service", "gateway")], "template")
+    assert run["service_account"] == "${google_service_account.gateway.email}"
+    function = tf.resources[("google_cloudfunctions2_function", "processor")]
+    assert block(function, "service_config")["service_account_email"] == (
+        "${google_service_account.processor.email}"
+    )
+    assert block(function, "build_config")["service_account"] == (
+        "${google_service_account.processor_build.id}"
+    )
+
+
+def test_one_service_account_per_component(tf: Config) -> None:
+    accounts = tf.of_type("google_service_account")
+    assert {"gateway", "processor", "dashboard"} <= set(accounts)
+    ids = [a["account_id"] for a in accounts.values()]
+    assert len(ids) == len(set(ids))
+
+
+def test_only_the_gateway_is_public(tf: Config) -> None:
+    public = {
+        key for key, body in tf.resources.items()
+        if any(str(v).startswith(("allUsers", "allAuthenticatedUsers")) for v in body.values())
+    }
+    assert public == {("google_cloud_run_v2_service_iam_member", "gateway_public")}
+    assert tf.resources[next(iter(public))]["role"] == "roles/run.invoker"
+    function = block(tf.resources[("google_cloudfunctions2_function", "processor")], "service_config")
+    assert function["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
+
+
+# --- Pub/Sub --------------------------------------------------------------------------------
+
+
+def test_topics_and_subscriptions_match_the_application_defaults(tf: Config) -> None:
+    from clickstream.config import Settings
+
+    topics = {tf.resolve(t["name"]) for t in tf.of_type("google_pubsub_topic").values()}
+    assert topics == {Settings.events_topic, Settings.bad_events_topic, Settings.dead_letter_topic}
+    subscriptions = {s["name"] for s in tf.locals["processor_subscriptions"].values()}
+    assert subscriptions == {Settings.events_subscription, Settings.bad_events_subscription}
+
+
+def test_processor_subscriptions_push_with_retry_and_dead_letter(tf: Config) -> None:
+    subscription = tf.resources[("google_pubsub_subscription", "processor")]
+    push = block(subscription, "push_config")
+    assert push["push_endpoint"] == "${google_cloudfunctions2_function.processor.service_config[0].uri}"
+    assert block(push, "oidc_token")["service_account_email"] == "${google_service_account.pubsub_push.email}"
+    dead_letter = block(subscription, "dead_letter_policy")
+    assert dead_letter["dead_letter_topic"] == "${google_pubsub_topic.dead_letter.id}"
+    assert block(subscription, "retry_policy")["maximum_backoff"] == "600s"
+    assert subscription["message_retention_duration"] == "${var.message_retention_duration}"
+    # Dead-lettering acts as Pub/Sub's service agent: publisher on the dead-letter topic,
+    # subscriber on each source subscription.
+    assert tf.resources[("google_pubsub_topic_iam_member", "dead_letter_publisher")]["member"] == (
+        "${local.pubsub_service_agent}"
+    )
+    subscriber = tf.resources[("google_pubsub_subscription_iam_member", "dead_letter_subscriber")]
+    assert subscriber["for_each"] == "${google_pubsub_subscription.processor}"
+    assert subscriber["role"] == "roles/pubsub.subscriber"
+
+
+def test_a_pubsub_push_reaches_a_cloudevent_function(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The push subscriptions post Pub/Sub's JSON wrapper, not a CloudEvent; the Functions
+    Framework turns it into the CloudEvent `processor.function.message_from` reads."""
+    from functions_framework import create_app
+
+    from processor.function import message_from
+
+    # The framework imports the source as a module named after the file and extends sys.path.
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "push_probe", raising=False)
+    source = tmp_path / "push_probe.py"
+    source.write_text(
+        "import functions_framework\nSEEN = []\n"
+        "@functions_framework.cloud_event\ndef handler(event):\n    SEEN.append(event)\n"
+    )
+    app = create_app("handler", str(source), "cloudevent")
+    body = {
+        "message": {
+            "data": base64.b64encode(b"\x81\xa1v\x01").decode(),
+            "attributes": {"kind": "events"},
+            "messageId": "4242",
+            "publishTime": "2025-01-02T03:04:05.678Z",
+        },
+        "subscription": "projects/p/subscriptions/events-processor",
+    }
+    response = app.test_client().post("/", json=body)
+    assert response.status_code == 200
+    (event,) = sys.modules["push_probe"].SEEN
+    message = message_from(event)
+    assert (message.message_id, message.data, message.attributes) == (
+        "4242",
+        b"\x81\xa1v\x01",
+        {"kind": "events"},
+    )
+
+
+# --- the application the configuration deploys ----------------------------------------------
+
+
+def environment_names(tf: Config) -> set[str]:
+    gateway = block(block(tf.resources[("google_cloud_run_v2_service", "gateway")], "template"), "containers")
+    names = {e["name"] for e in gateway["env"]}
+    function = block(tf.resources[("google_cloudfunctions2_function", "processor")], "service_config")
+    names |= set(function["environment_variables"])
+    names |= {e["key"] for e in function["secret_environment_variables"]}
+    return names
+
+
+def test_every_environment_variable_is_read_by_the_code(tf: Config) -> None:
+    names = environment_names(tf)
+    assert {"CLICKSTREAM_WRITE_KEYS", "DATABASE_URL", "CLICKSTREAM_BIGQUERY_DATASET"} <= names
+    sources = "\n".join(
+        p.read_text() for package in ("clickstream", "gateway", "processor") for p in (REPO / package).rglob("*.py")
+    )
+    unread = {n for n in names if f'"{n}"' not in sources and f"_{n.removeprefix('CLICKSTREAM_GATEWAY_')}" not in sources}
+    assert not unread, unread
+
+
+def bigquery_columns(path: Path) -> list[tuple[str, str, str]]:
+    from processor.bigquery_schema import LEGACY_TYPE_NAMES
+
+    fields = json.loads(path.read_text())
+    return [(f["name"], LEGACY_TYPE_NAMES.get(f["type"], f["type"]), f["mode"]) for f in fields]
+
+
+def test_bigquery_schemas_match_the_processor_records() -> None:
+    from processor.bigquery_schema import BAD_EVENT_COLUMNS, EVENT_COLUMNS
+
+    for name, columns in (("events", EVENT_COLUMNS), ("bad_events", BAD_EVENT_COLUMNS)):
+        expected = [(c.name, c.type, c.mode) for c in columns]
+        assert bigquery_columns(TERRAFORM_DIR / "bigquery" / f"{name}.schema.json") == expected, name
+
+
+def test_bigquery_tables_and_views_match_the_processor_definitions(tf: Config) -> None:
+    from processor.bigquery_schema import table_definitions
+
+    definitions = {t.table_id: t for t in table_definitions("PROJECT", "DATASET")}
+    tables = {tf.resolve(t["table_id"]): t for t in tf.of_type("google_bigquery_table").values()}
+    assert set(tables) == set(definitions)
+    for table_id, definition in definitions.items():
+        table = tables[table_id]
+        if definition.view_query is not None:
+            query = re.search(r'templatefile\("\$\{path.module\}/(bigquery/[\w.]+)"', block(table, "view")["query"])
+            assert query, table_id
+            template = string.Template((TERRAFORM_DIR / query.group(1)).read_text())
+            rendered = template.substitute(project="PROJECT", dataset="DATASET").strip()
+            assert rendered == definition.view_query, table_id
+            continue
+        partitioning = block(table, "time_partitioning")
+        assert partitioning["type"] == definition.time_partitioning.type_
+        assert partitioning["field"] == definition.time_partitioning.field
+        assert table.get("clustering") == definition.clustering_fields
+
+
+def test_dataset_access_for_domain_readers_and_admin(tf: Config) -> None:
+    access = tf.of_type("google_bigquery_dataset_access")
+    grants = {(a["role"], a.get("domain") or a.get("user_by_email")) for a in access.values()}
+    assert ("READER", "${var.organization_domain}") in grants
+    assert ("OWNER", "${var.admin_email}") in grants
+    dataset = tf.resources[("google_bigquery_dataset", "main")]
+    assert "access" not in dataset  # authoritative access blocks would undo the grants above
+
+
+# --- the function's source archive ------------------------------------------------------------
+
+
+def first_party_imports(entry: Path) -> set[str]:
+    """Third-party modules (dotted) imported by `entry` and every first-party module it reaches,
+    at any depth and inside functions too, leaving out `if TYPE_CHECKING:` blocks."""
+    first_party = {"clickstream", "processor"}
+    seen_files: set[Path] = set()
+    third_party: set[str] = set()
+    pending = [entry]
+    while pending:
+        path = pending.pop()
+        if path in seen_files:
+            continue
+        seen_files.add(path)
+        tree = ast.parse(path.read_text())
+        skipped = {
+            id(n) for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for child in node.body for n in ast.walk(child)
+        }
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                # `from a.b import c`: c is a module or a name in a.b; resolve the longer first.
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in first_party:
+                    parts = name.split(".")
+                    for depth in (len(parts), len(parts) - 1):
+                        module = REPO.joinpath(*parts[:depth])
+                        for candidate in (module.with_suffix(".py"), module / "__init__.py"):
+                            if candidate.exists():
+                                pending.append(candidate)
+                elif top not in sys.stdlib_module_names and top != "__future__":
+                    third_party.add(name)
+    return third_party
+
+
+@functools.cache
+def distribution_files() -> dict[Path, str]:
+    return {
+        Path(dist.locate_file(file)).resolve(): canonicalize_name(dist.metadata["Name"])
+        for dist in importlib.metadata.distributions()
+        for file in dist.files or []
+        if file.suffix == ".py"
+    }
+
+
+def distribution_of(module: str) -> str | None:
+    """The installed distribution that ships `module` (its deepest importable package)."""
+    parts = module.split(".")
+    if parts[0] != "google":  # `google` is a namespace shared by many distributions
+        owners = importlib.metadata.packages_distributions()
+        return canonicalize_name(owners[parts[0]][0]) if parts[0] in owners else None
+    for depth in range(len(parts), 1, -1):
+        try:
+            spec = importlib.util.find_spec(".".join(parts[:depth]))
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.origin is not None:
+            return distribution_files().get(Path(spec.origin).resolve())
+    return None
+
+
+def closure(requirements: set[str]) -> set[str]:
+    """Distributions installed by `requirements`, with their dependencies."""
+    found: set[str] = set()
+    pending = list(requirements)
+    while pending:
+        name = pending.pop()
+        if name in found:
+            continue
+        found.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for spec in requires:
+            requirement = Requirement(spec)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(canonicalize_name(requirement.name))
+    return found
+
+
+def function_requirements() -> dict[str, Requirement]:
+    lines = (TERRAFORM_DIR / "function" / "requirements.txt").read_text().splitlines()
+    parsed = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+    return {canonicalize_name(r.name): r for r in parsed}
+
+
+def test_function_requirements_cover_what_the_processor_imports() -> None:
+    entry = TERRAFORM_DIR / "function" / "main.py"
+    assert "from processor.function import process_pubsub" in entry.read_text()
+    imported = first_party_imports(entry)
+    assert "asyncpg" in imported and "functions_framework" in imported  # the walk went deep
+    needed = {distribution_of(m) or m for m in imported}
+    missing = needed - closure(set(function_requirements()))
+    assert not missing, f"terraform/function/requirements.txt lacks {sorted(missing)}"
+
+
+def test_function_requirements_agree_with_pyproject() -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    declared = {canonicalize_name(r.name): r for r in map(Requirement, pyproject["project"]["dependencies"])}
+    for name, requirement in function_requirements().items():
+        assert name in declared, f"{name} is not a dependency in pyproject.toml"
+        assert requirement.specifier == declared[name].specifier, name
+
+
+def test_archives_take_every_source_file(tf: Config) -> None:
+    """The archives list files by extension (text only); a package file of another kind would
+    be silently left out of the deployment."""
+    patterns = {k: tf.locals[k] for k in ("processor_files", "dashboard_files")}
+    extensions = set()
+    for value in patterns.values():
+        for group in re.findall(r"\*\.\{([a-z,]+)\}", str(value)):
+            extensions |= set(group.split(","))
+    assert {"py", "sql", "html", "js", "css"} <= extensions
+    for package in ("clickstream", "processor", "dashboard"):
+        for path in (REPO / package).rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                assert path.suffix.lstrip(".") in extensions, f"{path.relative_to(REPO)} would be left out"
