@@ -12,8 +12,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -220,3 +222,68 @@ async def test_worker_killed_mid_stream_and_restarted(
     assert code == 0, log.read_text()[-3000:]
     print(f"{stored_at_kill} of {len(events)} events were stored when the worker was killed")
     assert "stopped after" in log.read_text()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[tuple[Any, str]]:
+    """A PostgreSQL server of this test's own, which it may stop and start."""
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix="clickstream-pg-restart-") as data_dir:
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        try:
+            yield server, server.get_uri()
+        finally:
+            server.cleanup()
+
+
+@pytest.mark.slow
+async def test_postgres_restart_mid_stream_loses_nothing(
+    own_postgres: tuple[Any, str],
+    pubsub_emulator_host: str,
+    pubsub_project: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import pgserver
+
+    server, url = own_postgres
+    settings = Settings(
+        project=pubsub_project, pubsub_emulator_host=pubsub_emulator_host, database_url=url
+    )
+    await ensure_topology(settings)
+    client = publisher_async_client(settings)
+    events = a_day_of_traffic(visitors=80, seed=13)
+    bodies = chunks(events, 4)
+    third = len(bodies) // 3
+
+    async def publish(part: list[bytes]) -> None:
+        for body in part:
+            attributes = envelope.attributes("events", envelope.decode(body).event_count)
+            await client.publish(
+                topic=settings.topic_path(settings.events_topic),
+                messages=[PubsubMessage(data=body, attributes=attributes)],
+            )
+
+    stop = asyncio.Event()
+    worker = asyncio.create_task(serve(settings, FAST, stop))
+    try:
+        await publish(bodies[:third])
+        await wait_for(url, "SELECT count(*) > 0 FROM events", True)
+        await asyncio.to_thread(
+            pgserver.pg_ctl, ["-w", "-m", "fast", "stop"], pgdata=server.pgdata,
+            user=server.system_user,
+        )  # fmt: skip
+        await publish(bodies[third : 2 * third])  # while the database is down
+        await asyncio.sleep(2)
+        await asyncio.to_thread(
+            pgserver.pg_ctl, ["-w", "-l", str(server.pgdata / "log"), "restart"],
+            pgdata=server.pgdata, user=server.system_user,
+        )  # fmt: skip
+        await publish(bodies[2 * third :])
+        await wait_for(url, "SELECT count(*) FROM events", len(events))
+        await check_exact(url)
+        assert any("batch failed" in r.getMessage() for r in caplog.records)  # it saw the outage
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 30)
+        await client.transport.close()
