@@ -131,6 +131,9 @@ def running(double: GatewayDouble | None = None) -> Iterator[GatewayDouble]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, like the real gateway
+        # Headers and body go out in two writes: without this, Nagle's algorithm and delayed
+        # ACKs add 40 ms to every answer.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -165,6 +168,7 @@ def running(double: GatewayDouble | None = None) -> Iterator[GatewayDouble]:
 
     class Server(ThreadingHTTPServer):
         request_queue_size = 256  # many keep-alive connections open at once
+
         def handle_error(self, request: object, client_address: object) -> None:
             pass  # a client that hung up on a stalled answer: expected in tests
 
