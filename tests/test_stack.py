@@ -1,0 +1,244 @@
+"""`clickstream up` as a person runs it: in an empty folder, then Ctrl-C, then again.
+
+Events sent by the Python SDK and by the browser tracker (a real page in headless Chromium)
+reach PostgreSQL and BigQuery; Ctrl-C stops every process the stack started; a second `up`
+in the same folder keeps the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from gateway_server import free_port
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
+
+from clickstream_sdk import Client, Product
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.slow
+
+
+class Stack:
+    def __init__(self, folder: Path, shop_origin: str) -> None:
+        self.folder = folder
+        self.ports = {
+            name: free_port()
+            for name in ("gateway", "dashboard", "pubsub", "bigquery", "bigquery-grpc")
+        }
+        self.log_path = folder / "up.log"
+        self.shop_origin = shop_origin
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['gateway']}"
+
+    @property
+    def write_key(self) -> str:
+        return (self.folder / ".clickstream" / "write-key").read_text().strip()
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://postgres:@/postgres?host={self.folder / '.clickstream' / 'postgres'}"
+
+    def start(self) -> None:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DATABASE_URL", "PUBSUB_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST")
+        }
+        env["CLICKSTREAM_CORS_ORIGINS"] = self.shop_origin
+        args = [
+            sys.executable, "-m", "clickstream.cli", "up",
+            "--gateway-port", str(self.ports["gateway"]),
+            "--dashboard-port", str(self.ports["dashboard"]),
+            "--pubsub-port", str(self.ports["pubsub"]),
+            "--bigquery-port", str(self.ports["bigquery"]),
+            "--bigquery-grpc-port", str(self.ports["bigquery-grpc"]),
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                args, cwd=self.folder, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 180
+        while "clickstream is running" not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                pytest.fail(f"clickstream up did not start:\n{self.log()[-4000:]}")
+            time.sleep(0.5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def descendants(self) -> set[int]:
+        """Every live process whose ancestry leads to `up` (children run in new sessions)."""
+        assert self.process is not None
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    stat = (entry / "stat").read_text()
+                    parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        found, frontier = set(), {self.process.pid}
+        while frontier:
+            children = {pid for pid, ppid in parents.items() if ppid in frontier}
+            found |= children
+            frontier = children
+        return found
+
+    def interrupt(self) -> int:
+        """Ctrl-C: SIGINT to `up` alone, as a terminal would deliver it to the foreground job."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=120)
+
+
+class Shop:
+    """A shop page on loopback that includes the tracker from the gateway by one script tag."""
+
+    def __init__(self) -> None:
+        self.gateway_url = ""
+        self.write_key = ""
+        shop = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = shop.page().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def page(self) -> str:
+        return f"""<!doctype html><html><head><title>Example Shop</title>
+<script type="module">
+  import {{ init }} from "{self.gateway_url}/sdk/v1/clickstream.js";
+  window.cs = init({{ writeKey: "{self.write_key}", endpoint: "{self.gateway_url}" }});
+  window.cs.productView({{ product_id: "JS-1", name: "Tracker shoe", price: 10, currency: "EUR" }});
+  window.cs.flush();
+</script></head><body>shop</body></html>"""
+
+
+@pytest.fixture
+def shop() -> Iterator[Shop]:
+    shop = Shop()
+    threading.Thread(target=shop.server.serve_forever, daemon=True).start()
+    yield shop
+    shop.server.shutdown()
+
+
+async def wait_for_events(database_url: str, expected: int) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = []
+    for _ in range(120):
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch("SELECT event_id, event_type, source FROM events")
+        finally:
+            await conn.close()
+        if len(rows) >= expected:
+            return rows
+        await asyncio.sleep(0.5)
+    return rows
+
+
+async def browse_shop(origin: str) -> None:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(origin)
+            await page.wait_for_function("window.cs !== undefined")
+            await page.close(run_before_unload=True)
+        finally:
+            await browser.close()
+
+
+def bigquery_ids(stack: Stack) -> set[str]:
+    client = bigquery.Client(
+        project="clickstream-local",
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options=ClientOptions(api_endpoint=f"http://127.0.0.1:{stack.ports['bigquery']}"),
+    )
+    rows = client.query("SELECT event_id FROM clickstream.events_dedup").result()
+    return {row.event_id for row in rows}
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} missing")
+async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(
+    tmp_path: Path, shop: Shop
+) -> None:
+    stack = Stack(tmp_path, shop.origin)
+    await asyncio.to_thread(stack.start)
+    shop.gateway_url, shop.write_key = stack.gateway_url, stack.write_key
+
+    shoe = Product(product_id="PY-1", name="SDK shoe", price=20.0, currency="EUR")
+    with Client(stack.write_key, url=stack.gateway_url) as client:
+        who = {"anonymous_id": "sdk-visitor"}
+        sent = [
+            client.page_view("https://shop.example/", **who),
+            client.product_view(shoe, **who),
+            client.add_to_cart(shoe, **who),
+            client.purchase("O-1", [shoe], currency="EUR", user_id="u-1", anonymous_id="x"),
+        ]
+    assert client.stats.accepted == len(sent)
+    await browse_shop(shop.origin)
+
+    rows = await wait_for_events(stack.database_url, len(sent) + 2)
+    ids = {str(row["event_id"]) for row in rows}
+    assert {str(event_id) for event_id in sent} <= ids
+    tracker_types = {row["event_type"] for row in rows if str(row["event_id"]) not in sent}
+    assert {"page_view", "product_view"} <= tracker_types
+    for _ in range(60):
+        if ids <= bigquery_ids(stack):
+            break
+        await asyncio.sleep(1)
+    assert ids <= bigquery_ids(stack)
+
+    children = stack.descendants()
+    assert len(children) >= 5  # emulators, gateway, processor, dashboard (and their workers)
+    assert await asyncio.to_thread(stack.interrupt) == 0
+    alive = {pid for pid in children if Path(f"/proc/{pid}").exists()}
+    assert not alive, f"processes left behind: {alive}\n{stack.log()[-3000:]}"
+
+    # A second `up` in the same folder finds the same data.
+    await asyncio.to_thread(stack.start)
+    try:
+        again = await wait_for_events(stack.database_url, len(ids))
+        assert {str(row["event_id"]) for row in again} == ids
+    finally:
+        await asyncio.to_thread(stack.interrupt)
+
