@@ -59,9 +59,11 @@ export function lineChart(container, { buckets, series, bucketSeconds, unit, for
     return;
   }
   clear(container);
-  const width = 640, height = 220, left = 56, right = 12, top = 12, bottom = 34;
-  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", class: "line-chart" },
-    container);
+  // Drawn at the container's pixel width, so text keeps its size on any screen.
+  const width = Math.max(320, container.clientWidth || 640);
+  const height = 220, left = 64, right = 12, top = 12, bottom = 34;
+  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img",
+    class: "line-chart" }, container);
   titled(svg, unit);
   const max = Math.max(...series.flatMap((s) => s.values));
   const ticks = niceTicks(max);
@@ -76,7 +78,7 @@ export function lineChart(container, { buckets, series, bucketSeconds, unit, for
       format(tick);
   }
   const dates = buckets.map((b) => new Date(b));
-  const every = Math.max(1, Math.ceil(buckets.length / 6));
+  const every = Math.max(1, Math.ceil(buckets.length / Math.max(2, Math.floor(plotW / 110))));
   for (let i = 0; i < buckets.length; i += every) {
     el("text", { x: x(i), y: height - bottom + 16, "text-anchor": "middle" }, axis).textContent =
       timeLabel(dates[i], bucketSeconds);
@@ -123,9 +125,11 @@ export function barChart(container, items, { format = compact, empty = "No data 
     return;
   }
   clear(container);
-  const rowH = 24, width = 420, labelW = 150, valueW = 70;
+  const rowH = 24, labelW = 150, valueW = 80;
+  const width = Math.max(300, container.clientWidth || 420);
   const height = items.length * rowH + 4;
-  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, class: "bar-chart" }, container);
+  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "bar-chart" },
+    container);
   const max = Math.max(...items.map((item) => item.value), 1e-9);
   items.forEach((item, i) => {
     const g = el("g", { class: "bar", transform: `translate(0 ${i * rowH})` }, svg);

@@ -1,0 +1,112 @@
+"""Shared by the dashboard's tests: migrated databases, a real `clickstream dashboard` server,
+and a logged-in headless Chromium."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+from conftest import with_database
+from gateway_server import free_port
+
+from processor.migrations import migrate
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "correct horse battery"
+
+
+def chromium_missing() -> str | None:
+    """Why browser tests cannot run here, or None."""
+    if shutil.which(CHROMIUM) is None:
+        return f"{CHROMIUM} is not installed (apt-get install chromium)"
+    return None
+
+
+async def migrated_database(server_url: str) -> str:
+    """A new database on the server with every migration applied; drop it with drop_database."""
+    name = f"dash_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = with_database(server_url, name)
+    await migrate(url)
+    return url
+
+
+async def drop_database(server_url: str, url: str) -> None:
+    name = url.split("?")[0].rsplit("/", 1)[1]
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@dataclass
+class DashboardProcess:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def dashboard_server(
+    database_url: str, env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()
+) -> Iterator[DashboardProcess]:
+    """`clickstream dashboard` on a free loopback port, stopped (SIGTERM) on exit."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CLICKSTREAM_DASHBOARD_PASSWORD": PASSWORD,
+        "CLICKSTREAM_DASHBOARD_POLL_SECONDS": "1",
+        **(env or {}),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clickstream.cli", "dashboard", "--port", str(port), *args],
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                stderr = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"dashboard exited with {proc.returncode}: {stderr}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("dashboard did not become healthy in 30 s")
+            time.sleep(0.1)
+        yield DashboardProcess(url, proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
