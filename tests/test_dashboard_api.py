@@ -9,7 +9,7 @@ from the hourly rollups plus the edge minutes.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -50,11 +50,16 @@ VISITOR_MINUTES = [
     ("11:45", "purchase", "alice@example.com"),
     ("04-30 08:00", "page_view", "erin@example.com"),
 ]
-SESSIONS = [  # id, visitor, started, last seen, referrer, utm source, utm medium, device, browser, os
-    ("s1", "alice@example.com", "12:05", "12:29", "search", None, None, "desktop", "Chrome", "Windows"),
-    ("s2", "bob@example.com", "12:08", "12:12", "direct", None, None, "mobile", "Mobile Safari", "iOS"),
-    ("s3", "carol@example.com", "11:40", "12:27", "paid", "google", "cpc", "mobile", "Chrome Mobile", "Android"),
-    ("s4", "anon-dave", "10:50", "11:05", "email", "newsletter", "email", "desktop", "Firefox", "Linux"),
+# id, visitor, started, last seen, referrer, utm source, utm medium, device, browser, os
+SESSIONS = [
+    ("s1", "alice@example.com", "12:05", "12:29", "search", None, None,
+     "desktop", "Chrome", "Windows"),
+    ("s2", "bob@example.com", "12:08", "12:12", "direct", None, None,
+     "mobile", "Mobile Safari", "iOS"),
+    ("s3", "carol@example.com", "11:40", "12:27", "paid", "google", "cpc",
+     "mobile", "Chrome Mobile", "Android"),
+    ("s4", "anon-dave", "10:50", "11:05", "email", "newsletter", "email",
+     "desktop", "Firefox", "Linux"),
 ]  # fmt: skip
 FUNNEL = [
     ("s1", "product_view", "12:06"),
