@@ -70,19 +70,22 @@ def decode_into(batch: Batch, message: Message) -> None:
             )
         )
         return
+    append, decode_event = batch.events.append, _event_decoder.decode
     for g, group in enumerate(env.groups):
-        for i, raw in enumerate(group.events):
-            key = f"{message.message_id}/{g}/{i}"
-            if env.kind == "bad":
+        if env.kind == "bad":
+            for i, raw in enumerate(group.events):
                 reason = group.reasons[i] if i < len(group.reasons) else "refused at the gateway"
+                key = f"{message.message_id}/{g}/{i}"
                 batch.bad.append(_bad(group, raw, reason, "validation", key))
-                continue
+            continue
+        for i, raw in enumerate(group.events):
             try:
-                event = _event_decoder.decode(raw)
+                event = decode_event(raw)
             except msgspec.DecodeError as exc:  # the contract changed under a queued message
+                key = f"{message.message_id}/{g}/{i}"
                 batch.bad.append(_bad(group, raw, str(exc), "validation", key))
                 continue
-            batch.events.append(enrich(event, group))
+            append(enrich(event, group))
 
 
 def _bad(group: envelope.Group, raw: bytes, reason: str, reason_class: str, key: str) -> BadEvent:

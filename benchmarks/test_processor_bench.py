@@ -1,0 +1,94 @@
+"""Processor hot path per core: decode + validate + enrich, and the PostgreSQL batch write.
+
+    .venv/bin/pytest benchmarks/test_processor_bench.py --benchmark-enable
+
+Target: >= 100k events/s per core through decode + enrich + PostgreSQL sink. The bounded
+end-to-end run (client CPU vs wall time, concurrent batches) is benchmarks/processor_throughput.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+from processor_workload import messages
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from processor.core import Processor, decode
+from processor.migrations import migrate
+from processor.postgres import PostgresSink, create_sink_pool
+
+BATCH = 5_000
+
+
+def test_decode_and_enrich(benchmark: BenchmarkFixture) -> None:
+    batch = messages(BATCH)
+    decode(batch)  # warm the user-agent and URL caches, as a running worker has them
+    result = benchmark(decode, batch)
+    assert len(result.events) == BATCH
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix="clickstream-bench-pg-") as data_dir:
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def sink(loop: asyncio.AbstractEventLoop, database_url: str) -> Iterator[PostgresSink]:
+    loop.run_until_complete(migrate(database_url))
+    pool = loop.run_until_complete(create_sink_pool(database_url))
+    yield PostgresSink(pool)
+    loop.run_until_complete(pool.close())
+
+
+def test_postgres_batch_write(
+    benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop, sink: PostgresSink
+) -> None:
+    """One transaction of 5,000 new events: sessions, COPY, insert, every aggregate."""
+    seeds = iter(range(10_000))
+
+    def setup() -> tuple[tuple[object, ...], dict[str, object]]:
+        batch = decode(messages(BATCH, seed=next(seeds)))
+        return (batch.events, batch.bad), {}
+
+    def write(events: list, bad: list) -> None:
+        loop.run_until_complete(sink.write(events, bad))
+
+    benchmark.pedantic(write, setup=setup, rounds=8, warmup_rounds=1)
+
+
+def test_decode_enrich_and_write(
+    benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop, sink: PostgresSink
+) -> None:
+    """The whole core for one batch of 50 gateway messages of 100 events."""
+    processor = Processor(sink)
+    seeds = iter(range(10_000, 20_000))
+
+    def setup() -> tuple[tuple[object, ...], dict[str, object]]:
+        return (messages(BATCH, seed=next(seeds)),), {}
+
+    def process(batch: list) -> None:
+        loop.run_until_complete(processor.process(batch))
+
+    benchmark.pedantic(process, setup=setup, rounds=8, warmup_rounds=1)
