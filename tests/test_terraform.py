@@ -7,8 +7,8 @@ the files agree with the Python code they deploy (BigQuery schema, environment, 
 from __future__ import annotations
 
 import ast
-import functools
 import base64
+import functools
 import importlib.metadata
 import importlib.util
 import ipaddress
@@ -26,11 +26,31 @@ from packaging.utils import canonicalize_name
 from terraform_config import TERRAFORM_DIR, Config, load, references
 
 REPO = TERRAFORM_DIR.parent
-SEED_VARIABLES = {"project_id", "region", "zone", "db_password", "admin_email", "organization_domain"}
+SEED_VARIABLES = {
+    "project_id",
+    "region",
+    "zone",
+    "db_password",
+    "admin_email",
+    "organization_domain",
+}
 CONCERN_FILES = {
-    "versions.tf", "variables.tf", "outputs.tf", "apis.tf", "network.tf", "firewall.tf", "iam.tf",
-    "secrets.tf", "pubsub.tf", "gateway.tf", "processor.tf", "sql.tf", "bigquery.tf",
-    "dashboard.tf", "monitoring.tf", "storage.tf",
+    "versions.tf",
+    "variables.tf",
+    "outputs.tf",
+    "apis.tf",
+    "network.tf",
+    "firewall.tf",
+    "iam.tf",
+    "secrets.tf",
+    "pubsub.tf",
+    "gateway.tf",
+    "processor.tf",
+    "sql.tf",
+    "bigquery.tf",
+    "dashboard.tf",
+    "monitoring.tf",
+    "storage.tf",
 }
 
 
@@ -92,7 +112,10 @@ def test_each_tier_runs_in_its_subnet(tf: Config) -> None:
     assert function_nic["subnetwork"] == "${google_compute_subnetwork.private.id}"
     vm = tf.resources[("google_compute_instance", "dashboard")]
     assert block(vm, "network_interface")["subnetwork"] == "${google_compute_subnetwork.private.id}"
-    sql = block(block(tf.resources[("google_sql_database_instance", "main")], "settings"), "ip_configuration")
+    sql = block(
+        block(tf.resources[("google_sql_database_instance", "main")], "settings"),
+        "ip_configuration",
+    )
     assert sql["allocated_ip_range"] == "${google_compute_global_address.private_services.name}"
 
 
@@ -100,7 +123,10 @@ def test_nat_covers_the_private_and_data_subnets_only(tf: Config) -> None:
     nat = only(tf.of_type("google_compute_router_nat"))
     assert nat["source_subnetwork_ip_ranges_to_nat"] == "LIST_OF_SUBNETWORKS"
     covered = {s["name"] for s in nat["subnetwork"]}
-    assert covered == {"${google_compute_subnetwork.private.id}", "${google_compute_subnetwork.data.id}"}
+    assert covered == {
+        "${google_compute_subnetwork.private.id}",
+        "${google_compute_subnetwork.data.id}",
+    }
     assert block(nat, "log_config")["enable"] is True
 
 
@@ -115,7 +141,8 @@ def test_firewall_denies_by_default_and_opens_nothing_to_the_internet(tf: Config
                 f"{name}: an allow rule must name its targets"
             )
     deny_ingress = [
-        r for r in rules.values()
+        r
+        for r in rules.values()
         if r["direction"] == "INGRESS" and "deny" in r and "0.0.0.0/0" in r["source_ranges"]
     ]
     assert deny_ingress and deny_ingress[0]["priority"] >= 65000
@@ -127,14 +154,18 @@ def test_firewall_denies_by_default_and_opens_nothing_to_the_internet(tf: Config
 def test_only_processor_and_dashboard_reach_postgres(tf: Config) -> None:
     rules = tf.of_type("google_compute_firewall")
     allowed_5432 = {
-        name for name, r in rules.items()
+        name
+        for name, r in rules.items()
         if r["direction"] == "EGRESS" and "allow" in r and "5432" in block(r, "allow")["ports"]
     }
     assert allowed_5432 == {"allow_postgres_from_processor", "allow_postgres_from_dashboard"}
     deny = rules["deny_data_tier_egress"]
     assert "deny" in deny and "target_tags" not in deny and "target_service_accounts" not in deny
     assert all(deny["priority"] > rules[name]["priority"] for name in allowed_5432)
-    assert set(deny["destination_ranges"]) == {"${var.private_services_cidr}", "${local.subnets.data.cidr}"}
+    assert set(deny["destination_ranges"]) == {
+        "${var.private_services_cidr}",
+        "${local.subnets.data.cidr}",
+    }
 
 
 # --- Cloud SQL ----------------------------------------------------------------------------
@@ -168,7 +199,9 @@ def test_database_password_comes_from_secret_manager_only(tf: Config) -> None:
         "${local.db_password}"
     )
     assert "password" not in tf.resolve("${local.database_url}")
-    function = block(tf.resources[("google_cloudfunctions2_function", "processor")], "service_config")
+    function = block(
+        tf.resources[("google_cloudfunctions2_function", "processor")], "service_config"
+    )
     (secret_env,) = function["secret_environment_variables"]
     assert secret_env["key"] == "CLICKSTREAM_DB_PASSWORD"
     assert secret_env["secret"] == "${google_secret_manager_secret.db_password.secret_id}"
@@ -181,7 +214,9 @@ def test_dashboard_vm_is_shielded_private_and_os_login(tf: Config) -> None:
     vm = tf.resources[("google_compute_instance", "dashboard")]
     shielded = block(vm, "shielded_instance_config")
     assert shielded == {
-        "enable_secure_boot": True, "enable_vtpm": True, "enable_integrity_monitoring": True
+        "enable_secure_boot": True,
+        "enable_vtpm": True,
+        "enable_integrity_monitoring": True,
     }
     assert "access_config" not in block(vm, "network_interface")
     metadata = vm["metadata"]
@@ -205,7 +240,11 @@ def test_startup_template_gets_exactly_the_values_it_uses(tf: Config) -> None:
 
 
 def test_seed_variables_are_present_and_used(tf: Config) -> None:
-    used = {name for kind, name in references(list(tf.resources.values()) + [tf.locals]) if kind == "var"}
+    used = {
+        name
+        for kind, name in references([*list(tf.resources.values()), tf.locals])
+        if kind == "var"
+    }
     assert set(tf.variables) >= SEED_VARIABLES
     assert used >= SEED_VARIABLES, SEED_VARIABLES - used
 
@@ -235,7 +274,11 @@ def secret_taint(tf: Config) -> set[tuple[str, str]]:
     """Names whose value is or derives from a secret: sensitive variables, generated
     passwords, secret versions, and every local computed from one of those."""
     tainted = {("var", n) for n, spec in tf.variables.items() if spec.get("sensitive") is True}
-    tainted |= {(k, n) for (k, n) in tf.resources if k in {"random_password", "google_secret_manager_secret_version"}}
+    tainted |= {
+        (k, n)
+        for (k, n) in tf.resources
+        if k in {"random_password", "google_secret_manager_secret_version"}
+    }
     changed = True
     while changed:
         changed = False
@@ -299,12 +342,15 @@ def test_one_service_account_per_component(tf: Config) -> None:
 
 def test_only_the_gateway_is_public(tf: Config) -> None:
     public = {
-        key for key, body in tf.resources.items()
+        key
+        for key, body in tf.resources.items()
         if any(str(v).startswith(("allUsers", "allAuthenticatedUsers")) for v in body.values())
     }
     assert public == {("google_cloud_run_v2_service_iam_member", "gateway_public")}
     assert tf.resources[next(iter(public))]["role"] == "roles/run.invoker"
-    function = block(tf.resources[("google_cloudfunctions2_function", "processor")], "service_config")
+    function = block(
+        tf.resources[("google_cloudfunctions2_function", "processor")], "service_config"
+    )
     assert function["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
 
 
@@ -323,8 +369,14 @@ def test_topics_and_subscriptions_match_the_application_defaults(tf: Config) -> 
 def test_processor_subscriptions_push_with_retry_and_dead_letter(tf: Config) -> None:
     subscription = tf.resources[("google_pubsub_subscription", "processor")]
     push = block(subscription, "push_config")
-    assert push["push_endpoint"] == "${google_cloudfunctions2_function.processor.service_config[0].uri}"
-    assert block(push, "oidc_token")["service_account_email"] == "${google_service_account.pubsub_push.email}"
+    assert (
+        push["push_endpoint"]
+        == "${google_cloudfunctions2_function.processor.service_config[0].uri}"
+    )
+    assert (
+        block(push, "oidc_token")["service_account_email"]
+        == "${google_service_account.pubsub_push.email}"
+    )
     dead_letter = block(subscription, "dead_letter_policy")
     assert dead_letter["dead_letter_topic"] == "${google_pubsub_topic.dead_letter.id}"
     assert block(subscription, "retry_policy")["maximum_backoff"] == "600s"
@@ -381,9 +433,13 @@ def test_a_pubsub_push_reaches_a_cloudevent_function(
 
 
 def environment_names(tf: Config) -> set[str]:
-    gateway = block(block(tf.resources[("google_cloud_run_v2_service", "gateway")], "template"), "containers")
+    gateway = block(
+        block(tf.resources[("google_cloud_run_v2_service", "gateway")], "template"), "containers"
+    )
     names = {e["name"] for e in gateway["env"]}
-    function = block(tf.resources[("google_cloudfunctions2_function", "processor")], "service_config")
+    function = block(
+        tf.resources[("google_cloudfunctions2_function", "processor")], "service_config"
+    )
     names |= set(function["environment_variables"])
     names |= {e["key"] for e in function["secret_environment_variables"]}
     return names
@@ -393,9 +449,15 @@ def test_every_environment_variable_is_read_by_the_code(tf: Config) -> None:
     names = environment_names(tf)
     assert {"CLICKSTREAM_WRITE_KEYS", "DATABASE_URL", "CLICKSTREAM_BIGQUERY_DATASET"} <= names
     sources = "\n".join(
-        p.read_text() for package in ("clickstream", "gateway", "processor") for p in (REPO / package).rglob("*.py")
+        p.read_text()
+        for package in ("clickstream", "gateway", "processor")
+        for p in (REPO / package).rglob("*.py")
     )
-    unread = {n for n in names if f'"{n}"' not in sources and f"_{n.removeprefix('CLICKSTREAM_GATEWAY_')}" not in sources}
+    unread = {
+        n
+        for n in names
+        if f'"{n}"' not in sources and f"_{n.removeprefix('CLICKSTREAM_GATEWAY_')}" not in sources
+    }
     assert not unread, unread
 
 
@@ -411,7 +473,9 @@ def test_bigquery_schemas_match_the_processor_records() -> None:
 
     for name, columns in (("events", EVENT_COLUMNS), ("bad_events", BAD_EVENT_COLUMNS)):
         expected = [(c.name, c.type, c.mode) for c in columns]
-        assert bigquery_columns(TERRAFORM_DIR / "bigquery" / f"{name}.schema.json") == expected, name
+        assert bigquery_columns(TERRAFORM_DIR / "bigquery" / f"{name}.schema.json") == expected, (
+            name
+        )
 
 
 def test_bigquery_tables_and_views_match_the_processor_definitions(tf: Config) -> None:
@@ -423,7 +487,10 @@ def test_bigquery_tables_and_views_match_the_processor_definitions(tf: Config) -
     for table_id, definition in definitions.items():
         table = tables[table_id]
         if definition.view_query is not None:
-            query = re.search(r'templatefile\("\$\{path.module\}/(bigquery/[\w.]+)"', block(table, "view")["query"])
+            query = re.search(
+                r'templatefile\("\$\{path.module\}/(bigquery/[\w.]+)"',
+                block(table, "view")["query"],
+            )
             assert query, table_id
             template = string.Template((TERRAFORM_DIR / query.group(1)).read_text())
             rendered = template.substitute(project="PROJECT", dataset="DATASET").strip()
@@ -461,9 +528,11 @@ def first_party_imports(entry: Path) -> set[str]:
         seen_files.add(path)
         tree = ast.parse(path.read_text())
         skipped = {
-            id(n) for node in ast.walk(tree)
+            id(n)
+            for node in ast.walk(tree)
             if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-            for child in node.body for n in ast.walk(child)
+            for child in node.body
+            for n in ast.walk(child)
         }
         for node in ast.walk(tree):
             if id(node) in skipped:
@@ -553,7 +622,9 @@ def test_function_requirements_cover_what_the_processor_imports() -> None:
 
 def test_function_requirements_agree_with_pyproject() -> None:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    declared = {canonicalize_name(r.name): r for r in map(Requirement, pyproject["project"]["dependencies"])}
+    declared = {
+        canonicalize_name(r.name): r for r in map(Requirement, pyproject["project"]["dependencies"])
+    }
     for name, requirement in function_requirements().items():
         assert name in declared, f"{name} is not a dependency in pyproject.toml"
         assert requirement.specifier == declared[name].specifier, name
@@ -571,4 +642,6 @@ def test_archives_take_every_source_file(tf: Config) -> None:
     for package in ("clickstream", "processor", "dashboard"):
         for path in (REPO / package).rglob("*"):
             if path.is_file() and "__pycache__" not in path.parts:
-                assert path.suffix.lstrip(".") in extensions, f"{path.relative_to(REPO)} would be left out"
+                assert path.suffix.lstrip(".") in extensions, (
+                    f"{path.relative_to(REPO)} would be left out"
+                )
