@@ -55,7 +55,11 @@ def run_migrate(args: argparse.Namespace) -> int:
     from processor.migrations import migrate
 
     _logging()
-    applied = asyncio.run(migrate(Settings.from_env().database_url))
+    try:
+        applied = asyncio.run(migrate(Settings.from_env().database_url))
+    except ValueError as exc:  # DatabaseConfigError, a misnamed migration file
+        print(f"clickstream db migrate: {exc}", file=sys.stderr)
+        return 2
     print(f"applied {', '.join(applied)}" if applied else "schema is up to date")
     return 0
 
