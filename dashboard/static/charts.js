@@ -80,7 +80,9 @@ export function lineChart(container, { buckets, series, bucketSeconds, unit, for
   const dates = buckets.map((b) => new Date(b));
   const every = Math.max(1, Math.ceil(buckets.length / Math.max(2, Math.floor(plotW / 110))));
   for (let i = 0; i < buckets.length; i += every) {
-    el("text", { x: x(i), y: height - bottom + 16, "text-anchor": "middle" }, axis).textContent =
+    // Labels at the edges are anchored inwards so they are never cut off.
+    const anchor = x(i) > width - right - 40 ? "end" : x(i) < left + 40 ? "start" : "middle";
+    el("text", { x: x(i), y: height - bottom + 16, "text-anchor": anchor }, axis).textContent =
       timeLabel(dates[i], bucketSeconds);
   }
   el("text", { x: left, y: height - 2, class: "unit" }, axis).textContent = `${unit} (UTC)`;
