@@ -241,4 +241,3 @@ async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(
         assert {str(row["event_id"]) for row in again} == ids
     finally:
         await asyncio.to_thread(stack.interrupt)
-
