@@ -11,10 +11,11 @@ locals {
     { for f in fileset(local.repo_root, "{processor,clickstream}/**/*.{py,sql}") : f => "${local.repo_root}/${f}" },
   )
 
-  # The dashboard: an installable source tree (pyproject + packages + package data).
+  # The dashboard: an installable source tree (pyproject + every package + package data):
+  # the `clickstream` command imports each part's CLI, so all packages must be there.
   dashboard_files = merge(
     { for f in ["pyproject.toml", "README.md"] : f => "${local.repo_root}/${f}" },
-    { for f in fileset(local.repo_root, "{clickstream,processor,dashboard}/**/*.{py,sql,html,js,css,svg}") : f => "${local.repo_root}/${f}" },
+    { for f in fileset(local.repo_root, "{clickstream,clickstream_sdk,gateway,processor,dashboard}/**/*.{py,sql,html,js,css,svg}") : f => "${local.repo_root}/${f}" },
   )
 }
 
