@@ -404,3 +404,30 @@ def test_pages_render(client: TestClient) -> None:
         assert 'src="/static/app.js"' in response.text
     assert 'value="7d" selected' in client.get("/?range=7d").text
     assert "clickstream loadgen" in client.get("/").text  # the (hidden until empty) hint
+
+
+@pytest.fixture
+async def empty_url(database_url: str) -> AsyncIterator[str]:
+    url = await migrated_database(database_url)
+    yield url
+    await drop_database(database_url, url)
+
+
+def test_empty_database_says_so(empty_url: str) -> None:
+    config = DashboardConfig(database_url=empty_url, auth="none", secret=b"s" * 32)
+    with TestClient(create_app(config, clock=lambda: NOW)) as client:
+        data = get(client, "/api/kpis?range=30d")
+        assert data["has_data"] is False
+        assert kpi_values(data) == {
+            "events": 0,
+            "unique_visitors": 0,
+            "sessions": 0,
+            "orders": 0,
+            "revenue": 0.0,
+            "conversion_rate": None,
+            "average_order_value": None,
+        }
+        assert get(client, "/api/timeseries?range=1h")["events"] == {}
+        assert [s["sessions"] for s in get(client, "/api/funnel")["steps"]] == [0, 0, 0, 0]
+        assert get(client, "/api/products")["top"] == {"views": [], "carts": [], "revenue": []}
+        assert get(client, "/api/bad-events")["samples"] == []
