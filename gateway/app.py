@@ -4,7 +4,8 @@ The two ingest routes are raw ASGI endpoints dispatched by exact path before Sta
 (whose middleware and routing cost 15% of the single-event path when measured); everything
 else (health, readiness, metrics, OpenAPI, lifespan) is a plain Starlette `Router`. The whole
 app is wrapped so that an unexpected exception is logged and counted as the bug it is but never
-answers 500.
+answers 500: it answers 503 with Retry-After, so a client keeps the events and retries rather
+than dropping them as if they were bad input.
 """
 
 from __future__ import annotations
@@ -134,12 +135,17 @@ class Gateway:
         except Exception:
             if scope["type"] != "http":
                 raise
-            # A bug, not bad input: make it loud in logs and metrics, but answer 400, not 500.
+            # A bug, not bad input: loud in logs and metrics; the client is told to retry.
             log.exception("unexpected error handling %s %s", scope["method"], scope["path"])
             metrics.UNEXPECTED_ERRORS.inc()
             # If the response had already started, nothing more can be said.
             with contextlib.suppress(Exception):
-                await send_error(send, 400, "the request could not be processed", [])
+                await send_error(
+                    send,
+                    503,
+                    "the request could not be processed; retry later",
+                    [(b"retry-after", self.retry_after)],
+                )
 
     @asynccontextmanager
     async def lifespan(self, app: object) -> AsyncIterator[None]:
