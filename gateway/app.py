@@ -26,6 +26,7 @@ from starlette.routing import Route, Router
 from clickstream.config import Settings
 from clickstream.envelope import Group, Kind
 from clickstream.pubsub_admin import ensure_topology
+from clickstream_sdk.tracker import TRACKER_CONTENT_TYPE, TRACKER_PATH, tracker_script
 from gateway import metrics, segment
 from gateway.batcher import Batcher, PublisherUnavailable, QueueFull, group_size
 from gateway.cors import Cors
@@ -120,6 +121,7 @@ class Gateway:
                 Route("/readyz", self.readyz, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
+                Route(TRACKER_PATH, self.tracker, methods=["GET"]),
             ],
             lifespan=self.lifespan,
         )
@@ -250,6 +252,17 @@ class Gateway:
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document(self.limits))
+
+    async def tracker(self, request: Request) -> Response:
+        # Shops load it cross-origin as <script type="module">, which needs CORS; it is public.
+        return Response(
+            tracker_script(),
+            media_type=TRACKER_CONTENT_TYPE,
+            headers={
+                "access-control-allow-origin": "*",
+                "cache-control": "public, max-age=3600",
+            },
+        )
 
 
 async def answer_accepted(

@@ -23,6 +23,7 @@ from gateway_server import (
 )
 
 from clickstream import envelope
+from clickstream_sdk.tracker import TRACKER_PATH, tracker_script
 
 ORIGIN = "https://shop.example.com"
 LIMITS = {
@@ -337,3 +338,12 @@ def test_module_log_never_shows_a_write_key(gateway: GatewayProcess) -> None:
     log = gateway.log()
     for key in ("test-key", "other-key", "rotated-key"):
         assert key not in log
+
+
+async def test_serves_the_browser_tracker_to_any_origin(client: httpx.AsyncClient) -> None:
+    response = await client.get(TRACKER_PATH, headers={"origin": "https://shop.example"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/javascript")
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert response.content == tracker_script()
+    assert b"export function init" in response.content
