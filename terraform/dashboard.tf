@@ -50,12 +50,12 @@ resource "google_compute_instance" "dashboard" {
     serial-port-enable     = "FALSE"
     # Startup scripts rerun at every boot: a changed archive is installed on the next reset.
     startup-script = templatefile("${path.module}/templates/dashboard-startup.sh.tftpl", {
-      project_id            = var.project_id
-      source_uri            = "gs://${google_storage_bucket.source.name}/${google_storage_bucket_object.dashboard.name}"
-      database_url          = local.database_url
-      db_password_secret    = google_secret_manager_secret.db_password.secret_id
-      password_hash_secret  = google_secret_manager_secret.dashboard_password_hash.secret_id
-      port                  = local.dashboard_port
+      project_id           = var.project_id
+      source_uri           = "gs://${google_storage_bucket.source.name}/${google_storage_bucket_object.dashboard.name}"
+      database_url         = local.database_url
+      db_password_secret   = google_secret_manager_secret.db_password.secret_id
+      password_hash_secret = google_secret_manager_secret.dashboard_password_hash.secret_id
+      port                 = local.dashboard_port
     })
   }
 

@@ -65,10 +65,10 @@ resource "google_secret_manager_secret_version" "dashboard_password_hash" {
 # Each secret is readable by exactly the components that use it.
 locals {
   secret_readers = {
-    "gateway write_keys"                  = { secret = google_secret_manager_secret.write_keys.id, account = google_service_account.gateway.email }
-    "processor db_password"               = { secret = google_secret_manager_secret.db_password.id, account = google_service_account.processor.email }
-    "dashboard db_password"               = { secret = google_secret_manager_secret.db_password.id, account = google_service_account.dashboard.email }
-    "dashboard dashboard_password_hash"   = { secret = google_secret_manager_secret.dashboard_password_hash.id, account = google_service_account.dashboard.email }
+    "gateway write_keys"                = { secret = google_secret_manager_secret.write_keys.id, account = google_service_account.gateway.email }
+    "processor db_password"             = { secret = google_secret_manager_secret.db_password.id, account = google_service_account.processor.email }
+    "dashboard db_password"             = { secret = google_secret_manager_secret.db_password.id, account = google_service_account.dashboard.email }
+    "dashboard dashboard_password_hash" = { secret = google_secret_manager_secret.dashboard_password_hash.id, account = google_service_account.dashboard.email }
   }
 }
 

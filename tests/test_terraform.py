@@ -13,8 +13,11 @@ import importlib.metadata
 import importlib.util
 import ipaddress
 import json
+import os
 import re
+import shutil
 import string
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -74,6 +77,19 @@ def block(body: dict[str, Any], name: str) -> dict[str, Any]:
 def test_one_file_per_concern(tf: Config) -> None:
     assert set(tf.files) >= CONCERN_FILES
     assert len(tf.resources) > 50  # the parser saw the whole configuration
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="no terraform binary on PATH")
+def test_terraform_fmt_accepts_every_file() -> None:
+    """Terraform's own parser (no provider needed): syntax and canonical formatting."""
+    result = subprocess.run(
+        ["terraform", "fmt", "-check", "-diff", "-recursive", str(TERRAFORM_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CHECKPOINT_DISABLE": "1"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_providers_are_pinned(tf: Config) -> None:
