@@ -28,6 +28,8 @@ resource "google_cloud_run_v2_service" "gateway" {
 
     containers {
       image = var.gateway_image
+      # One Granian worker process per vCPU (see images/gateway.Dockerfile).
+      args = ["--workers", var.gateway_cpu]
 
       ports {
         container_port = 8080

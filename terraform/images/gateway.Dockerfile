@@ -15,7 +15,9 @@ FROM python:3.11-slim
 COPY --from=build /venv /venv
 RUN useradd --system --uid 10001 gateway
 USER gateway
-ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 PORT=8080
+ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1
 EXPOSE 8080
-# Cloud Run sets PORT; one Granian worker per vCPU.
-CMD ["sh", "-c", "exec clickstream gateway --host 0.0.0.0 --port \"$PORT\" --workers \"$(nproc)\""]
+# Cloud Run sends traffic to 8080 (gateway.tf's container_port); Terraform passes
+# `--workers N`, one Granian worker per vCPU (gateway_cpu).
+ENTRYPOINT ["clickstream", "gateway", "--host", "0.0.0.0", "--port", "8080"]
+CMD ["--workers", "1"]
