@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import msgspec
+from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
 from clickstream.config import Settings
@@ -178,7 +179,12 @@ def check_schema(table: bigquery.Table, columns: tuple[Column, ...]) -> None:
 def ensure_dataset(client: bigquery.Client, dataset: str) -> None:
     """Create the dataset, tables and views when missing; check the tables we write to."""
     project = client.project
-    client.create_dataset(bigquery.Dataset(f"{project}.{dataset}"), exists_ok=True)
+    try:
+        # Look before creating: in production the processor may write to the dataset Terraform
+        # made without the right to create one, and creating answers 403, not "exists".
+        client.get_dataset(f"{project}.{dataset}")
+    except NotFound:
+        client.create_dataset(bigquery.Dataset(f"{project}.{dataset}"), exists_ok=True)
     written = {EVENTS: EVENT_COLUMNS, BAD_EVENTS: BAD_EVENT_COLUMNS}
     for definition in table_definitions(project, dataset):
         table = client.create_table(definition, exists_ok=True)
