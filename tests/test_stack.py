@@ -81,18 +81,21 @@ class Stack:
             "--bigquery-port", str(self.ports["bigquery"]),
             "--bigquery-grpc-port", str(self.ports["bigquery-grpc"]),
         ]  # fmt: skip
+        already_logged = len(self.log())
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 args, cwd=self.folder, env=env, stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + 180
-        while "clickstream is running" not in self.log():
+        while "clickstream is running" not in self.log()[already_logged:]:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.process.kill()
                 pytest.fail(f"clickstream up did not start:\n{self.log()[-4000:]}")
             time.sleep(0.5)
 
     def log(self) -> str:
+        if not self.log_path.exists():
+            return ""
         return self.log_path.read_text(errors="replace")
 
     def descendants(self) -> set[int]:
