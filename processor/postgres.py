@@ -11,6 +11,9 @@ Per batch, on one pooled connection and in one transaction:
    table `new_sessions` so traffic, devices and customers count each session once;
 5. save the session state, insert bad events (deduplicated by `message_key`), commit.
 
+Identity links (`identify` events, see `processor.identities`) attribute anonymous events before
+step 3 and merge anonymous profiles after step 4, in the same transaction.
+
 A redelivered message, or the same event in two messages, inserts nothing in step 3 and so
 changes no aggregate. Every upsert visits its keys in sorted order, so concurrent batches wait
 for each other instead of deadlocking. Hours and days are UTC. Revenue sums `order.revenue`
@@ -24,7 +27,7 @@ from typing import Final
 import asyncpg
 import msgspec
 
-from processor import sessions
+from processor import identities, sessions
 from processor.db import Connection, connect_options
 from processor.records import BadEvent, EnrichedEvent
 
@@ -331,10 +334,13 @@ class PostgresSink:
             await conn.copy_records_to_table(
                 "incoming", records=[_astuple(event) for event in events]
             )
-            status = await conn.execute(INSERT_EVENTS_SQL)
+            # One round trip: attribute linked anonymous ids, then insert (status of the last).
+            status = await conn.execute(identities.ATTRIBUTE_SQL + INSERT_EVENTS_SQL)
             inserted = int(status.split()[-1])
             if inserted:
                 await conn.execute(AGGREGATES_SQL)
+                if identities.may_link(events):
+                    await conn.execute(identities.MERGE_SQL)
             if inserted < len(events):
                 await self._restore_stored_sessions(conn, events)
             await sessions.save_state(conn, after)

@@ -1,0 +1,144 @@
+"""Identity resolution in the PostgreSQL sink: `identify` links an anonymous id to a user id.
+
+Two set-based scripts run inside the sink's batch transaction (see processor.postgres and
+migration 002_identity.sql):
+
+- `ATTRIBUTE_SQL`, before the batch's events are inserted: an event with only an anonymous id
+  that is already linked counts for its user (`visitor_key` = user id), so a profile does not
+  split again after the merge, even when events arrive late or out of order.
+- `MERGE_SQL`, after the aggregates: records the links that the batch's new `identify` / `alias`
+  events create (first link of an anonymous id wins) and, for each new link, folds the anonymous
+  customer profile into the user's (counts, value, first/last seen, first source, last order,
+  device, anonymous ids), deletes it, and moves its sessions, raw events and unique-visitor
+  rows to the user.
+
+Only events new to `events` reach `fresh`, and only links new to `identities` merge, so a
+redelivered message or a repeated identify merges nothing twice. The unique-visitor tables
+(visitor_minutes/hours/days, metrics_minute.unique_visitors) are re-keyed too, so every
+aggregate still equals a recount from `events`. Only
+anonymous profiles (no user id) are merged; an alias of a previous *user* id is recorded but
+leaves that user's profile as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from processor.records import EnrichedEvent
+
+LINK_EVENT_TYPES: Final = ("identify", "alias")
+
+ATTRIBUTE_SQL: Final = """
+UPDATE incoming SET visitor_key = l.user_id
+FROM identities l
+WHERE incoming.user_id IS NULL AND incoming.anonymous_id = l.anonymous_id;
+"""
+
+
+def _move_visitor_rows(table: str, bucket: str) -> str:
+    """CTEs that re-key `table`'s rows of linked anonymous ids to the user (one row per
+    bucket and visitor: a bucket where both were active keeps one)."""
+    return f"""{table}_removed AS (
+    DELETE FROM {table} v USING anon a WHERE v.visitor_key = a.visitor_key
+    RETURNING {", ".join(f"v.{c.strip()}" for c in bucket.split(","))}, a.user_id
+), {table}_added AS (
+    INSERT INTO {table} ({bucket}, visitor_key)
+    SELECT DISTINCT {bucket}, user_id FROM {table}_removed ORDER BY 1, 2
+    ON CONFLICT DO NOTHING
+    RETURNING {bucket}
+)"""
+
+
+MERGE_SQL: Final = f"""
+WITH links AS (
+    INSERT INTO identities (anonymous_id, user_id, linked_at)
+    SELECT DISTINCT ON (anonymous_id) anonymous_id, user_id, occurred_at
+    FROM fresh
+    WHERE event_type IN ({", ".join(f"'{t}'" for t in LINK_EVENT_TYPES)})
+      AND anonymous_id IS NOT NULL AND user_id IS NOT NULL AND anonymous_id <> user_id
+    ORDER BY anonymous_id, occurred_at, event_id
+    ON CONFLICT (anonymous_id) DO NOTHING
+    RETURNING anonymous_id, user_id
+), anon AS (
+    -- The anonymous profiles to merge (a linked id that is some user's own key is left alone).
+    SELECT l.user_id, c.visitor_key, c.anonymous_ids, c.first_seen_at, c.last_seen_at, c.events,
+           c.sessions, c.orders, c.lifetime_value, c.last_order_id, c.last_order_at,
+           c.first_source, c.device_type
+    FROM links l JOIN customers c ON c.visitor_key = l.anonymous_id AND c.user_id IS NULL
+), ids AS (
+    SELECT a.user_id, array_agg(DISTINCT id ORDER BY id) AS anonymous_ids
+    FROM anon a CROSS JOIN LATERAL unnest(a.anonymous_ids || a.visitor_key) AS id
+    GROUP BY a.user_id
+), per_user AS (
+    SELECT user_id,
+           min(first_seen_at) AS first_seen_at,
+           max(last_seen_at) AS last_seen_at,
+           sum(events) AS events,
+           sum(sessions) AS sessions,
+           sum(orders) AS orders,
+           sum(lifetime_value) AS lifetime_value,
+           (array_agg(last_order_id ORDER BY last_order_at DESC NULLS LAST))[1] AS last_order_id,
+           max(last_order_at) AS last_order_at,
+           (array_agg(first_source ORDER BY first_seen_at))[1] AS first_source,
+           (array_agg(device_type ORDER BY last_seen_at DESC))[1] AS device_type
+    FROM anon GROUP BY user_id
+), merged AS (
+    UPDATE customers c SET
+        anonymous_ids = ARRAY(SELECT DISTINCT unnest(c.anonymous_ids || i.anonymous_ids)
+                              ORDER BY 1),
+        first_seen_at = least(c.first_seen_at, p.first_seen_at),
+        last_seen_at = greatest(c.last_seen_at, p.last_seen_at),
+        events = c.events + p.events,
+        sessions = c.sessions + p.sessions,
+        orders = c.orders + p.orders,
+        lifetime_value = c.lifetime_value + p.lifetime_value,
+        last_order_id = CASE WHEN p.last_order_at > c.last_order_at OR c.last_order_at IS NULL
+                             THEN coalesce(p.last_order_id, c.last_order_id)
+                             ELSE c.last_order_id END,
+        last_order_at = greatest(c.last_order_at, p.last_order_at),
+        first_source = CASE WHEN p.first_seen_at < c.first_seen_at
+                            THEN p.first_source ELSE c.first_source END,
+        device_type = CASE WHEN p.last_seen_at > c.last_seen_at
+                           THEN p.device_type ELSE c.device_type END
+    FROM per_user p JOIN ids i USING (user_id)
+    WHERE c.visitor_key = p.user_id
+    RETURNING c.visitor_key
+), removed AS (
+    DELETE FROM customers c USING anon a WHERE c.visitor_key = a.visitor_key
+    RETURNING c.visitor_key
+), moved_sessions AS (
+    UPDATE sessions s SET visitor_key = a.user_id, user_id = coalesce(s.user_id, a.user_id)
+    FROM anon a WHERE s.visitor_key = a.visitor_key
+    RETURNING s.session_id
+), moved_events AS (
+    UPDATE events e SET visitor_key = a.user_id
+    FROM anon a WHERE e.visitor_key = a.visitor_key AND e.user_id IS NULL
+    RETURNING e.event_id
+),
+{_move_visitor_rows("visitor_hours", "hour")},
+{_move_visitor_rows("visitor_days", "day")},
+{_move_visitor_rows("visitor_minutes", "minute, event_type")},
+-- A minute where both ids were active now counts one visitor, not two.
+fewer_visitors AS (
+    UPDATE metrics_minute m SET unique_visitors = m.unique_visitors - d.visitors
+    FROM (
+        SELECT minute, event_type, sum(n) AS visitors
+        FROM (SELECT minute, event_type, 1 AS n FROM visitor_minutes_removed
+              UNION ALL
+              SELECT minute, event_type, -1 FROM visitor_minutes_added) changes
+        GROUP BY 1, 2 HAVING sum(n) > 0
+    ) d
+    WHERE m.minute = d.minute AND m.event_type = d.event_type
+    RETURNING m.minute
+)
+SELECT count(*) FROM links
+"""
+
+
+def may_link(events: Iterable[EnrichedEvent]) -> bool:
+    """Whether the batch holds an event that can create a link (skip the merge otherwise)."""
+    return any(
+        event.event_type in LINK_EVENT_TYPES and event.anonymous_id and event.user_id
+        for event in events
+    )

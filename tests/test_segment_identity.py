@@ -1,0 +1,197 @@
+"""Identity merge in the PostgreSQL sink: `identify` folds an anonymous profile into the user's.
+
+Real PostgreSQL, the processing core as the worker runs it; every aggregate is checked against a
+recount from `events` after the merge (processor_testing.aggregate_mismatches).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any, cast
+
+import asyncpg
+import pytest
+from processor_testing import BASE_TIME, IPHONE, aggregate_mismatches, envelope_of, event
+
+from clickstream import envelope
+from processor.core import Message, Processor
+from processor.migrations import migrate
+from processor.postgres import PostgresSink, create_sink_pool
+
+
+@pytest.fixture
+async def pool(fresh_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    await migrate(fresh_database_url)
+    pool = await create_sink_pool(fresh_database_url)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def processor(pool: asyncpg.Pool) -> Processor:
+    return Processor(PostgresSink(pool))
+
+
+def message(events: list[dict[str, Any]], message_id: str | None = None) -> Message:
+    return Message(
+        message_id=message_id or uuid.uuid4().hex,
+        data=envelope_of(events),
+        attributes=envelope.attributes("events", len(events)),
+    )
+
+
+def identify(anonymous_id: str, user_id: str, minutes: float) -> dict[str, Any]:
+    return event(
+        "identify",
+        at=BASE_TIME + timedelta(minutes=minutes),
+        anonymous_id=anonymous_id,
+        user_id=user_id,
+        properties={"email": f"{user_id}@example.com"},
+    )
+
+
+def anonymous_history(anonymous_id: str = "anon-1") -> list[dict[str, Any]]:
+    """Browsing, a cart and an order, all before the visitor signs in."""
+    return [
+        event("page_view", at=BASE_TIME, anonymous_id=anonymous_id),
+        event("product_view", at=BASE_TIME + timedelta(minutes=1), anonymous_id=anonymous_id),
+        event("add_to_cart", at=BASE_TIME + timedelta(minutes=2), anonymous_id=anonymous_id),
+        event("purchase", at=BASE_TIME + timedelta(minutes=3), anonymous_id=anonymous_id),
+    ]
+
+
+async def mismatches(pool: asyncpg.Pool) -> dict[str, Any]:
+    async with pool.acquire() as conn:
+        return await aggregate_mismatches(cast(asyncpg.Connection, conn))
+
+
+async def customers(pool: asyncpg.Pool) -> dict[str, dict[str, Any]]:
+    rows = await pool.fetch("SELECT * FROM customers")
+    return {row["visitor_key"]: dict(row) for row in rows}
+
+
+async def test_identify_merges_the_anonymous_profile_into_the_user(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    await processor.process([message(anonymous_history())])
+    before = (await customers(pool))["anon-1"]
+    assert (before["events"], before["orders"], before["user_id"]) == (4, 1, None)
+
+    await processor.process([message([identify("anon-1", "user-1", minutes=10)])])
+    later = event(
+        "purchase",
+        at=BASE_TIME + timedelta(hours=2),
+        anonymous_id=None,
+        user_id="user-1",
+        context={"user_agent": IPHONE},
+    )
+    await processor.process([message([later])])
+
+    profiles = await customers(pool)
+    assert list(profiles) == ["user-1"]
+    user = profiles["user-1"]
+    assert user["user_id"] == "user-1"
+    assert user["anonymous_ids"] == ["anon-1"]
+    assert user["events"] == 6  # four anonymous, the identify, the later purchase
+    assert user["orders"] == 2
+    assert float(user["lifetime_value"]) == 38.0
+    assert user["first_seen_at"] == BASE_TIME
+    assert user["first_source"] == before["first_source"]
+    # The anonymous history now belongs to the user: sessions and the raw timeline.
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE visitor_key <> 'user-1'") == 0
+    assert await pool.fetchval("SELECT count(*) FROM sessions WHERE visitor_key <> 'user-1'") == 0
+    assert await pool.fetchval("SELECT count(*) FROM sessions WHERE user_id = 'user-1'") == (
+        await pool.fetchval("SELECT count(*) FROM sessions")
+    )
+    assert await pool.fetchval("SELECT user_id FROM identities WHERE anonymous_id = 'anon-1'") == (
+        "user-1"
+    )
+    assert await mismatches(pool) == {}
+
+
+async def test_a_redelivered_or_repeated_identify_merges_nothing_twice(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    await processor.process([message(anonymous_history())])
+    link = message([identify("anon-1", "user-1", minutes=10)])
+    await processor.process([link])
+    merged = await customers(pool)
+
+    await processor.process([link])  # Pub/Sub redelivery
+    await processor.process([message([identify("anon-1", "user-1", minutes=20)])])  # again
+
+    after = await customers(pool)
+    assert list(after) == ["user-1"]
+    # Only the second identify (a new event) counts, as one event: nothing merged again.
+    assert after["user-1"]["events"] == merged["user-1"]["events"] + 1
+    assert after["user-1"]["orders"] == merged["user-1"]["orders"]
+    assert after["user-1"]["lifetime_value"] == merged["user-1"]["lifetime_value"]
+    assert await mismatches(pool) == {}
+
+
+async def test_late_anonymous_events_count_for_the_linked_user(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    await processor.process([message([identify("anon-1", "user-1", minutes=10)])])
+    # Sent before the sign-in, delivered after it (another message, out of order).
+    await processor.process([message(anonymous_history())])
+
+    profiles = await customers(pool)
+    assert list(profiles) == ["user-1"]
+    assert profiles["user-1"]["events"] == 5
+    assert profiles["user-1"]["orders"] == 1
+    rows = await pool.fetch("SELECT DISTINCT visitor_key, anonymous_id, user_id FROM events")
+    # The anonymous events keep what the client sent; only their visitor is the user.
+    assert {tuple(row) for row in rows} == {
+        ("user-1", "anon-1", None),
+        ("user-1", "anon-1", "user-1"),
+    }
+    assert await mismatches(pool) == {}
+
+
+async def test_identify_in_the_same_batch_and_two_devices_of_one_user(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    # Two devices active in the same minutes, linked to one user in one batch: each minute,
+    # hour and day must count that user once.
+    phone, laptop = anonymous_history("phone"), anonymous_history("laptop")
+    batch = [
+        *phone,
+        *laptop,
+        identify("phone", "user-1", minutes=4),
+        identify("laptop", "user-1", minutes=4),
+    ]
+    await processor.process([message(batch[:5]), message(batch[5:])])
+
+    profiles = await customers(pool)
+    assert list(profiles) == ["user-1"]
+    assert profiles["user-1"]["anonymous_ids"] == ["laptop", "phone"]
+    assert profiles["user-1"]["events"] == 10
+    assert profiles["user-1"]["orders"] == 2
+    visitors = await pool.fetchval(
+        "SELECT unique_visitors FROM metrics_minute WHERE minute = $1 AND event_type = 'page_view'",
+        BASE_TIME,
+    )
+    assert visitors == 1
+    assert await mismatches(pool) == {}
+
+
+async def test_first_link_wins_and_user_profiles_are_never_merged(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    await processor.process([message(anonymous_history())])
+    await processor.process([message([identify("anon-1", "user-1", minutes=10)])])
+    # The same device later identifies as someone else: the first link stands.
+    await processor.process([message([identify("anon-1", "user-2", minutes=20)])])
+    # An identify whose "anonymous" id is another user's id merges no user profile.
+    await processor.process([message([identify("user-1", "user-3", minutes=30)])])
+
+    profiles = await customers(pool)
+    assert sorted(profiles) == ["user-1", "user-2", "user-3"]
+    assert profiles["user-1"]["orders"] == 1
+    assert profiles["user-2"]["events"] == 1
+    links = await pool.fetch("SELECT anonymous_id, user_id FROM identities ORDER BY 1")
+    assert [tuple(row) for row in links] == [("anon-1", "user-1"), ("user-1", "user-3")]
+    assert await mismatches(pool) == {}
