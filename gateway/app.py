@@ -28,7 +28,9 @@ from clickstream.envelope import Group, Kind
 from clickstream.pubsub_admin import ensure_topology
 from clickstream_sdk.tracker import TRACKER_CONTENT_TYPE, TRACKER_PATH, tracker_script
 from gateway import metrics, segment
+from gateway.auth_limit import AuthFailures
 from gateway.batcher import Batcher, PublisherUnavailable, QueueFull, group_size
+from gateway.client_ip import Address, ClientAddresses
 from gateway.cors import Cors
 from gateway.openapi import openapi_document
 from gateway.parsing import (
@@ -99,6 +101,8 @@ class Gateway:
         self.settings = settings
         self.limits = limits
         self.keys = WriteKeys(settings.write_keys)
+        self.clients = ClientAddresses(limits.trusted_proxies, limits.ip_truncate)
+        self.auth_failures = AuthFailures(limits.auth_max_failures, limits.auth_window_s)
         self.cors = Cors(limits.cors_origins)
         self.retry_after = str(limits.retry_after_s).encode()
         self.publisher: Publisher | None = None
@@ -176,10 +180,12 @@ class Gateway:
         try:
             if method != "POST":
                 raise HTTPError(405, "use POST", [(b"allow", b"POST, OPTIONS")])
-            source = authenticate(headers, scope["query_string"], self.keys)
+            client = scope.get("client")
+            address = self.clients.client(client[0] if client else None, headers.forwarded_for)
+            source = self.authenticate(headers, scope["query_string"], address)
             body = await read_json_body(receive, headers, self.limits.max_request_bytes)
             checked, answer = check(body, source)
-            await self.publish(scope, headers, source, checked)
+            await self.publish(self.clients.stored(address), headers, source, checked)
         except HTTPError as exc:
             metrics.requests(route, exc.status).inc()
             await send_error(send, exc.status, exc.message, cors + exc.headers)
@@ -190,6 +196,23 @@ class Gateway:
             metrics.REJECTED.inc(len(checked.rejected))
         status = await answer(send, len(checked.good), checked.rejected, cors)
         metrics.requests(route, status).inc()
+
+    def authenticate(
+        self, headers: RequestHeaders, query_string: bytes, address: Address | None
+    ) -> str:
+        """The key's source; 429 while `address` is blocked for failing too often."""
+        wait = self.auth_failures.retry_after(address)
+        if wait is not None:
+            raise HTTPError(
+                429,
+                "too many failed authentications from this address; retry later",
+                [(b"retry-after", str(wait).encode())],
+            )
+        try:
+            return authenticate(headers, query_string, self.keys)
+        except HTTPError:
+            self.auth_failures.failed(address)
+            raise
 
     async def preflight(self, send: Send, headers: RequestHeaders) -> None:
         if not self.cors.allows(headers.origin):
@@ -205,15 +228,13 @@ class Gateway:
         await send({"type": "http.response.body", "body": b""})
 
     async def publish(
-        self, scope: Scope, headers: RequestHeaders, source: str, checked: Checked
+        self, client_ip: str | None, headers: RequestHeaders, source: str, checked: Checked
     ) -> None:
         """Hand the request's events to the batchers and wait until Pub/Sub has them."""
         publisher = self.publisher
         if publisher is None or publisher.pubsub.failing:
             raise HTTPError(503, "Pub/Sub is unavailable", self._retry_after())
         received_at = datetime.now(UTC)
-        client = scope.get("client")
-        client_ip = client[0] if client else None
         user_agent = headers.user_agent.decode("latin-1") or None
         waiting = []
         try:

@@ -12,7 +12,7 @@ import binascii
 import hmac
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qs
 
@@ -38,6 +38,7 @@ class RequestHeaders:
     write_key: bytes = b""
     user_agent: bytes = b""
     origin: bytes = b""
+    forwarded_for: list[bytes] = field(default_factory=list)  # every X-Forwarded-For, in order
 
 
 def read_headers(scope: Mapping[str, Any]) -> RequestHeaders:
@@ -61,6 +62,8 @@ def read_headers(scope: Mapping[str, Any]) -> RequestHeaders:
             found.write_key = value
         elif name == b"origin":
             found.origin = value
+        elif name == b"x-forwarded-for":
+            found.forwarded_for.append(value)
     return found
 
 

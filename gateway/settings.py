@@ -9,6 +9,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway.client_ip import Network, parse_networks
+
+TRUE = ("1", "true", "on", "yes")
+
 
 # No slots: `from_env` reads the defaults back from the class attributes.
 @dataclass(frozen=True)
@@ -31,6 +35,13 @@ class GatewaySettings:
     # requests get 503.
     publish_timeout_s: float = 30.0
     retry_after_s: int = 1
+    # Security: X-Forwarded-For is read only from these proxies (CLICKSTREAM_TRUSTED_PROXIES,
+    # CIDRs); stored client IPs are cut to /24 (v4) or /48 (v6) with CLICKSTREAM_IP_TRUNCATE.
+    trusted_proxies: tuple[Network, ...] = ()
+    ip_truncate: bool = False
+    # A client address with this many failed authentications within the window gets 429.
+    auth_max_failures: int = 20
+    auth_window_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> GatewaySettings:
@@ -58,4 +69,8 @@ class GatewaySettings:
             queue_max_bytes=int(number("QUEUE_MAX_BYTES", cls.queue_max_bytes)),
             publish_timeout_s=number("PUBLISH_TIMEOUT_S", cls.publish_timeout_s),
             retry_after_s=int(number("RETRY_AFTER_S", cls.retry_after_s)),
+            trusted_proxies=parse_networks(env.get("CLICKSTREAM_TRUSTED_PROXIES", "")),
+            ip_truncate=env.get("CLICKSTREAM_IP_TRUNCATE", "").lower() in TRUE,
+            auth_max_failures=int(number("AUTH_MAX_FAILURES", cls.auth_max_failures)),
+            auth_window_s=number("AUTH_WINDOW_S", cls.auth_window_s),
         )
