@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from clickstream.contract import STANDARD_EVENT_TYPES
+from clickstream.contract import STANDARD_EVENT_TYPES, PropertyValue
 from gateway.parsing import HTTPError
 from gateway.responses import Headers, Send, send_json
 from gateway.settings import GatewaySettings
@@ -495,9 +495,22 @@ def check_message(
             if error is None:
                 checked.good.append(event)
                 return
-            error = f"mapped event refused: {error}"
+            error = f"mapped event refused: {error}{_property_at_fault(mapped)}"
     checked.bad.append(raw)
     checked.rejected.append(Rejection(index, error))
+
+
+_property_decoder = msgspec.json.Decoder(PropertyValue)
+
+
+def _property_at_fault(event: Mapping[str, Any]) -> str:
+    """msgspec says `$.properties[...]` for a bad value; name the Segment property instead."""
+    for key, value in (event.get("properties") or {}).items():
+        try:
+            _property_decoder.decode(_encode(value))
+        except msgspec.ValidationError:
+            return f" (property `{key}`)"
+    return ""
 
 
 def check_single(body: bytes, source: str, kind: str, max_message_bytes: int) -> Checked:
