@@ -1,0 +1,299 @@
+"""Segment's own SDKs, unmodified, pointed at the gateway: events reach PostgreSQL.
+
+Each test runs the real stack: `clickstream gateway` under Granian and `clickstream processor`
+against the Pub/Sub emulator and a fresh PostgreSQL database. The SDKs are configured with the
+host and write key only: analytics-python in-process, analytics-node from Node (skipped with the
+reason when npm cannot install it).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from gateway_server import GatewayProcess, running_gateway
+from processor_testing import aggregate_mismatches
+from segment.analytics import Client
+from test_processor_worker import start_worker, stop_worker, wait_for
+
+from clickstream.config import Settings
+
+NODE_DIR = Path(__file__).parent / "node"
+WRITE_KEY = "test-key"  # a key of tests/gateway_server.WRITE_KEYS, source "web"
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Stack:
+    gateway: GatewayProcess
+    database_url: str
+
+
+@pytest.fixture
+def stack(
+    pubsub_emulator_host: str, pubsub_project: str, fresh_database_url: str, tmp_path: Path
+) -> Iterator[Stack]:
+    with running_gateway(pubsub_emulator_host, pubsub_project, tmp_path) as gateway:
+        settings = Settings(
+            project=pubsub_project,
+            pubsub_emulator_host=pubsub_emulator_host,
+            database_url=fresh_database_url,
+        )
+        worker = start_worker(settings, tmp_path / "worker.log")
+        try:
+            yield Stack(gateway, fresh_database_url)
+        finally:
+            stop_worker(worker)
+
+
+def shop_session(anonymous_id: str, user_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """A visitor browses, buys anonymously, signs in and buys again: Segment calls as
+    (method, keyword arguments in analytics-python's names)."""
+    anon = {"anonymous_id": anonymous_id}
+    user = {"user_id": user_id}
+    mug = {"product_id": "p-1", "sku": "MUG-1", "name": "Mug", "category": "Kitchen"}
+    return [
+        ("page", {**anon, "name": "Home", "properties": {"url": "https://shop.example.com/"}}),
+        ("track", {**anon, "event": "Products Searched", "properties": {"query": "mug"}}),
+        ("track", {**anon, "event": "Product Viewed", "properties": {**mug, "price": 12.5}}),
+        (
+            "track",
+            {**anon, "event": "Product Added", "properties": {**mug, "price": 12.5, "quantity": 2}},
+        ),
+        ("track", {**anon, "event": "Product Removed", "properties": {**mug, "quantity": 1}}),
+        (
+            "track",
+            {
+                **anon,
+                "event": "Checkout Started",
+                "properties": {"products": [{**mug, "price": 12.5, "quantity": 1}]},
+            },
+        ),
+        (
+            "track",
+            {
+                **anon,
+                "event": "Order Completed",
+                "properties": {
+                    "order_id": "o-1",
+                    "revenue": 12.5,
+                    "currency": "EUR",
+                    "products": [{**mug, "price": 12.5, "quantity": 1}],
+                },
+            },
+        ),
+        ("identify", {**anon, **user, "traits": {"email": f"{user_id}@example.com"}}),
+        (
+            "track",
+            {
+                **user,
+                "event": "Order Completed",
+                "properties": {
+                    "order_id": "o-2",
+                    "total": 30,
+                    "currency": "EUR",
+                    "products": [{"product_id": "p-2", "price": 15, "quantity": 2}],
+                },
+            },
+        ),
+        (
+            "track",
+            {**user, "event": "Newsletter Signed Up", "properties": {"topics": ["tea", "mugs"]}},
+        ),
+        ("screen", {**user, "name": "Cart"}),
+        ("group", {**user, "group_id": "g-1", "traits": {"name": "Acme"}}),
+    ]
+
+
+EXPECTED_TYPES = [
+    "add_to_cart",
+    "begin_checkout",
+    "group",
+    "identify",
+    "newsletter_signed_up",
+    "page_view",
+    "page_view",
+    "product_view",
+    "purchase",
+    "purchase",
+    "remove_from_cart",
+    "search",
+]
+
+
+async def check_shop_session(database_url: str, anonymous_id: str, user_id: str) -> None:
+    await wait_for(database_url, "SELECT count(*) FROM events", len(EXPECTED_TYPES))
+    conn = await asyncpg.connect(database_url)
+    try:
+        types = await conn.fetch("SELECT event_type FROM events ORDER BY 1")
+        assert [row["event_type"] for row in types] == EXPECTED_TYPES
+        assert await conn.fetchval("SELECT count(*) FROM bad_events") == 0
+        viewed = await conn.fetchrow(
+            "SELECT product_id, product_name, category, price, anonymous_id FROM events"
+            " WHERE event_type = 'product_view'"
+        )
+        assert viewed is not None
+        assert tuple(viewed) == ("p-1", "Mug", "Kitchen", 12.5, anonymous_id)
+        assert (
+            await conn.fetchval("SELECT quantity FROM events WHERE event_type = 'add_to_cart'") == 2
+        )
+        orders = await conn.fetch(
+            "SELECT order_id, revenue, currency, order_items FROM events"
+            " WHERE event_type = 'purchase' ORDER BY order_id"
+        )
+        assert [(r["order_id"], float(r["revenue"]), r["currency"]) for r in orders] == [
+            ("o-1", 12.5, "EUR"),
+            ("o-2", 30.0, "EUR"),
+        ]
+        assert [
+            (item["product_id"], item["quantity"]) for item in json.loads(orders[1]["order_items"])
+        ] == [("p-2", 2)]
+        # The identify linked the device to the user and merged the anonymous profile.
+        assert (
+            await conn.fetchval(
+                "SELECT user_id FROM identities WHERE anonymous_id = $1", anonymous_id
+            )
+            == user_id
+        )
+        [profile] = await conn.fetch("SELECT * FROM customers")
+        assert profile["visitor_key"] == user_id
+        assert profile["anonymous_ids"] == [anonymous_id]
+        assert (profile["events"], profile["orders"]) == (len(EXPECTED_TYPES), 2)
+        assert float(profile["lifetime_value"]) == 42.5
+        units = await conn.fetch(
+            "SELECT product_id, sum(units), sum(revenue) FROM product_metrics_hour GROUP BY 1"
+            " ORDER BY 1"
+        )
+        assert [(r[0], r[1], float(r[2])) for r in units] == [("p-1", 1, 12.5), ("p-2", 2, 30.0)]
+        assert await aggregate_mismatches(conn) == {}
+    finally:
+        await conn.close()
+
+
+async def test_analytics_python_events_reach_postgres(stack: Stack) -> None:
+    errors: list[str] = []
+    # The one-line switch: host (and the write key); on_error only lets the test see failures.
+    client = Client(
+        WRITE_KEY,
+        host=stack.gateway.url,
+        on_error=lambda error, batch: errors.append(str(error)),
+    )
+    for method, params in shop_session("anon-py", "user-py"):
+        getattr(client, method)(**params)
+    client.flush()
+    client.shutdown()
+    assert errors == []
+    await check_shop_session(stack.database_url, "anon-py", "user-py")
+
+
+def camel(params: dict[str, Any]) -> dict[str, Any]:
+    """analytics-python keyword arguments -> analytics-node's camelCase parameters."""
+    names = {"anonymous_id": "anonymousId", "user_id": "userId", "group_id": "groupId"}
+    return {names.get(key, key): value for key, value in params.items()}
+
+
+def node_sdk() -> None:
+    """Install analytics-node into tests/node (gitignored) if needed, or skip saying why."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are not installed")
+    if (NODE_DIR / "node_modules" / "@segment" / "analytics-node").is_dir():
+        return
+    try:
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        output = getattr(exc, "stderr", b"") or b""
+        pytest.skip(f"npm could not install @segment/analytics-node: {output.decode()[-500:]}")
+
+
+def run_node(calls: list[tuple[str, dict[str, Any]]], host: str) -> None:
+    result = subprocess.run(
+        ["node", str(NODE_DIR / "send.mjs")],
+        input=json.dumps(calls).encode(),
+        env={**os.environ, "SEGMENT_HOST": host, "SEGMENT_WRITE_KEY": WRITE_KEY},
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+
+
+async def test_analytics_node_events_reach_postgres(stack: Stack) -> None:
+    node_sdk()
+    calls = [(method, camel(params)) for method, params in shop_session("anon-js", "user-js")]
+    run_node(calls, stack.gateway.url)
+    await check_shop_session(stack.database_url, "anon-js", "user-js")
+
+
+def segment_batch(sent_at: datetime) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    orders = [
+        {
+            "type": "track",
+            "event": "Order Completed",
+            "userId": "retry-user",
+            "messageId": f"order-{n}",  # not UUIDs: Segment's SDKs may send any string
+            "timestamp": (now - timedelta(seconds=n)).isoformat(),
+            "properties": {"order_id": f"o-{n}", "revenue": 10 * n, "currency": "EUR"},
+        }
+        for n in (1, 2, 3)
+    ]
+    broken = {"type": "track", "userId": "retry-user", "messageId": "broken"}  # no `event`
+    return {"batch": [*orders, broken], "sentAt": sent_at.isoformat()}
+
+
+async def test_a_retried_batch_counts_once_and_rejections_are_kept(stack: Stack) -> None:
+    basic = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    headers = {
+        "authorization": f"Basic {basic}",
+        "content-type": "application/json",
+        "content-encoding": "gzip",
+    }
+    async with httpx.AsyncClient(base_url=stack.gateway.url, timeout=30) as client:
+        # analytics-python re-sends a batch after a lost response with a new sentAt.
+        for attempt in range(2):
+            sent = datetime.now(UTC) + timedelta(seconds=attempt)
+            data = gzip.compress(json.dumps(segment_batch(sent)).encode())
+            response = await client.post("/v1/batch", content=data, headers=headers)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["success"] is True and body["accepted"] == 3
+            [rejection] = body["rejected"]
+            assert rejection["index"] == 3 and "`event` is required" in rejection["error"]
+        wrong = await client.post(
+            "/v1/track",
+            content=b"{}",
+            headers={"authorization": "Basic " + base64.b64encode(b"nope:").decode()},
+        )
+        assert wrong.status_code == 401
+
+    await wait_for(stack.database_url, "SELECT count(*) FROM bad_events", 2)
+    await wait_for(stack.database_url, "SELECT count(*) FROM events", 3)
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        assert float(await conn.fetchval("SELECT sum(revenue) FROM metrics_minute")) == 60.0
+        [customer] = await conn.fetch("SELECT orders, lifetime_value FROM customers")
+        assert (customer["orders"], float(customer["lifetime_value"])) == (3, 60.0)
+        raws = await conn.fetch("SELECT raw, reason FROM bad_events")
+        for row in raws:  # each attempt's refused message, as sent, with the reason
+            assert json.loads(row["raw"])["messageId"] == "broken"
+            assert "`event` is required" in row["reason"]
+        assert await aggregate_mismatches(conn) == {}
+    finally:
+        await conn.close()
