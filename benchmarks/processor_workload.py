@@ -1,15 +1,25 @@
-"""A realistic processor workload: gateway envelopes of browser traffic with repeating user
-agents and pages (as real traffic has) and fresh event ids."""
+"""Processor workloads as gateway envelopes (100 events per message, fresh event ids).
+
+- `shoppers`: the load generator's shopper model (`clickstream.shoppers.Traffic`): thousands of
+  interleaved sessions of ~1-40 events (client session ids), returning visitors, carts, orders.
+  The realistic case: a batch touches each session and customer for several events.
+- `worst`: each event from one of 5,000 visitors picked at random, no session ids (the processor
+  sessionizes), every batch over the same 100 s: nearly every event of a batch is its visitor's
+  only one, so it costs a session, a customer and session-state write of its own.
+"""
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 
 from clickstream import envelope
+from clickstream.shoppers import Traffic
 from processor.core import Message
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -63,10 +73,13 @@ def events(count: int, seed: int = 1, visitors: int = 5_000) -> list[dict[str, o
 
 
 def messages(count: int, per_message: int = 100, seed: int = 1) -> list[Message]:
-    """`count` events in gateway envelopes of `per_message` events each."""
-    bodies = [msgspec.json.encode(e) for e in events(count, seed)]
+    """`count` events in gateway envelopes of `per_message` events each (the worst case)."""
+    return _pack([msgspec.json.encode(e) for e in events(count, seed)], per_message)
+
+
+def _pack(bodies: list[bytes], per_message: int) -> list[Message]:
     out = []
-    for start in range(0, count, per_message):
+    for start in range(0, len(bodies), per_message):
         chunk = bodies[start : start + per_message]
         group = envelope.Group(
             received_at=START, source="web", events=chunk, client_ip="203.0.113.0"
@@ -79,3 +92,27 @@ def messages(count: int, per_message: int = 100, seed: int = 1) -> list[Message]
             )
         )
     return out
+
+
+def shopper_batches(
+    size: int, per_message: int = 100, seed: int = 1, concurrent: int = 2_000
+) -> Iterator[list[Message]]:
+    """Consecutive batches of one shopper stream: `concurrent` sessions in progress at once,
+    one event every 10 ms (sessions of a few minutes, spanning several batches)."""
+    ticks = itertools.count()
+
+    def clock() -> datetime:
+        return START + timedelta(milliseconds=10 * next(ticks))
+
+    traffic = Traffic(seed, concurrent=concurrent, clock=clock)
+    while True:
+        yield _pack([next(traffic).data for _ in range(size)], per_message)
+
+
+def batches(kind: str, size: int, per_message: int = 100) -> Iterator[list[Message]]:
+    """Endless batches of `size` events of the `kind` workload (`shoppers` or `worst`)."""
+    if kind == "shoppers":
+        return shopper_batches(size, per_message)
+    if kind == "worst":
+        return (messages(size, per_message, seed) for seed in itertools.count())
+    raise ValueError(f"workload {kind!r} must be shoppers or worst")

@@ -194,6 +194,30 @@ RECOUNTS: dict[str, tuple[str, str]] = {
         """SELECT device_type, coalesce(browser, ''), coalesce(os, ''), count(*)
            FROM sessions GROUP BY 1, 2, 3""",
     ),
+    # The dashboard's rollups (kept by statement triggers): from events, not from the tables
+    # they roll up, so they are exact too. A funnel step that moved to an earlier hour leaves
+    # a zero behind.
+    "metrics_hour": (
+        "SELECT hour, event_type, events, revenue FROM metrics_hour",
+        """SELECT date_trunc('hour', occurred_at, 'UTC'), event_type, count(*),
+                  coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0)
+           FROM events GROUP BY 1, 2""",
+    ),
+    "funnel_hour": (
+        "SELECT hour, step, sessions FROM funnel_hour WHERE sessions <> 0",
+        """SELECT date_trunc('hour', reached_at, 'UTC'), event_type, count(*)
+           FROM (SELECT session_id, event_type, min(occurred_at) AS reached_at FROM events
+                 WHERE event_type IN ('product_view', 'add_to_cart', 'begin_checkout',
+                                      'purchase')
+                 GROUP BY 1, 2) steps
+           GROUP BY 1, 2""",
+    ),
+    "product_metrics_day": (
+        "SELECT day, product_id, views, carts, removals, units, revenue FROM product_metrics_day",
+        """SELECT date_trunc('day', hour, 'UTC'), product_id, sum(views), sum(carts),
+                  sum(removals), sum(units), sum(revenue)
+           FROM product_metrics_hour GROUP BY 1, 2""",
+    ),
 }
 
 

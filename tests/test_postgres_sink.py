@@ -143,6 +143,26 @@ async def test_concurrent_batches_of_the_same_visitors_stay_exact(
         assert await aggregate_mismatches(conn) == {}
 
 
+async def test_a_late_event_moves_funnel_step_and_rollups_follow(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    later = event("add_to_cart", at=BASE_TIME + timedelta(hours=2), session_id="s1")
+    earlier = event("add_to_cart", at=BASE_TIME + timedelta(minutes=5), session_id="s1")
+    other = event("add_to_cart", at=BASE_TIME + timedelta(hours=2), session_id="s2")
+    await processor.process([message([later])])
+    # The redelivered event is left out of the batch's rows; the late one moves the step.
+    await processor.process([message([later, earlier, other])])
+    async with pool.acquire() as conn:
+        funnel = await conn.fetch(
+            "SELECT hour, sessions FROM funnel_hour WHERE step = 'add_to_cart' ORDER BY hour"
+        )
+        assert [(r["hour"], r["sessions"]) for r in funnel] == [
+            (BASE_TIME, 1),
+            (BASE_TIME + timedelta(hours=2), 1),
+        ]
+        assert await aggregate_mismatches(conn) == {}
+
+
 async def test_customer_profile(processor: Processor, pool: asyncpg.Pool) -> None:
     first = event("page_view", at=BASE_TIME, user_id="u1", anonymous_id="a")
     order1 = event("purchase", at=BASE_TIME + timedelta(minutes=5), user_id="u1", anonymous_id="a")
