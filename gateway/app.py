@@ -184,7 +184,10 @@ class Gateway:
             address = self.clients.client(client[0] if client else None, headers.forwarded_for)
             source = self.authenticate(headers, scope["query_string"], address)
             body = await read_json_body(receive, headers, self.limits.max_request_bytes)
-            checked, answer = check(body, source)
+            try:
+                checked, answer = check(body, source)
+            except RecursionError:  # msgspec's decoders recurse into nested arrays/objects
+                raise HTTPError(400, "body is nested too deeply to decode") from None
             await self.publish(self.clients.stored(address), headers, source, checked)
         except HTTPError as exc:
             metrics.requests(route, exc.status).inc()

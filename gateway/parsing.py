@@ -191,4 +191,15 @@ async def read_json_body(receive: Any, headers: RequestHeaders, limit: int) -> b
     body = await read_body(receive, headers.content_length, limit)
     if gzipped:
         body = gunzip(body, limit)
+    check_utf8(body)
     return body
+
+
+def check_utf8(body: bytes) -> None:
+    """JSON is UTF-8 (RFC 8259); msgspec would raise UnicodeDecodeError deep inside instead."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        raise HTTPError(400, "body starts with a byte-order mark; send JSON without one")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HTTPError(400, f"body is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
