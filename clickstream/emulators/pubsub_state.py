@@ -29,8 +29,9 @@ DEFAULT_ACK_DEADLINE = 10
 MIN_ACK_DEADLINE, MAX_ACK_DEADLINE = 10, 600
 DEFAULT_MAX_DELIVERY_ATTEMPTS = 5
 MIN_DELIVERY_ATTEMPTS, MAX_DELIVERY_ATTEMPTS = 5, 100
-# One response stays well under the client's receive limit.
-MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+# Responses stay under gRPC's default 4 MB receive limit, which clients talking to an emulator
+# may keep (a larger response kills the stream); a single bigger message still goes alone.
+MAX_RESPONSE_BYTES = 3 * 1024 * 1024
 MAX_RESPONSE_MESSAGES = 1000
 DELETED_TOPIC = "_deleted-topic_"
 
