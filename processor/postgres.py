@@ -4,8 +4,9 @@ Per batch, on one pooled connection and in one transaction:
 
 1. lock and read the session state of the batch's visitors, assign sessions (`processor.sessions`);
 2. COPY the batch (binary) into the temp table `incoming`;
-3. `INSERT INTO events ... ON CONFLICT (event_id) DO NOTHING RETURNING *` into the temp table
-   `fresh`: exactly the rows that are new;
+3. `INSERT INTO events ... ON CONFLICT (event_id) DO NOTHING` from the temp view `fresh` (the
+   rows of `incoming` typed as in `events`); when it inserted fewer rows than the batch holds,
+   the rows it skipped are deleted from `incoming`, so `fresh` is exactly the rows that are new;
 4. one multi-statement script updates every aggregate from `fresh` only, with set-based
    `INSERT ... ON CONFLICT DO UPDATE` (no per-row round trips); new sessions go through the temp
    table `new_sessions` so traffic, devices and customers count each session once;
@@ -55,7 +56,9 @@ SETUP_SQL: Final = f"""
 CREATE TEMP TABLE IF NOT EXISTS incoming (
     {", ".join(f"{name} {_INCOMING_TYPES.get(name, 'text')}" for name in EVENT_COLUMNS)}
 ) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS fresh (LIKE events) ON COMMIT DELETE ROWS;
+CREATE OR REPLACE TEMP VIEW fresh AS SELECT
+    {", ".join(f"{_CASTS[name]} AS {name}" if name in _CASTS else name for name in EVENT_COLUMNS)}
+FROM incoming;
 CREATE TEMP TABLE IF NOT EXISTS new_sessions (
     session_id text, visitor_key text, started_at timestamptz, referrer_class text,
     utm_source text, utm_medium text, device_type text, browser text, os text
@@ -63,40 +66,50 @@ CREATE TEMP TABLE IF NOT EXISTS new_sessions (
 """
 
 INSERT_EVENTS_SQL: Final = f"""
-WITH inserted AS (
-    INSERT INTO events ({", ".join(EVENT_COLUMNS)})
-    SELECT {", ".join(_CASTS.get(name, name) for name in EVENT_COLUMNS)}
-    FROM incoming ORDER BY event_id
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING *
-)
-INSERT INTO fresh SELECT * FROM inserted
+INSERT INTO events ({", ".join(EVENT_COLUMNS)})
+SELECT * FROM fresh ORDER BY event_id
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+# The rows the insert skipped (stored before, by an earlier delivery or a concurrent batch)
+# leave `incoming`, with the session id they were stored with. Rows this transaction inserted
+# carry its transaction id (the sink's transaction is a top-level one, never a savepoint).
+DROP_SEEN_SQL: Final = """
+DELETE FROM incoming i USING events e
+WHERE e.event_id = i.event_id AND e.xmin <> pg_current_xact_id()::xid
+RETURNING i.event_id, e.session_id
 """
 
 FUNNEL_STEPS: Final = ("product_view", "add_to_cart", "begin_checkout", "purchase")
 
+# Text keys are sorted and grouped COLLATE "C" (byte order): much cheaper than a linguistic
+# collation (abbreviated keys, no strcoll), and it is also the order in which every writer
+# locks rows (Python's `sorted` on str agrees), so concurrent batches never deadlock.
 AGGREGATES_SQL: Final = f"""
 INSERT INTO visitor_hours (hour, visitor_key)
-SELECT DISTINCT date_trunc('hour', occurred_at, 'UTC'), visitor_key FROM fresh ORDER BY 1, 2
+SELECT DISTINCT date_trunc('hour', occurred_at, 'UTC'), visitor_key COLLATE "C" FROM fresh
+ORDER BY 1, 2
 ON CONFLICT DO NOTHING;
 
 INSERT INTO visitor_days (day, visitor_key)
-SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date, visitor_key FROM fresh ORDER BY 1, 2
+SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date, visitor_key COLLATE "C" FROM fresh
+ORDER BY 1, 2
 ON CONFLICT DO NOTHING;
 
 WITH per AS (
-    SELECT session_id,
+    SELECT session_id COLLATE "C" AS session_id,
            count(*) AS events,
            count(*) FILTER (WHERE event_type = 'page_view') AS page_views,
            min(occurred_at) AS started_at,
            max(occurred_at) AS last_seen_at,
            bool_or(event_type = 'purchase') AS purchased,
            coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0) AS revenue
-    FROM fresh GROUP BY session_id
+    FROM fresh GROUP BY 1
 ), firsts AS (
-    SELECT DISTINCT ON (session_id) session_id, visitor_key, anonymous_id, user_id, page_url,
-           referrer_class, utm_source, utm_medium, utm_campaign, device_type, browser, os
-    FROM fresh ORDER BY session_id, occurred_at, event_id
+    SELECT DISTINCT ON (session_id COLLATE "C") session_id COLLATE "C" AS session_id,
+           visitor_key, anonymous_id, user_id, page_url, referrer_class, utm_source,
+           utm_medium, utm_campaign, device_type, browser, os
+    FROM fresh ORDER BY session_id COLLATE "C", occurred_at, event_id
 ), upserted AS (
     INSERT INTO sessions (session_id, visitor_key, anonymous_id, user_id, started_at,
                           last_seen_at, events, page_views, landing_url, referrer_class,
@@ -125,7 +138,7 @@ SELECT session_id, visitor_key, started_at, referrer_class, utm_source, utm_medi
 FROM upserted WHERE inserted;
 
 INSERT INTO funnel_steps (session_id, step, reached_at)
-SELECT session_id, event_type, min(occurred_at) FROM fresh
+SELECT session_id COLLATE "C", event_type COLLATE "C", min(occurred_at) FROM fresh
 WHERE event_type IN ({", ".join(f"'{step}'" for step in FUNNEL_STEPS)})
 GROUP BY 1, 2 ORDER BY 1, 2
 ON CONFLICT (session_id, step) DO UPDATE SET reached_at = excluded.reached_at
@@ -152,7 +165,7 @@ WITH lines AS (
 )
 INSERT INTO product_metrics_hour (hour, product_id, product_name, category, views, carts,
                                   removals, units, revenue)
-SELECT hour, product_id, max(product_name), max(category), sum(views), sum(carts),
+SELECT hour, product_id COLLATE "C", max(product_name), max(category), sum(views), sum(carts),
        sum(removals), sum(units), sum(revenue)
 FROM lines GROUP BY 1, 2 ORDER BY 1, 2
 ON CONFLICT (hour, product_id) DO UPDATE SET
@@ -165,7 +178,7 @@ ON CONFLICT (hour, product_id) DO UPDATE SET
     revenue = product_metrics_hour.revenue + excluded.revenue;
 
 WITH per AS (
-    SELECT visitor_key,
+    SELECT visitor_key COLLATE "C" AS visitor_key,
            max(user_id) AS user_id,
            coalesce(array_agg(DISTINCT anonymous_id) FILTER (WHERE anonymous_id IS NOT NULL),
                     '{{}}') AS anonymous_ids,
@@ -174,18 +187,23 @@ WITH per AS (
            count(*) AS events,
            count(*) FILTER (WHERE event_type = 'purchase') AS orders,
            coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0) AS lifetime_value
-    FROM fresh GROUP BY visitor_key
+    FROM fresh GROUP BY 1
 ), first_event AS (
-    SELECT DISTINCT ON (visitor_key) visitor_key, coalesce(utm_source, referrer_class) AS source
-    FROM fresh ORDER BY visitor_key, occurred_at, event_id
+    SELECT DISTINCT ON (visitor_key COLLATE "C") visitor_key COLLATE "C" AS visitor_key,
+           coalesce(utm_source, referrer_class) AS source
+    FROM fresh ORDER BY visitor_key COLLATE "C", occurred_at, event_id
 ), last_event AS (
-    SELECT DISTINCT ON (visitor_key) visitor_key, device_type
-    FROM fresh ORDER BY visitor_key, occurred_at DESC, event_id
+    SELECT DISTINCT ON (visitor_key COLLATE "C") visitor_key COLLATE "C" AS visitor_key,
+           device_type
+    FROM fresh ORDER BY visitor_key COLLATE "C", occurred_at DESC, event_id
 ), last_order AS (
-    SELECT DISTINCT ON (visitor_key) visitor_key, order_id, occurred_at
-    FROM fresh WHERE event_type = 'purchase' ORDER BY visitor_key, occurred_at DESC, event_id
+    SELECT DISTINCT ON (visitor_key COLLATE "C") visitor_key COLLATE "C" AS visitor_key,
+           order_id, occurred_at
+    FROM fresh WHERE event_type = 'purchase'
+    ORDER BY visitor_key COLLATE "C", occurred_at DESC, event_id
 ), new_session_counts AS (
-    SELECT visitor_key, count(*) AS sessions FROM new_sessions GROUP BY visitor_key
+    SELECT visitor_key COLLATE "C" AS visitor_key, count(*) AS sessions
+    FROM new_sessions GROUP BY 1
 )
 INSERT INTO customers (visitor_key, user_id, anonymous_ids, first_seen_at, last_seen_at, events,
                        sessions, orders, lifetime_value, last_order_id, last_order_at,
@@ -239,7 +257,8 @@ DO UPDATE SET sessions = devices_hour.sessions + excluded.sessions;
 -- Last: the hottest rows (this minute's), so their locks are held for the shortest time.
 WITH visitors AS (
     INSERT INTO visitor_minutes (minute, event_type, visitor_key)
-    SELECT DISTINCT date_trunc('minute', occurred_at, 'UTC'), event_type, visitor_key
+    SELECT DISTINCT date_trunc('minute', occurred_at, 'UTC'), event_type COLLATE "C",
+           visitor_key COLLATE "C"
     FROM fresh ORDER BY 1, 2, 3
     ON CONFLICT DO NOTHING
     RETURNING minute, event_type
@@ -258,11 +277,6 @@ ON CONFLICT (minute, event_type) DO UPDATE SET
     events = metrics_minute.events + excluded.events,
     revenue = metrics_minute.revenue + excluded.revenue,
     unique_visitors = metrics_minute.unique_visitors + excluded.unique_visitors;
-"""
-
-STORED_SESSIONS_SQL: Final = """
-SELECT e.event_id, e.session_id FROM events e
-WHERE e.event_id = ANY($1::uuid[]) AND e.event_id NOT IN (SELECT event_id FROM fresh)
 """
 
 INSERT_BAD_SQL: Final = """
@@ -337,23 +351,18 @@ class PostgresSink:
             # One round trip: attribute linked anonymous ids, then insert (status of the last).
             status = await conn.execute(identities.ATTRIBUTE_SQL + INSERT_EVENTS_SQL)
             inserted = int(status.split()[-1])
+            if inserted < len(events):
+                stored = {row[0]: row[1] for row in await conn.fetch(DROP_SEEN_SQL)}
+                for event in events:
+                    event.session_id = stored.get(event.event_id, event.session_id)
             if inserted:
                 await conn.execute(AGGREGATES_SQL)
                 if identities.may_link(events):
                     await conn.execute(identities.MERGE_SQL)
-            if inserted < len(events):
-                await self._restore_stored_sessions(conn, events)
             await sessions.save_state(conn, after)
         if bad:
             await conn.execute(INSERT_BAD_SQL, *_bad_columns(bad))
         return inserted
-
-    @staticmethod
-    async def _restore_stored_sessions(conn: Connection, events: list[EnrichedEvent]) -> None:
-        rows = await conn.fetch(STORED_SESSIONS_SQL, [event.event_id for event in events])
-        stored = {row["event_id"]: row["session_id"] for row in rows}
-        for event in events:
-            event.session_id = stored.get(event.event_id, event.session_id)
 
 
 def _bad_columns(bad: list[BadEvent]) -> tuple[list[object], ...]:
