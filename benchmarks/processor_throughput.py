@@ -1,12 +1,17 @@
 """Bounded end-to-end run of the processing core: decode + enrich + PostgreSQL sink.
 
-    .venv/bin/python benchmarks/processor_throughput.py [--events 100000] [--concurrency 3]
+    .venv/bin/python benchmarks/processor_throughput.py [--workload shoppers|worst]
+        [--events 100000] [--batch 5000] [--concurrency 3]
 
-Feeds gateway envelopes (100 events each, batches of 5,000 events) through `Processor.process`
-with several batches in flight, as the worker does, against DATABASE_URL or a throwaway
-pgserver. Prints wall-clock events/s and the processor's own CPU per event (events/s per
-core of the client); the rest of the wall time is PostgreSQL's work. On a shared machine the
-numbers are noisy: compare runs, not single figures.
+Feeds gateway envelopes (100 events each) in batches through `Processor.process` with several
+batches in flight, as the worker does, against DATABASE_URL or a throwaway pgserver. Workloads
+(benchmarks/processor_workload.py): `shoppers`, the load generator's shopper model (realistic),
+and `worst`, where nearly every event is its session's and customer's only one in the batch.
+
+Prints wall-clock events/s and CPU per event on each side: the processor's own (this process)
+and PostgreSQL's (every process of the server, when it runs on this machine: backends, WAL
+writer, checkpointer). On a shared machine the numbers are noisy: compare runs, not single
+figures.
 """
 
 from __future__ import annotations
@@ -21,28 +26,63 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from processor_workload import messages
+from processor_workload import batches
 
 from processor.core import Processor, decode
 from processor.migrations import migrate
 from processor.postgres import PostgresSink, create_sink_pool
 
-PER_BATCH = 5_000
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
-async def run(database_url: str, total: int, concurrency: int) -> None:
+def _stat(pid: int) -> list[str]:
+    # Fields after "(comm)": state, ppid, ..., utime and stime at indexes 11 and 12.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def server_cpu(postmaster: int) -> float:
+    """CPU seconds used so far by the server's postmaster and its children (live ones)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = _stat(int(entry.name))
+        except OSError:
+            continue  # exited meanwhile
+        if int(entry.name) == postmaster or int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def local_postmaster(backend_pid: int) -> int | None:
+    """The server's postmaster pid if the server runs on this machine, else None."""
+    try:
+        if b"postgres" not in Path(f"/proc/{backend_pid}/cmdline").read_bytes():
+            return None
+        return int(_stat(backend_pid)[1])
+    except OSError:
+        return None
+
+
+async def run(database_url: str, workload: str, total: int, size: int, concurrency: int) -> None:
     await migrate(database_url)
     pool = await create_sink_pool(database_url, max_size=concurrency)
     processor = Processor(PostgresSink(pool))
-    batches = [messages(PER_BATCH, seed=seed) for seed in range(total // PER_BATCH)]
-    decode(batches[0])  # warm the caches, as a running worker has them
+    stream = batches(workload, size)
+    decode(next(stream))  # warm the caches, as a running worker has them
+    work = [next(stream) for _ in range(max(1, total // size))]
+    async with pool.acquire() as conn:
+        postmaster = local_postmaster(conn.get_server_pid())
+        stored_before = await conn.fetchval("SELECT count(*) FROM events")
 
     cpu = time.process_time()
     start = time.perf_counter()
-    for batch in batches:
-        decode(batch)
+    decoded = [decode(batch) for batch in work]
     decode_cpu = time.process_time() - cpu
     decode_wall = time.perf_counter() - start
+    n = sum(len(batch.events) for batch in decoded)
+    del decoded
 
     slots = asyncio.Semaphore(concurrency)
 
@@ -50,38 +90,50 @@ async def run(database_url: str, total: int, concurrency: int) -> None:
         async with slots:
             await processor.process(batch)
 
+    server_before = server_cpu(postmaster) if postmaster else 0.0
     cpu = time.process_time()
     start = time.perf_counter()
-    await asyncio.gather(*(one(batch) for batch in batches))
+    await asyncio.gather(*(one(batch) for batch in work))
     wall = time.perf_counter() - start
     client_cpu = time.process_time() - cpu
+    server = server_cpu(postmaster) - server_before if postmaster else None
     async with pool.acquire() as conn:
-        stored = await conn.fetchval("SELECT count(*) FROM events")
+        stored = await conn.fetchval("SELECT count(*) FROM events") - stored_before
     await pool.close()
-    n = len(batches) * PER_BATCH
-    print(f"events                     {n} (stored {stored})")
+
+    print(f"workload {workload}: {n} events in batches of {size} (stored {stored})")
     print(f"decode + enrich only       {n / decode_wall:,.0f} events/s wall, "
           f"{n / decode_cpu:,.0f} events/s per core (CPU)")  # fmt: skip
     print(f"decode + enrich + PG sink  {n / wall:,.0f} events/s wall (concurrency {concurrency})")
     print(f"  processor CPU            {n / client_cpu:,.0f} events/s per core "
-          f"({client_cpu / wall:.0%} of one core busy; the rest is PostgreSQL)")  # fmt: skip
+          f"({client_cpu / wall:.0%} of a core)")  # fmt: skip
+    if server is None:
+        print("  PostgreSQL CPU           n/a (server not on this machine)")
+        return
+    print(f"  PostgreSQL CPU           {n / server:,.0f} events/s per core "
+          f"({server / wall:.0%} of a core)")  # fmt: skip
+    print(f"  both                     {n / (client_cpu + server):,.0f} events/s per core "
+          f"({(client_cpu + server) * 1e6 / n:.1f} us CPU per event)")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=("shoppers", "worst"), default="shoppers")
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--concurrency", type=int, default=3)
     args = parser.parse_args()
+    options = (args.workload, args.events, args.batch, args.concurrency)
     url = os.environ.get("DATABASE_URL")
     if url:
-        asyncio.run(run(url, args.events, args.concurrency))
+        asyncio.run(run(url, *options))
         return
     import pgserver
 
     with tempfile.TemporaryDirectory(prefix="clickstream-bench-pg-") as data_dir:
         server = pgserver.get_server(data_dir, cleanup_mode="stop")
         try:
-            asyncio.run(run(server.get_uri(), args.events, args.concurrency))
+            asyncio.run(run(server.get_uri(), *options))
         finally:
             server.cleanup()
 
