@@ -14,6 +14,7 @@ Figures are printed (`pytest -s`) for the report.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -210,3 +211,104 @@ async def test_bigquery_unreachable_then_back(running: Pipeline) -> None:
     # PostgreSQL committed first; the batches were held (not acked) and retried until BigQuery
     # took them, which the audit of `events_dedup` above confirms.
     assert "batch failed" in running.processor_log()
+
+
+async def test_slow_and_broken_clients_do_not_starve_others(
+    pubsub_emulator_host: str, tmp_path: Path
+) -> None:
+    """Slowloris bodies and headers, bodies cut off, huge headers: while they hang, normal
+    requests are still served. Latency is reported (noisy on a shared machine), not asserted."""
+    import uuid
+
+    import httpx
+    from gateway_server import event, running_gateway
+
+    project = f"faults-slow-{uuid.uuid4().hex[:8]}"
+    with running_gateway(pubsub_emulator_host, project, tmp_path) as gw:
+        host, port = gw.url.removeprefix("http://").split(":")
+        body = json.dumps(event()).encode()
+        head = (
+            b"POST /v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer test-key\r\n"
+            b"content-type: application/json\r\n"
+        )
+        stop = asyncio.Event()
+        huge_answers: list[bytes] = []
+
+        async def slow_body() -> None:
+            _, writer = await asyncio.open_connection(host, int(port))
+            writer.write(head + f"content-length: {len(body)}\r\n\r\n".encode())
+            for byte in body:
+                if stop.is_set():
+                    break
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.5)
+            writer.close()
+
+        async def slow_headers() -> None:
+            _, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"POST /v1/events HTTP/1.1\r\n")
+            while not stop.is_set():
+                writer.write(b"x-slow: y\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.5)
+            writer.close()
+
+        async def cut_off() -> None:
+            while not stop.is_set():
+                _, writer = await asyncio.open_connection(host, int(port))
+                writer.write(head + b"content-length: 100000\r\n\r\n" + body[:50])
+                await writer.drain()
+                writer.transport.abort()
+                await asyncio.sleep(0.05)
+
+        async def huge_headers() -> None:
+            while not stop.is_set():
+                reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(head + b"x-huge: " + b"a" * 1_000_000 + b"\r\n\r\n" + body)
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+                    answer = await asyncio.wait_for(reader.read(200), 5)
+                    huge_answers.append(answer.split(b"\r\n")[0])
+                writer.close()
+                await asyncio.sleep(0.2)
+
+        async def normal(client: httpx.AsyncClient, n: int) -> list[float]:
+            latencies = []
+            for _ in range(n):
+                started = time.perf_counter()
+                response = await client.post(
+                    "/v1/events",
+                    content=json.dumps(event()).encode(),
+                    headers={"authorization": "Bearer test-key", "content-type": "text/plain"},
+                )
+                latencies.append(time.perf_counter() - started)
+                assert response.status_code == 202, response.text
+            return latencies
+
+        async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
+            baseline = await normal(client, 100)
+            attackers = [asyncio.create_task(slow_body()) for _ in range(100)]
+            attackers += [asyncio.create_task(slow_headers()) for _ in range(100)]
+            attackers += [asyncio.create_task(cut_off()), asyncio.create_task(huge_headers())]
+            await asyncio.sleep(1)
+            under_attack = await normal(client, 200)
+            stop.set()
+            await asyncio.gather(*attackers, return_exceptions=True)
+            assert (await client.get("/healthz")).status_code == 200
+            after = await normal(client, 20)
+    assert after and huge_answers, "the huge-header client got no answer at all"
+    assert all(not a.startswith(b"HTTP/1.1 5") for a in huge_answers), set(huge_answers)
+
+    def ms(values: list[float], p: int) -> float:
+        return round(sorted(values)[int(len(values) * p / 100)] * 1000, 1)
+
+    print(
+        json.dumps(
+            {
+                "baseline_ms": {"p50": ms(baseline, 50), "p99": ms(baseline, 99)},
+                "under_attack_ms": {"p50": ms(under_attack, 50), "p99": ms(under_attack, 99)},
+                "huge_header_answers": sorted({a.decode() for a in huge_answers}),
+            }
+        )
+    )
