@@ -47,7 +47,9 @@ function renderKpis(data) {
       continue;
     }
     const kpi = data.kpis[name];
-    value.textContent = kpi.value === null ? "–" : KPI_FORMATS[name](kpi.value);
+    const estimate = kpi.approximate ? "≈ " : "";
+    value.textContent = kpi.value === null ? "–" : estimate + KPI_FORMATS[name](kpi.value);
+    value.title = kpi.approximate ? "estimated from a 1/16 sample of visitors" : "";
     if (kpi.change === null) {
       change.textContent = "no previous period data";
       change.className = "change";
