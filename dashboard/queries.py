@@ -527,13 +527,14 @@ async def search_customers(pool: asyncpg.Pool, query: str, limit: int = 20) -> d
     """Customers whose id (user id, else anonymous id) starts with `query`; newest first if empty.
 
     A byte-order range (~>=~ / ~<~) rather than LIKE so the prepared statement's generic plan
-    still uses the text_pattern_ops index.
+    still uses the text_pattern_ops index; results sort in that index's byte order.
     """
     query = query.strip()
     if query:
         rows = await pool.fetch(
             f"SELECT {CUSTOMER_COLUMNS} FROM customers"
-            " WHERE visitor_key ~>=~ $1 AND visitor_key ~<~ $2 ORDER BY visitor_key LIMIT $3",
+            " WHERE visitor_key ~>=~ $1 AND visitor_key ~<~ $2"
+            " ORDER BY visitor_key USING ~<~ LIMIT $3",
             query,
             query + PREFIX_END,
             limit,
