@@ -1,16 +1,24 @@
 """Shared by the processor's tests: build events as clients send them and envelopes as the
-gateway publishes them, and check every aggregate against a recount from `events`."""
+gateway publishes them, run `clickstream processor` as a subprocess, wait for rows, and check
+every aggregate against a recount from `events`."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import msgspec
 
 from clickstream import envelope
+from clickstream.config import Settings
 
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
@@ -235,3 +243,50 @@ async def aggregate_mismatches(conn: asyncpg.Connection) -> dict[str, Any]:
 async def table_counts(conn: asyncpg.Connection) -> dict[str, int]:
     tables = ["events", "sessions", "customers", "bad_events", *RECOUNTS]
     return {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in dict.fromkeys(tables)}
+
+
+async def fetch_if_migrated(conn: asyncpg.Connection, query: str) -> object:
+    try:
+        return await conn.fetchval(query)
+    except asyncpg.UndefinedTableError:  # the worker has not applied the migrations yet
+        return None
+
+
+async def wait_for(database_url: str, query: str, expected: object, within: float = 60) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while (value := await fetch_if_migrated(conn, query)) != expected:
+            if loop.time() > deadline:
+                raise AssertionError(f"{query} = {value}, expected {expected}")
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
+def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "GOOGLE_CLOUD_PROJECT": settings.project,
+        "PUBSUB_EMULATOR_HOST": settings.pubsub_emulator_host or "",
+        "DATABASE_URL": settings.database_url or "",
+        "CLICKSTREAM_BIGQUERY": "off",
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "clickstream.cli", "processor", "--max-batch-events", "50",
+             "--max-batch-wait-ms", "5"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def stop_worker(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

@@ -8,10 +8,7 @@ mid-stream and restarted).
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -20,7 +17,15 @@ from typing import Any
 import asyncpg
 import pytest
 from google.pubsub_v1 import PubsubMessage
-from processor_testing import a_day_of_traffic, aggregate_mismatches, envelope_of, event
+from processor_testing import (
+    a_day_of_traffic,
+    aggregate_mismatches,
+    envelope_of,
+    event,
+    start_worker,
+    stop_worker,
+    wait_for,
+)
 
 from clickstream import envelope
 from clickstream.config import Settings
@@ -72,26 +77,6 @@ async def publish(settings: Settings) -> AsyncIterator[Publish]:
 
     yield publish
     await client.transport.close()
-
-
-async def fetch_if_migrated(conn: asyncpg.Connection, query: str) -> object:
-    try:
-        return await conn.fetchval(query)
-    except asyncpg.UndefinedTableError:  # the worker has not applied the migrations yet
-        return None
-
-
-async def wait_for(database_url: str, query: str, expected: object, within: float = 60) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while (value := await fetch_if_migrated(conn, query)) != expected:
-            if loop.time() > deadline:
-                raise AssertionError(f"{query} = {value}, expected {expected}")
-            await asyncio.sleep(0.2)
-    finally:
-        await conn.close()
 
 
 async def check_exact(database_url: str) -> None:
@@ -162,33 +147,6 @@ async def test_worker_survives_lost_database_connections(
         await admin.close()
         stop.set()
         await asyncio.wait_for(worker, 30)
-
-
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "GOOGLE_CLOUD_PROJECT": settings.project,
-        "PUBSUB_EMULATOR_HOST": settings.pubsub_emulator_host or "",
-        "DATABASE_URL": settings.database_url or "",
-        "CLICKSTREAM_BIGQUERY": "off",
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "clickstream.cli", "processor", "--max-batch-events", "50",
-             "--max-batch-wait-ms", "5"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-
-
-def stop_worker(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 @pytest.mark.slow

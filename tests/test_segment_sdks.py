@@ -24,9 +24,8 @@ import asyncpg
 import httpx
 import pytest
 from gateway_server import GatewayProcess, running_gateway
-from processor_testing import aggregate_mismatches
+from processor_testing import aggregate_mismatches, start_worker, stop_worker, wait_for
 from segment.analytics import Client
-from test_processor_worker import start_worker, stop_worker, wait_for
 
 from clickstream.config import Settings
 
