@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "processor.cli",
     "dashboard.cli",
     "clickstream.tools_cli",
+    "clickstream.erase",
 )
 
 
