@@ -316,3 +316,81 @@ def test_no_secrets_in_the_repository() -> None:
             found += secrets_in(name.decode(), path.read_bytes())
     assert found == []
     assert len(files) > 50  # the scan saw the tree
+
+
+# Erasure
+
+
+async def test_erase_deletes_one_person_and_nobody_else(
+    fresh_database_url: str, bigquery_emulator: dict[str, str]
+) -> None:
+    import asyncpg
+    from processor_testing import envelope_of
+    from processor_testing import event as sent
+
+    from clickstream import envelope
+    from clickstream.config import Settings
+    from clickstream.erase import erase
+    from processor.bigquery import create_sink
+    from processor.core import Message, Processor
+    from processor.migrations import migrate
+    from processor.postgres import PostgresSink, create_sink_pool
+
+    settings = Settings(
+        project="clickstream-test",
+        database_url=fresh_database_url,
+        bigquery_dataset=f"t_{uuid.uuid4().hex[:10]}",
+        bigquery_emulator_host=bigquery_emulator["BIGQUERY_EMULATOR_HOST"],
+        bigquery_storage_emulator_host=bigquery_emulator["BIGQUERY_STORAGE_EMULATOR_HOST"],
+    )
+    ana = [
+        sent("page_view", anonymous_id="anon-ana"),
+        sent("product_view", anonymous_id="anon-ana", user_id="ana"),
+        sent("purchase", anonymous_id="anon-ana-phone", user_id="ana"),
+    ]
+    bob = [sent("page_view", anonymous_id="anon-bob"), sent("purchase", user_id="bob")]
+    refused = [sent("page_view", user_id="ana"), sent("page_view", user_id="bob")]
+
+    def message(events: list[dict], kind: envelope.Kind = "events") -> Message:
+        body = envelope_of(events, kind)
+        return Message(uuid.uuid4().hex, body, envelope.attributes(kind, len(events)))
+
+    await migrate(fresh_database_url)
+    pool = await create_sink_pool(fresh_database_url)
+    bigquery = await create_sink(settings)
+    try:
+        await Processor(PostgresSink(pool), [bigquery]).process(
+            [message(ana), message(bob), message(refused[:1], "bad"), message(refused[1:], "bad")]
+        )
+    finally:
+        await pool.close()
+        await bigquery.close()
+
+    dry = await erase(settings, "ana", dry_run=True, bigquery=True)
+    assert dry.anonymous_ids == ["anon-ana", "anon-ana-phone"]
+    assert dry.postgres["events"] == 3 and dry.postgres["bad_events"] == 1
+    assert dry.bigquery == {"events": 3, "bad_events": 1}
+    done = await erase(settings, "ana", dry_run=False, bigquery=True)
+    assert done.postgres == dry.postgres
+    assert done.bigquery == dry.bigquery
+
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        rows = []
+        for table in ("events", "sessions", "customers", "bad_events", "session_state"):
+            rows += [str(tuple(row)) for row in await conn.fetch(f"SELECT * FROM {table}")]
+        text = " ".join(rows)
+        assert "ana" not in text  # not a user id, an anonymous id, nor a raw payload
+        assert await conn.fetchval("SELECT count(*) FROM events") == len(bob)
+        assert await conn.fetchval("SELECT count(*) FROM bad_events") == 1
+        # Counts without identifiers stay: the day's purchases still add up.
+        assert (
+            await conn.fetchval(
+                "SELECT sum(events) FROM metrics_minute WHERE event_type = 'purchase'"
+            )
+            == 2
+        )
+    finally:
+        await conn.close()
+    again = await erase(settings, "ana", dry_run=False, bigquery=True)
+    assert set(again.postgres.values()) == {0} and again.bigquery == {"events": 0, "bad_events": 0}
