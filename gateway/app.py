@@ -182,26 +182,34 @@ class Gateway:
                 raise HTTPError(405, "use POST", [(b"allow", b"POST, OPTIONS")])
             client = scope.get("client")
             address = self.clients.client(client[0] if client else None, headers.forwarded_for)
-            source = self.authenticate(headers, scope["query_string"], address)
-            body = await read_json_body(receive, headers, self.limits.max_request_bytes)
+            limit = self.limits.max_request_bytes
+            if route in segment.KEY_IN_BODY_PATHS:
+                # analytics.js may carry its write key in the body only: read the body first.
+                body = await read_json_body(receive, headers, limit)
+                body_key = segment.body_write_key(body)
+                source = self.authenticate(headers, scope["query_string"], address, body_key)
+            else:
+                source = self.authenticate(headers, scope["query_string"], address)
+                body = await read_json_body(receive, headers, limit)
             try:
                 checked, answer = check(body, source)
             except RecursionError:  # msgspec's decoders recurse into nested arrays/objects
                 raise HTTPError(400, "body is nested too deeply to decode") from None
             await self.publish(self.clients.stored(address), headers, source, checked)
         except HTTPError as exc:
-            metrics.requests(route, exc.status).inc()
+            metrics.TALLY.request(route, exc.status)
             await send_error(send, exc.status, exc.message, cors + exc.headers)
             return
-        if checked.good:
-            metrics.ACCEPTED.inc(len(checked.good))
-        if checked.rejected:
-            metrics.REJECTED.inc(len(checked.rejected))
+        metrics.TALLY.events(len(checked.good), len(checked.rejected))
         status = await answer(send, len(checked.good), checked.rejected, cors)
-        metrics.requests(route, status).inc()
+        metrics.TALLY.request(route, status)
 
     def authenticate(
-        self, headers: RequestHeaders, query_string: bytes, address: Address | None
+        self,
+        headers: RequestHeaders,
+        query_string: bytes,
+        address: Address | None,
+        body_key: bytes = b"",
     ) -> str:
         """The key's source; 429 while `address` is blocked for failing too often."""
         wait = self.auth_failures.retry_after(address)
@@ -212,7 +220,7 @@ class Gateway:
                 [(b"retry-after", str(wait).encode())],
             )
         try:
-            return authenticate(headers, query_string, self.keys)
+            return authenticate(headers, query_string, self.keys, body_key)
         except HTTPError:
             self.auth_failures.failed(address)
             raise

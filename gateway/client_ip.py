@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Final
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -34,6 +35,8 @@ def parse_networks(value: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+# Parsing and formatting an address costs ~3 µs per request; clients repeat, so both are cached.
+@lru_cache(maxsize=4096)
 def _address(text: str) -> Address | None:
     text = text.strip()
     if text.startswith("[") and "]" in text:  # [v6]:port
@@ -81,4 +84,9 @@ class ClientAddresses:
         """The address as kept with the events: truncated when privacy settings ask."""
         if address is None:
             return None
-        return str(truncate(address) if self.truncate_ips else address)
+        return _stored(address, self.truncate_ips)
+
+
+@lru_cache(maxsize=4096)
+def _stored(address: Address, truncate_ips: bool) -> str:
+    return str(truncate(address) if truncate_ips else address)

@@ -8,6 +8,7 @@ its samples there and `/metrics` (served by any worker) adds them up. Without th
 
 from __future__ import annotations
 
+import asyncio
 import os
 from functools import cache
 
@@ -68,6 +69,48 @@ ACCEPTED = EVENTS.labels("accepted")
 REJECTED = EVENTS.labels("rejected")
 
 
+class RequestTally:
+    """Per-request counts, added up in plain ints and handed to Prometheus once per event-loop
+    iteration. In multiprocess mode every `inc` takes a lock, checks the pid (a syscall) and
+    writes to an mmap, ~2 µs each: two per request were 5% of the single-event path."""
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, int], int] = {}
+        self._accepted = 0
+        self._rejected = 0
+        self._scheduled = False
+
+    def request(self, route: str, status: int) -> None:
+        key = (route, status)
+        self._requests[key] = self._requests.get(key, 0) + 1
+        self._schedule()
+
+    def events(self, accepted: int, rejected: int) -> None:
+        self._accepted += accepted
+        self._rejected += rejected
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        for (route, status), count in self._requests.items():
+            requests(route, status).inc(count)
+        self._requests.clear()
+        if self._accepted:
+            ACCEPTED.inc(self._accepted)
+            self._accepted = 0
+        if self._rejected:
+            REJECTED.inc(self._rejected)
+            self._rejected = 0
+
+
+TALLY = RequestTally()
+
+
 def observe_publish(kind: Kind, events: int, size: int, seconds: float, ok: bool) -> None:
     if ok:
         BATCH_EVENTS.labels(kind).observe(events)
@@ -77,6 +120,7 @@ def observe_publish(kind: Kind, events: int, size: int, seconds: float, ok: bool
 
 def exposition() -> tuple[bytes, str]:
     """The metrics text (summed over workers in multiprocess mode) and its content type."""
+    TALLY.flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

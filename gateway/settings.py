@@ -24,8 +24,10 @@ class GatewaySettings:
     # Browsers allowed to call the API cross-origin (exact origins, or "*").
     cors_origins: tuple[str, ...] = ()
     # Publisher: events wait at most `flush_ms` before a Publish RPC leaves; an RPC carries up
-    # to `rpc_max_bytes` / `rpc_max_groups`; `max_inflight_rpcs` run concurrently.
-    flush_ms: float = 3.0
+    # to `rpc_max_bytes` / `rpc_max_groups`; `max_inflight_rpcs` run concurrently. A short
+    # wait keeps latency low; under load batches grow anyway while every RPC slot is busy
+    # (3 ms left the worker half idle at 64 connections, waiting: 8k instead of 12k req/s).
+    flush_ms: float = 0.5
     rpc_max_bytes: int = 4 * 1024 * 1024
     rpc_max_groups: int = 2000
     max_inflight_rpcs: int = 8

@@ -16,3 +16,15 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await receive()
     await send({"type": "http.response.start", "status": 202, "headers": HEADERS})
     await send({"type": "http.response.body", "body": BODY})
+
+
+class RSGIApp:
+    """The same for Granian's native RSGI interface (`--interface rsgi raw_granian:rsgi_app`)."""
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        await protocol()
+        protocol.response_bytes(202, RSGI_HEADERS, BODY)
+
+
+RSGI_HEADERS = [("content-type", "application/json")]
+rsgi_app = RSGIApp()
