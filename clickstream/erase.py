@@ -54,6 +54,14 @@ POSTGRES_DELETES: dict[str, str] = {
     "bad_events": "DELETE FROM bad_events WHERE encode(raw, 'escape') ~ $4",
 }
 
+
+def renumbered(sql: str) -> tuple[str, list[int]]:
+    """Only the parameters a statement uses, numbered from $1 (PostgreSQL must be able to type
+    each parameter it is given): (the statement, the original numbers in order)."""
+    used = sorted({int(n) for n in re.findall(r"\$(\d)", sql)})
+    return re.sub(r"\$(\d)", lambda m: f"${used.index(int(m[1])) + 1}", sql), used
+
+
 LINKED_ANONYMOUS_IDS = """
 SELECT anonymous_id FROM identities WHERE user_id = $1
 UNION SELECT unnest(anonymous_ids) FROM customers WHERE user_id = $1 OR visitor_key = $1
@@ -85,10 +93,7 @@ async def erase_postgres(database_url: str | None, user_id: str, dry_run: bool) 
             for table, sql in POSTGRES_DELETES.items():
                 if await conn.fetchval("SELECT to_regclass($1)", table) is None:
                     continue
-                # Only the parameters a statement uses, renumbered from $1 (PostgreSQL must be
-                # able to type each one it is given).
-                used = sorted({int(n) for n in re.findall(r"\$(\d)", sql)})
-                numbered = re.sub(r"\$(\d)", lambda m: f"${used.index(int(m[1])) + 1}", sql)
+                numbered, used = renumbered(sql)
                 status = await conn.execute(numbered, *(args[i - 1] for i in used))
                 erased.postgres[table] = int(status.split()[-1])
             if dry_run:
