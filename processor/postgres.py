@@ -4,9 +4,10 @@ Per batch, on one pooled connection and in one transaction:
 
 1. lock and read the session state of the batch's visitors, assign sessions (`processor.sessions`);
 2. COPY the batch (binary) into the temp table `incoming`;
-3. `INSERT INTO events ... ON CONFLICT (event_id) DO NOTHING` from the temp view `fresh` (the
-   rows of `incoming` typed as in `events`); when it inserted fewer rows than the batch holds,
-   the rows it skipped are deleted from `incoming`, so `fresh` is exactly the rows that are new;
+3. `INSERT INTO events` from the temp view `fresh` (the rows of `incoming` typed as in
+   `events`): a plain insert, or, when the batch holds an event stored before, `ON CONFLICT
+   (event_id) DO NOTHING`, after which the rows it skipped are deleted from `incoming`; so
+   `fresh` is exactly the rows that are new;
 4. one multi-statement script updates every aggregate from `fresh` only, with set-based
    `INSERT ... ON CONFLICT DO UPDATE` (no per-row round trips); new sessions go through the temp
    table `new_sessions` so traffic, devices and customers count each session once;
@@ -70,6 +71,17 @@ INSERT INTO events ({", ".join(EVENT_COLUMNS)})
 SELECT * FROM fresh ORDER BY event_id
 ON CONFLICT (event_id) DO NOTHING
 """
+
+# Nearly every batch is all new: a plain INSERT skips ON CONFLICT's speculative insertion (a
+# third of the insert's cost). In a savepoint, so that a duplicate only sends the batch down the
+# ON CONFLICT path (after ROLLBACK_NEW_SQL, which leaves no subtransaction behind).
+INSERT_NEW_EVENTS_SQL: Final = f"""
+SAVEPOINT all_new;
+INSERT INTO events ({", ".join(EVENT_COLUMNS)})
+SELECT * FROM fresh ORDER BY event_id;
+RELEASE SAVEPOINT all_new;
+"""
+ROLLBACK_NEW_SQL: Final = "ROLLBACK TO SAVEPOINT all_new; RELEASE SAVEPOINT all_new"
 
 # The rows the insert skipped (stored before, by an earlier delivery or a concurrent batch)
 # leave `incoming`, with the session id they were stored with. Rows this transaction inserted
@@ -345,12 +357,12 @@ class PostgresSink:
         if events:
             state = await sessions.lock_state(conn, sessions.keys_needing_sessions(events))
             after = sessions.assign(events, state)
+            # A generator: 5,000 rows held at once as tuples cost more in garbage collector
+            # passes (each pass walks them all) than the tuples themselves.
             await conn.copy_records_to_table(
-                "incoming", records=[_astuple(event) for event in events]
+                "incoming", records=(_astuple(event) for event in events)
             )
-            # One round trip: attribute linked anonymous ids, then insert (status of the last).
-            status = await conn.execute(identities.ATTRIBUTE_SQL + INSERT_EVENTS_SQL)
-            inserted = int(status.split()[-1])
+            inserted = await self._insert_events(conn, len(events))
             if inserted < len(events):
                 stored = {row[0]: row[1] for row in await conn.fetch(DROP_SEEN_SQL)}
                 for event in events:
@@ -363,6 +375,20 @@ class PostgresSink:
         if bad:
             await conn.execute(INSERT_BAD_SQL, *_bad_columns(bad))
         return inserted
+
+    @staticmethod
+    async def _insert_events(conn: Connection, staged: int) -> int:
+        """Insert the staged events (linked anonymous ids attributed first); return how many
+        were new."""
+        try:
+            await conn.execute(identities.ATTRIBUTE_SQL + INSERT_NEW_EVENTS_SQL)
+            return staged
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "events_pkey":
+                raise
+            await conn.execute(ROLLBACK_NEW_SQL)
+        status = await conn.execute(INSERT_EVENTS_SQL)
+        return int(status.split()[-1])
 
 
 def _bad_columns(bad: list[BadEvent]) -> tuple[list[object], ...]:
