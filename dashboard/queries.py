@@ -161,23 +161,32 @@ async def _period_totals(pool: asyncpg.Pool, r: TimeRange) -> dict[str, float | 
 
 # Over ranges longer than EXACT_VISITORS_SPAN, distinct visitors are estimated from the visitors
 # whose key hashes into one of SAMPLE_RATE buckets (migration 101 indexes exactly that sample):
-# ~1/16 of the rows, a relative error of about 4/sqrt(visitors).
+# ~1/16 of the rows, a relative error of about 4/sqrt(visitors). Where the estimate is small,
+# the exact count is cheap and an estimate would be visibly off, so it is counted exactly.
 EXACT_VISITORS_SPAN = timedelta(hours=12)
+EXACT_VISITORS_BELOW = 50_000
 SAMPLE_RATE = 16
 SAMPLE = "AND (hashtext(visitor_key) & 15) = 0"
 
 
-async def unique_visitors(pool: asyncpg.Pool, r: TimeRange) -> tuple[int, bool]:
-    """Distinct visitors over the day/hour/minute pieces, and whether it is an estimate."""
-    sampled = r.span > EXACT_VISITORS_SPAN
+async def count_visitors(pool: asyncpg.Pool, r: TimeRange, sample: str) -> int:
     params: list[object] = []
     pieces = cover(r.start, r.end, (DAY, HOUR, MINUTE))
-    union = union_sql(pieces, VISITORS, "visitor_key", params, SAMPLE if sampled else "")
+    union = union_sql(pieces, VISITORS, "visitor_key", params, sample)
     count = await pool.fetchval(
         f"SELECT count(*) FROM (SELECT visitor_key FROM ({union}) u GROUP BY visitor_key) v",
         *params,
     )
-    return int(count) * (SAMPLE_RATE if sampled else 1), sampled
+    return int(count)
+
+
+async def unique_visitors(pool: asyncpg.Pool, r: TimeRange) -> tuple[int, bool]:
+    """Distinct visitors over the day/hour/minute pieces, and whether it is an estimate."""
+    if r.span > EXACT_VISITORS_SPAN:
+        estimate = await count_visitors(pool, r, SAMPLE) * SAMPLE_RATE
+        if estimate >= EXACT_VISITORS_BELOW:
+            return estimate, True
+    return await count_visitors(pool, r, ""), False
 
 
 async def active_sessions(pool: asyncpg.Pool, now: datetime) -> dict[str, int]:

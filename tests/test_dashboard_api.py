@@ -18,6 +18,7 @@ import pytest
 from dashboard_testing import PASSWORD, drop_database, migrated_database
 from starlette.testclient import TestClient
 
+from dashboard import queries
 from dashboard.app import create_app
 from dashboard.auth import hash_password
 from dashboard.config import DashboardConfig
@@ -246,17 +247,29 @@ def test_kpis_over_rollups_and_edges(client: TestClient, seeded_url: str) -> Non
     day = get(client, "/api/kpis?range=24h")
     assert kpi_values(day)["events"] == 11 + 7
     assert kpi_values(day)["sessions"] == 4
-    # Over 12 hours, distinct visitors are estimated from a hash sample of the visitor keys.
+    # Few visitors: counted exactly even over long ranges.
+    assert day["kpis"]["unique_visitors"]["approximate"] is False
+    assert kpi_values(day)["unique_visitors"] == 4
+    week = get(client, "/api/kpis?range=7d")
+    assert kpi_values(week)["events"] == 11 + 7 + 10
+    assert kpi_values(week)["unique_visitors"] == 5  # erin only in visitor_days
+    custom = get(client, "/api/kpis?range=custom&from=2026-05-01T11:00&to=2026-05-01T12:00")
+    assert kpi_values(custom)["events"] == 7 + 1
+    assert kpi_values(custom)["orders"] == 1
+
+
+def test_many_visitors_over_long_ranges_are_estimated_from_a_sample(
+    client: TestClient, seeded_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Over 12 hours, many distinct visitors are estimated from a hash sample of their keys.
+    monkeypatch.setattr(queries, "EXACT_VISITORS_BELOW", 0)
+    day = get(client, "/api/kpis?range=24h")
     four = ["alice@example.com", "bob@example.com", "carol@example.com", "anon-dave"]
     assert day["kpis"]["unique_visitors"]["approximate"] is True
     assert kpi_values(day)["unique_visitors"] == sampled_estimate(client, seeded_url, four)
     week = get(client, "/api/kpis?range=7d")
-    assert kpi_values(week)["events"] == 11 + 7 + 10
-    five = [*four, "erin@example.com"]  # erin only in visitor_days
+    five = [*four, "erin@example.com"]
     assert kpi_values(week)["unique_visitors"] == sampled_estimate(client, seeded_url, five)
-    custom = get(client, "/api/kpis?range=custom&from=2026-05-01T11:00&to=2026-05-01T12:00")
-    assert kpi_values(custom)["events"] == 7 + 1
-    assert kpi_values(custom)["orders"] == 1
 
 
 def test_rollups_follow_processor_upserts(client: TestClient, seeded_url: str) -> None:
