@@ -7,7 +7,10 @@ from typing import Final
 
 from gateway.responses import Headers
 
-ALLOWED_HEADERS: Final = b"authorization, content-type, content-encoding, x-write-key"
+# x-retry-count: analytics.js numbers its retries (a preflight refusing it would drop them).
+ALLOWED_HEADERS: Final = (
+    b"authorization, content-type, content-encoding, x-write-key, x-retry-count"
+)
 MAX_AGE_S: Final = b"600"
 
 

@@ -106,14 +106,17 @@ def presented_key(headers: RequestHeaders, query_string: bytes) -> bytes:
     return b""
 
 
-def authenticate(headers: RequestHeaders, query_string: bytes, keys: WriteKeys) -> str:
-    """The source name for the request's write key; 401 when missing or unknown."""
-    key = presented_key(headers, query_string)
+def authenticate(
+    headers: RequestHeaders, query_string: bytes, keys: WriteKeys, body_key: bytes = b""
+) -> str:
+    """The source name for the request's write key (else `body_key`, the key analytics.js puts
+    in its body); 401 when missing or unknown."""
+    key = presented_key(headers, query_string) or body_key
     if not key:
         raise HTTPError(
             401,
             "missing write key: send Authorization: Bearer KEY, Basic KEY:, "
-            "X-Write-Key, or ?writeKey=",
+            "X-Write-Key, or ?writeKey= (analytics.js: writeKey in the body)",
             [(b"www-authenticate", b'Bearer realm="clickstream"')],
         )
     source = keys.source_for(key)

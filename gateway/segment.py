@@ -9,6 +9,10 @@ Routes (all `POST`, same auth, gzip and body handling as our own routes, see `ga
 - `/v1/batch` with Segment's body `{"batch": [...], "sentAt": ..., "context": ...}`: the same path
   as our own `{"events": [...]}`; our decoder runs first and only a body it refuses is tried as
   Segment's, so our batches pay nothing. `/v1/import` takes the same Segment batch body.
+- analytics.js (`@segment/analytics-next` in browsers): `/v1/t`, `/v1/p`, `/v1/s`, `/v1/i`,
+  `/v1/g`, `/v1/a` (one message; the first letter of its type) and `/v1/b` (a Segment batch), as
+  `text/plain`, with the write key in the body's `writeKey` (newer versions also send it as the
+  Basic username). On these routes alone the gateway reads the body before it authenticates.
 
 Limits: Segment's 32 KB per message and 500 KB per batch, or ours where stricter (and at most
 our `max_batch_events` messages). Answers: `200 {"success": true, "accepted": n, "rejected":
@@ -64,6 +68,18 @@ SINGLE_TYPES: Final = {
     "/v1/alias": "alias",
 }
 BATCH_PATHS: Final = ("/v1/batch", "/v1/import")
+# analytics.js posts to `<apiHost>/<first letter of the type>`, and batches to `<apiHost>/b`.
+BROWSER_TYPES: Final = {
+    "/v1/t": "track",
+    "/v1/p": "page",
+    "/v1/s": "screen",
+    "/v1/i": "identify",
+    "/v1/g": "group",
+    "/v1/a": "alias",
+}
+BROWSER_BATCH_PATH: Final = "/v1/b"
+# Routes whose write key may be inside the body (analytics.js): the body is read before auth.
+KEY_IN_BODY_PATHS: Final = frozenset({*BROWSER_TYPES, BROWSER_BATCH_PATH})
 
 # Segment e-commerce spec event (in snake_case, so "Product Viewed" and "product_viewed" match)
 # -> our standard type.
@@ -142,6 +158,10 @@ class SegmentBatch(msgspec.Struct, rename="camel"):
     context: dict[str, Any] | None = None
 
 
+class BodyWriteKey(msgspec.Struct, rename="camel"):
+    write_key: str | None = None
+
+
 class SuccessResponse(msgspec.Struct):
     success: bool
     accepted: int
@@ -152,7 +172,17 @@ _message_decoder = msgspec.json.Decoder(Message)
 _batch_decoder = msgspec.json.Decoder(SegmentBatch)
 # Syntax only (values skipped untyped): tells "not JSON" (400) from "not a message" (rejected).
 _json_check = msgspec.json.Decoder(msgspec.Raw)
+_write_key_decoder = msgspec.json.Decoder(BodyWriteKey)
 _encode = msgspec.json.Encoder().encode
+
+
+def body_write_key(body: bytes) -> bytes:
+    """analytics.js's `writeKey` in the body; b"" when there is none to read (the request then
+    needs a key in a header, else it gets 401)."""
+    try:
+        return (_write_key_decoder.decode(body).write_key or "").encode()
+    except (msgspec.DecodeError, RecursionError):  # not an object with a string writeKey
+        return b""
 
 
 async def send_success(
@@ -593,7 +623,10 @@ def routes(limits: GatewaySettings, ours: Check) -> dict[str, Check]:
     def single(kind: str) -> Check:
         return lambda body, source: (check_single(body, source, kind, max_message), send_success)
 
-    found: dict[str, Check] = {path: single(kind) for path, kind in SINGLE_TYPES.items()}
+    found: dict[str, Check] = {
+        path: single(kind) for path, kind in (SINGLE_TYPES | BROWSER_TYPES).items()
+    }
     found["/v1/import"] = batch_only
+    found[BROWSER_BATCH_PATH] = batch_only
     found["/v1/batch"] = ours_or_segment
     return found

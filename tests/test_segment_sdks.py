@@ -2,27 +2,32 @@
 
 Each test runs the real stack: `clickstream gateway` under Granian and `clickstream processor`
 against the Pub/Sub emulator and a fresh PostgreSQL database. The SDKs are configured with the
-host and write key only: analytics-python in-process, analytics-node from Node (skipped with the
-reason when npm cannot install it).
+host and write key only: analytics-python in-process, analytics-node from Node, and analytics.js
+(`@segment/analytics-next`'s browser bundle) in headless Chromium on a page served from loopback
+(the npm packages are skipped with the reason when npm cannot install them).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import pytest
+from dashboard_testing import CHROMIUM, CHROMIUM_ARGS, chromium_missing
+from gateway_double import GatewayDouble, running
 from gateway_server import GatewayProcess, running_gateway
 from processor_testing import aggregate_mismatches, start_worker, stop_worker, wait_for
 from segment.analytics import Client
@@ -40,21 +45,31 @@ class Stack:
     database_url: str
 
 
+@contextlib.contextmanager
+def running_stack(
+    emulator_host: str,
+    project: str,
+    database_url: str,
+    log_dir: Path,
+    gateway_env: Mapping[str, str] | None = None,
+) -> Iterator[Stack]:
+    with running_gateway(emulator_host, project, log_dir, gateway_env) as gateway:
+        settings = Settings(
+            project=project, pubsub_emulator_host=emulator_host, database_url=database_url
+        )
+        worker = start_worker(settings, log_dir / "worker.log")
+        try:
+            yield Stack(gateway, database_url)
+        finally:
+            stop_worker(worker)
+
+
 @pytest.fixture
 def stack(
     pubsub_emulator_host: str, pubsub_project: str, fresh_database_url: str, tmp_path: Path
 ) -> Iterator[Stack]:
-    with running_gateway(pubsub_emulator_host, pubsub_project, tmp_path) as gateway:
-        settings = Settings(
-            project=pubsub_project,
-            pubsub_emulator_host=pubsub_emulator_host,
-            database_url=fresh_database_url,
-        )
-        worker = start_worker(settings, tmp_path / "worker.log")
-        try:
-            yield Stack(gateway, fresh_database_url)
-        finally:
-            stop_worker(worker)
+    with running_stack(pubsub_emulator_host, pubsub_project, fresh_database_url, tmp_path) as s:
+        yield s
 
 
 def shop_session(anonymous_id: str, user_id: str) -> list[tuple[str, dict[str, Any]]]:
@@ -203,12 +218,14 @@ def camel(params: dict[str, Any]) -> dict[str, Any]:
     return {names.get(key, key): value for key, value in params.items()}
 
 
-def node_sdk() -> None:
-    """Install analytics-node into tests/node (gitignored) if needed, or skip saying why."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are not installed")
-    if (NODE_DIR / "node_modules" / "@segment" / "analytics-node").is_dir():
-        return
+def node_package(name: str) -> Path:
+    """tests/node/node_modules/NAME, installed with npm (gitignored) if needed, or skip saying
+    why."""
+    installed = NODE_DIR / "node_modules" / name
+    if installed.is_dir():
+        return installed
+    if shutil.which("npm") is None:
+        pytest.skip(f"npm is not installed, so {name} cannot be")
     try:
         subprocess.run(
             ["npm", "install", "--no-audit", "--no-fund"],
@@ -219,7 +236,8 @@ def node_sdk() -> None:
         )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         output = getattr(exc, "stderr", b"") or b""
-        pytest.skip(f"npm could not install @segment/analytics-node: {output.decode()[-500:]}")
+        pytest.skip(f"npm could not install {name}: {output.decode()[-500:]}")
+    return installed
 
 
 def run_node(calls: list[tuple[str, dict[str, Any]]], host: str) -> None:
@@ -234,7 +252,9 @@ def run_node(calls: list[tuple[str, dict[str, Any]]], host: str) -> None:
 
 
 async def test_analytics_node_events_reach_postgres(stack: Stack) -> None:
-    node_sdk()
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    node_package("@segment/analytics-node")
     calls = [(method, camel(params)) for method, params in shop_session("anon-js", "user-js")]
     run_node(calls, stack.gateway.url)
     await check_shop_session(stack.database_url, "anon-js", "user-js")
@@ -293,6 +313,123 @@ async def test_a_retried_batch_counts_once_and_rejections_are_kept(stack: Stack)
         for row in raws:  # each attempt's refused message, as sent, with the reason
             assert json.loads(row["raw"])["messageId"] == "broken"
             assert "`event` is required" in row["reason"]
+        assert await aggregate_mismatches(conn) == {}
+    finally:
+        await conn.close()
+
+
+# analytics.js: the shop's page loads analytics-next's browser bundle with a script tag and
+# gives its settings inline (`cdnSettings`, so Segment's CDN is never asked), with Segment.io
+# pointed at the gateway: the one change a shop makes. `window.shop` is the AnalyticsBrowser.
+def shop_page(api_host: str) -> bytes:
+    return f"""<!doctype html>
+<html><head><title>Mug | Example Shop</title>
+<script src="/analytics-next.js"></script>
+<script>
+  window.shop = AnalyticsNext.AnalyticsBrowser.load(
+    {{ writeKey: "{WRITE_KEY}",
+       cdnSettings: {{ integrations: {{ "Segment.io": {{ apiKey: "{WRITE_KEY}" }} }} }} }},
+    {{ integrations: {{ "Segment.io": {{ apiHost: "{api_host}", protocol: "http" }} }} }},
+  );
+</script></head><body><h1>Mug</h1></body></html>
+""".encode()
+
+
+BROWSE_AND_SIGN_IN = """async (mug) => {
+  await window.shop.page();
+  await window.shop.track("Product Viewed", mug);
+  await window.shop.identify("user-browser", { email: "user-browser@example.com" });
+  const [analytics] = await window.shop;
+  return analytics.user().anonymousId();
+}"""
+MUG = {"product_id": "p-1", "sku": "MUG-1", "name": "Mug", "category": "Kitchen", "price": 12.5}
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(chromium_missing() is not None, reason=chromium_missing() or "")
+@pytest.mark.parametrize(
+    ("package", "basic_auth"),
+    [
+        # The latest sends the write key both in the body and as the Basic username.
+        ("@segment/analytics-next", True),
+        # analytics-next 1.81.0 (npm alias in tests/node/package.json) sends it in the body only.
+        ("analytics-next-key-in-body", False),
+    ],
+)
+async def test_analytics_js_in_a_browser_events_reach_postgres(
+    pubsub_emulator_host: str,
+    pubsub_project: str,
+    fresh_database_url: str,
+    tmp_path: Path,
+    package: str,
+    basic_auth: bool,
+) -> None:
+    from playwright.async_api import Request, Route, async_playwright
+
+    bundle = node_package(package) / "dist" / "umd" / "index.js"
+    pages = {"/analytics-next.js": ("text/javascript", bundle.read_bytes())}
+    with running(GatewayDouble(pages=pages)) as shop:
+        # The shop's origin must be allowed to call the gateway from its pages.
+        env = {"CLICKSTREAM_CORS_ORIGINS": shop.url}
+        with running_stack(
+            pubsub_emulator_host, pubsub_project, fresh_database_url, tmp_path, env
+        ) as stack:
+            api_host = stack.gateway.url.removeprefix("http://") + "/v1"
+            shop.pages["/mug"] = ("text/html", shop_page(api_host))
+            outside: list[str] = []  # anything but loopback (Segment's CDN or API) is refused
+            posted: list[Request] = []
+
+            async def loopback_only(route: Route) -> None:
+                if urlsplit(route.request.url).hostname == "127.0.0.1":
+                    await route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    await route.abort()
+
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                try:
+                    page = await browser.new_page()
+                    await page.route("**/*", loopback_only)
+                    page.on("request", lambda r: r.method == "POST" and posted.append(r))
+                    await page.goto(f"{shop.url}/mug")
+                    anonymous_id = await page.evaluate(BROWSE_AND_SIGN_IN, MUG)
+                    await wait_for(stack.database_url, "SELECT count(*) FROM events", 3)
+                finally:
+                    await browser.close()
+    assert outside == []
+    assert sorted(urlsplit(r.url).path for r in posted) == ["/v1/i", "/v1/p", "/v1/t"]
+    assert {r.post_data_json["writeKey"] for r in posted} == {WRITE_KEY}
+    assert {"authorization" in r.headers for r in posted} == {basic_auth}
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT event_type, anonymous_id, user_id, page_url, page_title, product_id,"
+            " product_name, price, source FROM events ORDER BY event_type"
+        )
+        assert [r["event_type"] for r in rows] == ["identify", "page_view", "product_view"]
+        assert {(r["anonymous_id"], r["source"]) for r in rows} == {(anonymous_id, "web")}
+        identify, page_view, product_view = rows
+        assert identify["user_id"] == "user-browser"
+        assert (page_view["page_url"], page_view["page_title"]) == (
+            f"{shop.url}/mug",
+            "Mug | Example Shop",
+        )
+        assert tuple(product_view[k] for k in ("product_id", "product_name", "price")) == (
+            "p-1",
+            "Mug",
+            12.5,
+        )
+        assert await conn.fetchval("SELECT count(*) FROM bad_events") == 0
+        # The identify linked the browser's anonymous id to the user and merged its profile.
+        assert (
+            await conn.fetchval(
+                "SELECT user_id FROM identities WHERE anonymous_id = $1", anonymous_id
+            )
+            == "user-browser"
+        )
+        [profile] = await conn.fetch("SELECT visitor_key, events FROM customers")
+        assert (profile["visitor_key"], profile["events"]) == ("user-browser", 3)
         assert await aggregate_mismatches(conn) == {}
     finally:
         await conn.close()
