@@ -420,3 +420,31 @@ def test_batch_context_is_merged_under_each_message() -> None:
         {"user_agent": "Server/1", "locale": "de-DE"},
         {"user_agent": "Server/1", "locale": "en-GB"},
     ]
+
+
+def test_analytics_js_paths_take_the_type_from_their_letter() -> None:
+    for letter, kind in [("t", "track"), ("p", "page"), ("s", "screen"), ("i", "identify")]:
+        payload = {**track("Product Viewed", product_id="p-1"), "type": kind, "userId": "u-1"}
+        assert one(payload, kind).event_type == one(payload, letter).event_type
+    group = {"type": "group", "userId": "u-1", "groupId": "g-1", "writeKey": "k"}
+    assert one(group, "g").event_type == "group"
+    alias = {"type": "alias", "userId": "u-1", "previousId": "anon-1", "writeKey": "k"}
+    assert one(alias, "a").anonymous_id == "anon-1"
+    events, errors = accept("/v1/b", {"writeKey": "k", "batch": [track("A"), track("B")]})
+    assert (len(events), errors) == (2, [])
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"writeKey": "abc", "type": "track"}', b"abc"),
+        (b'{"type": "track"}', b""),
+        (b'{"writeKey": 5}', b""),
+        (b'[{"writeKey": "abc"}]', b""),
+        (b"{oops", b""),
+        (b'{"writeKey": "abc", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b""),
+    ],
+    ids=["present", "absent", "not-a-string", "array", "not-json", "nested-too-deep"],
+)
+def test_the_write_key_is_read_from_the_body_or_not_at_all(body: bytes, key: bytes) -> None:
+    assert segment.body_write_key(body) == key
