@@ -2,8 +2,11 @@
 
     .venv/bin/pytest benchmarks/test_processor_bench.py --benchmark-enable
 
-Target: >= 100k events/s per core through decode + enrich + PostgreSQL sink. The bounded
-end-to-end run (client CPU vs wall time, concurrent batches) is benchmarks/processor_throughput.py.
+Target: >= 100k events/s per core through decode + enrich + PostgreSQL sink. Workloads
+(benchmarks/processor_workload.py): `shoppers` (the load generator's shopper model, realistic)
+and `worst` (nearly every event its session's and customer's only one in the batch). The bounded
+end-to-end run (processor and PostgreSQL CPU per event, concurrent batches) is
+benchmarks/processor_throughput.py.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
-from processor_workload import messages
+from processor_workload import batches
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from processor.core import Processor, decode
@@ -22,10 +25,12 @@ from processor.migrations import migrate
 from processor.postgres import PostgresSink, create_sink_pool
 
 BATCH = 5_000
+WORKLOADS = ("shoppers", "worst")
 
 
-def test_decode_and_enrich(benchmark: BenchmarkFixture) -> None:
-    batch = messages(BATCH)
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_decode_and_enrich(benchmark: BenchmarkFixture, workload: str) -> None:
+    batch = next(batches(workload, BATCH))
     decode(batch)  # warm the user-agent and URL caches, as a running worker has them
     result = benchmark(decode, batch)
     assert len(result.events) == BATCH
@@ -62,14 +67,18 @@ def sink(loop: asyncio.AbstractEventLoop, database_url: str) -> Iterator[Postgre
     loop.run_until_complete(pool.close())
 
 
+@pytest.mark.parametrize("workload", WORKLOADS)
 def test_postgres_batch_write(
-    benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop, sink: PostgresSink
+    benchmark: BenchmarkFixture,
+    loop: asyncio.AbstractEventLoop,
+    sink: PostgresSink,
+    workload: str,
 ) -> None:
     """One transaction of 5,000 new events: sessions, COPY, insert, every aggregate."""
-    seeds = iter(range(10_000))
+    stream = batches(workload, BATCH)
 
     def setup() -> tuple[tuple[object, ...], dict[str, object]]:
-        batch = decode(messages(BATCH, seed=next(seeds)))
+        batch = decode(next(stream))
         return (batch.events, batch.bad), {}
 
     def write(events: list, bad: list) -> None:
@@ -78,15 +87,19 @@ def test_postgres_batch_write(
     benchmark.pedantic(write, setup=setup, rounds=8, warmup_rounds=1)
 
 
+@pytest.mark.parametrize("workload", WORKLOADS)
 def test_decode_enrich_and_write(
-    benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop, sink: PostgresSink
+    benchmark: BenchmarkFixture,
+    loop: asyncio.AbstractEventLoop,
+    sink: PostgresSink,
+    workload: str,
 ) -> None:
     """The whole core for one batch of 50 gateway messages of 100 events."""
     processor = Processor(sink)
-    seeds = iter(range(10_000, 20_000))
+    stream = batches(workload, BATCH)
 
     def setup() -> tuple[tuple[object, ...], dict[str, object]]:
-        return (messages(BATCH, seed=next(seeds)),), {}
+        return (next(stream),), {}
 
     def process(batch: list) -> None:
         loop.run_until_complete(processor.process(batch))
