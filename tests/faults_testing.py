@@ -34,6 +34,7 @@ import asyncpg
 import httpx
 from gateway_server import GATEWAY_COMMAND, WRITE_KEYS, free_port, stop, wait_ready
 from gateway_server import GatewayProcess as Gateway
+from google.api_core.exceptions import GoogleAPICallError
 from processor_testing import aggregate_mismatches
 
 from clickstream.audit import Report, audit
@@ -234,7 +235,15 @@ class Pipeline:
         that PostgreSQL holds nothing else and its aggregates equal a recount."""
         deadline = time.monotonic() + within
         while True:
-            report = await audit(ids_file, self.settings)
+            try:
+                report = await audit(ids_file, self.settings)
+            except GoogleAPICallError:
+                # bqemulator (DuckDB) refuses a query while an append holds its connection
+                # ("connection is busy"); the audit only reads, so it is simply asked again.
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1)
+                continue
             if report.ok or time.monotonic() > deadline:
                 break
             await asyncio.sleep(1)

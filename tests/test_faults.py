@@ -166,6 +166,7 @@ async def test_pubsub_unreachable_then_back(running: Pipeline) -> None:
         await wait_until(lambda: _ready(running.url), 60, "readiness after the outage")
         done.set()
         await watcher
+        seen.append((time.monotonic(), await readiness(running.url)))
 
     figures = await under_load(running, fault)
     statuses = [status for _, status in seen]
