@@ -54,6 +54,7 @@ def third(samples: list[dict[str, Any]], which: int) -> list[dict[str, Any]]:
     return samples[which * n : (which + 1) * n] if which < 2 else samples[2 * n :]
 
 
+@pytest.mark.timeout(SECONDS + 240)  # the suite's 300 s default would cut a long soak short
 async def test_soak_memory_flat_and_queues_bounded(
     pubsub_emulator_host: str,
     bigquery_emulator: dict[str, str],
