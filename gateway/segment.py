@@ -134,7 +134,9 @@ class SegmentContext(msgspec.Struct, rename="camel"):
 Id = str | int | None
 
 
-class Message(msgspec.Struct, rename="camel"):
+class SegmentMessage(msgspec.Struct, rename="camel"):
+    """One Segment message; fields not listed (integrations...) are ignored (docs/segment.md)."""
+
     type: str | None = None
     message_id: Id = None
     anonymous_id: Id = None
@@ -168,7 +170,7 @@ class SuccessResponse(msgspec.Struct):
     rejected: list[Rejection]
 
 
-_message_decoder = msgspec.json.Decoder(Message)
+_message_decoder = msgspec.json.Decoder(SegmentMessage)
 _batch_decoder = msgspec.json.Decoder(SegmentBatch)
 # Syntax only (values skipped untyped): tells "not JSON" (400) from "not a message" (rejected).
 _json_check = msgspec.json.Decoder(msgspec.Raw)
@@ -223,7 +225,9 @@ def event_id(source: str, message_id: Id, raw: bytes) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{source}\x00{key}"))
 
 
-def occurred_at(message: Message, batch_sent_at: datetime | None, received_at: datetime) -> str:
+def occurred_at(
+    message: SegmentMessage, batch_sent_at: datetime | None, received_at: datetime
+) -> str:
     """Segment's timestamp rule: correct the client's clock by how far off its `sentAt` was."""
     timestamp = _aware(message.timestamp)
     sent_at = _aware(message.sent_at or batch_sent_at)
@@ -363,7 +367,7 @@ def _checkout(properties: dict[str, Any]) -> None:
             )
 
 
-def _context(message: Message, defaults: Mapping[str, Any] | None) -> SegmentContext:
+def _context(message: SegmentMessage, defaults: Mapping[str, Any] | None) -> SegmentContext:
     merged = {**defaults, **(message.context or {})} if defaults else message.context
     if not merged:
         return SegmentContext()
@@ -416,7 +420,7 @@ def _page(context: SegmentContext, properties: dict[str, Any] | None) -> dict[st
 
 
 def to_event(
-    message: Message,
+    message: SegmentMessage,
     kind: str,
     raw: bytes,
     source: str,

@@ -19,6 +19,7 @@ from clickstream.config import Settings
 from clickstream.contract import Event
 from gateway import segment
 from gateway.app import Check, answer_accepted, create_app
+from gateway.openapi import openapi_document
 from gateway.parsing import HTTPError
 from gateway.settings import GatewaySettings
 
@@ -448,3 +449,25 @@ def test_analytics_js_paths_take_the_type_from_their_letter() -> None:
 )
 def test_the_write_key_is_read_from_the_body_or_not_at_all(body: bytes, key: bytes) -> None:
     assert segment.body_write_key(body) == key
+
+
+def test_every_ingest_route_is_in_the_openapi_document() -> None:
+    document = openapi_document(GatewaySettings())
+    assert set(ROUTES) <= set(document["paths"])
+    schemas = document["components"]["schemas"]
+    for path in [*segment.SINGLE_TYPES, *segment.BROWSER_TYPES, "/v1/b", "/v1/import"]:
+        operation = document["paths"][path]["post"]
+        assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/SuccessResponse"
+        }
+        # analytics.js's routes may carry no header key at all: the body has it.
+        assert ({} in operation["security"]) == (path in segment.KEY_IN_BODY_PATHS)
+    assert set(schemas["SuccessResponse"]["required"]) == {"success", "accepted", "rejected"}
+    assert {"type", "messageId", "anonymousId", "userId", "event", "properties", "context",
+            "timestamp", "sentAt"} <= set(schemas["SegmentMessage"]["properties"])  # fmt: skip
+    assert "writeKey" in schemas["AnalyticsJsMessage"]["properties"]
+    batch_body = document["paths"]["/v1/batch"]["post"]["requestBody"]["content"]
+    assert batch_body["application/json"]["schema"]["anyOf"] == [
+        {"$ref": "#/components/schemas/BatchBody"},
+        {"$ref": "#/components/schemas/SegmentBatchBody"},
+    ]
