@@ -259,6 +259,7 @@ def outcome(check: Callable[[], Any]) -> int:
     return 202
 
 
+@pytest.mark.timeout(max(300, EXAMPLES // 10))
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(body=st.binary(max_size=400) | mutated_events().map(msgspec.json.encode))
 def test_contract_never_fails_unexpectedly(body: bytes) -> None:
@@ -276,6 +277,7 @@ def test_contract_never_fails_unexpectedly(body: bytes) -> None:
     outcome(lambda: gunzip(body, 4096))
 
 
+@pytest.mark.timeout(max(300, EXAMPLES // 10))  # long runs: see the docstring
 @settings(
     max_examples=EXAMPLES,
     deadline=None,

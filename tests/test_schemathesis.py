@@ -59,6 +59,7 @@ def fuzz(key: str, strategy: Any) -> Any:
 
 # The pytest plugin of schemathesis 4.32 does not run under pytest 9 (it reads a removed
 # `_nodeid`), so each operation's strategy is driven by hypothesis directly.
+@pytest.mark.timeout(max(300, EXAMPLES // 10))  # long runs: see the docstring
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_gateway_conforms_and_never_fails(
     operations: dict[str, Any], gateway: GatewayProcess, mode: GenerationMode
