@@ -23,6 +23,9 @@ from clickstream.pubsub_clients import publisher_async_client
 
 log = logging.getLogger(__name__)
 
+_RawRequest = PublishRequest.pb()
+_RawMessage = PubsubMessage.pb()
+
 # Codes Google's own publisher retries (publisher_client_config + UNAVAILABLE on connect).
 RETRYABLE: Final = frozenset(
     {
@@ -114,8 +117,12 @@ class _Sender:
         self._metadata = (("x-goog-request-params", f"topic={topic_path}"),)
 
     async def __call__(self, data: bytes, attributes: dict[str, str]) -> None:
-        request = PublishRequest(
-            topic=self._topic_path, messages=[PubsubMessage(data=data, attributes=attributes)]
+        # Built as the raw protobuf and wrapped: proto-plus's constructors marshal field by
+        # field (43 µs against 19 µs for a 37 KB message; 10% of the batch path's CPU).
+        request = PublishRequest.wrap(
+            _RawRequest(
+                topic=self._topic_path, messages=[_RawMessage(data=data, attributes=attributes)]
+            )
         )
         deadline = time.monotonic() + self._pubsub._timeout_s
         backoff = FIRST_BACKOFF_S
