@@ -321,7 +321,9 @@ async def test_a_retried_batch_counts_once_and_rejections_are_kept(stack: Stack)
 # analytics.js: the shop's page loads analytics-next's browser bundle with a script tag and
 # gives its settings inline (`cdnSettings`, so Segment's CDN is never asked), with Segment.io
 # pointed at the gateway: the one change a shop makes. `window.shop` is the AnalyticsBrowser.
-def shop_page(api_host: str) -> bytes:
+def shop_page(api_host: str, batching: bool) -> bytes:
+    # Batching delivery posts to <apiHost>/b; here after 3 calls, or 100 ms.
+    batches = ', deliveryStrategy: { strategy: "batching", config: { size: 3, timeout: 100 } }'
     return f"""<!doctype html>
 <html><head><title>Mug | Example Shop</title>
 <script src="/analytics-next.js"></script>
@@ -329,7 +331,8 @@ def shop_page(api_host: str) -> bytes:
   window.shop = AnalyticsNext.AnalyticsBrowser.load(
     {{ writeKey: "{WRITE_KEY}",
        cdnSettings: {{ integrations: {{ "Segment.io": {{ apiKey: "{WRITE_KEY}" }} }} }} }},
-    {{ integrations: {{ "Segment.io": {{ apiHost: "{api_host}", protocol: "http" }} }} }},
+    {{ integrations: {{ "Segment.io": {{
+         apiHost: "{api_host}", protocol: "http"{batches if batching else ""} }} }} }},
   );
 </script></head><body><h1>Mug</h1></body></html>
 """.encode()
@@ -348,13 +351,15 @@ MUG = {"product_id": "p-1", "sku": "MUG-1", "name": "Mug", "category": "Kitchen"
 @pytest.mark.browser
 @pytest.mark.skipif(chromium_missing() is not None, reason=chromium_missing() or "")
 @pytest.mark.parametrize(
-    ("package", "basic_auth"),
+    ("package", "basic_auth", "batching"),
     [
         # The latest sends the write key both in the body and as the Basic username.
-        ("@segment/analytics-next", True),
+        ("@segment/analytics-next", True, False),
+        ("@segment/analytics-next", True, True),
         # analytics-next 1.81.0 (npm alias in tests/node/package.json) sends it in the body only.
-        ("analytics-next-key-in-body", False),
+        ("analytics-next-key-in-body", False, False),
     ],
+    ids=["latest", "latest-batching", "key-in-body"],
 )
 async def test_analytics_js_in_a_browser_events_reach_postgres(
     pubsub_emulator_host: str,
@@ -363,6 +368,7 @@ async def test_analytics_js_in_a_browser_events_reach_postgres(
     tmp_path: Path,
     package: str,
     basic_auth: bool,
+    batching: bool,
 ) -> None:
     from playwright.async_api import Request, Route, async_playwright
 
@@ -375,7 +381,7 @@ async def test_analytics_js_in_a_browser_events_reach_postgres(
             pubsub_emulator_host, pubsub_project, fresh_database_url, tmp_path, env
         ) as stack:
             api_host = stack.gateway.url.removeprefix("http://") + "/v1"
-            shop.pages["/mug"] = ("text/html", shop_page(api_host))
+            shop.pages["/mug"] = ("text/html", shop_page(api_host, batching))
             outside: list[str] = []  # anything but loopback (Segment's CDN or API) is refused
             posted: list[Request] = []
 
@@ -398,7 +404,8 @@ async def test_analytics_js_in_a_browser_events_reach_postgres(
                 finally:
                     await browser.close()
     assert outside == []
-    assert sorted(urlsplit(r.url).path for r in posted) == ["/v1/i", "/v1/p", "/v1/t"]
+    paths = sorted(urlsplit(r.url).path for r in posted)
+    assert paths == (["/v1/b"] * len(posted) if batching else ["/v1/i", "/v1/p", "/v1/t"])
     assert {r.post_data_json["writeKey"] for r in posted} == {WRITE_KEY}
     assert {"authorization" in r.headers for r in posted} == {basic_auth}
     conn = await asyncpg.connect(stack.database_url)
