@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -379,7 +380,7 @@ class Settings:
 FULL = Settings(
     [16, 64, 256],
     2,
-    8,
+    6,
     [1e3, 2e3, 4e3, 6e3, 8e3, 10e3, 12e3, 14e3, 16e3, 18e3, 20e3, 24e3, 28e3],
     [100, 250, 500, 1000, 1500, 2000, 2500, 3000],
     4,
@@ -628,8 +629,11 @@ def markdown(
     lines += ["", "## Processor end to end (unpinned)", ""]
     for name, entry in processor.items():
         rate = f"{entry['rate']:,.0f}" if entry["rate"] is not None else "n/a"
+        rate += f" {entry['unit']} (wall)"
+        if entry.get("per_core") is not None:
+            rate += f"; the processor's own CPU: {entry['per_core']:,.0f} {entry['unit']} per core"
         lines += [
-            f"**{name}**: {rate} {entry['unit']}",
+            f"**{name}**: {rate}",
             "",
             "```",
             entry["output"].strip(),
@@ -646,6 +650,16 @@ def charts(out: Path, rows: list[dict], curves: list[dict]) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
+    if rows:
+        written.append(throughput_chart(plt, out, rows))
+    if curves:
+        written.append(latency_chart(plt, out, curves))
+    if any(r["contender"].startswith("gateway") for r in rows):
+        written.append(scaling_chart(plt, out, rows))
+    return written
+
+
+def throughput_chart(plt: Any, out: Path, rows: list[dict]) -> str:
     at = 64 if any(r["connections"] == 64 for r in rows) else rows[0]["connections"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for ax, route, key, label in (
@@ -662,8 +676,10 @@ def charts(out: Path, rows: list[dict], curves: list[dict]) -> list[str]:
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=110)
     plt.close(fig)
-    written.append("throughput.png")
+    return "throughput.png"
 
+
+def latency_chart(plt: Any, out: Path, curves: list[dict]) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for ax, route in zip(axes, ROUTES, strict=True):
         for name in sorted({str(p["contender"]) for p in curves if p["route"] == route}):
@@ -691,27 +707,25 @@ def charts(out: Path, rows: list[dict], curves: list[dict]) -> list[str]:
     fig.tight_layout()
     fig.savefig(out / "latency_under_load.png", dpi=110)
     plt.close(fig)
-    written.append("latency_under_load.png")
+    return "latency_under_load.png"
 
+
+def scaling_chart(plt: Any, out: Path, rows: list[dict]) -> str:
     scaling = [r for r in rows if r["contender"].startswith("gateway")]
-    if scaling:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-        for ax, route, key in ((axes[0], "single", "rps"), (axes[1], "batch", "events_per_s")):
-            for name in sorted({r["contender"] for r in scaling}):
-                picked = [r for r in scaling if r["contender"] == name and r["route"] == route]
-                ax.plot(
-                    [r["connections"] for r in picked], [r[key] for r in picked], "o-", label=name
-                )
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("connections (wrk, closed loop)")
-            ax.set_title(f"gateway scaling: {'req/s' if key == 'rps' else 'events/s'}, {route}")
-            ax.legend(fontsize=8)
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "scaling.png", dpi=110)
-        plt.close(fig)
-        written.append("scaling.png")
-    return written
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, route, key in ((axes[0], "single", "rps"), (axes[1], "batch", "events_per_s")):
+        for name in sorted({r["contender"] for r in scaling}):
+            picked = [r for r in scaling if r["contender"] == name and r["route"] == route]
+            ax.plot([r["connections"] for r in picked], [r[key] for r in picked], "o-", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("connections (wrk, closed loop)")
+        ax.set_title(f"gateway scaling: {'req/s' if key == 'rps' else 'events/s'}, {route}")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "scaling.png", dpi=110)
+    plt.close(fig)
+    return "scaling.png"
 
 
 def machine() -> str:
@@ -863,6 +877,7 @@ def main() -> int:
         )
         processor["PostgreSQL (processor_throughput.py)"] = {
             "rate": first_rate(text, "decode + enrich + PG sink"),
+            "per_core": first_rate(text, "processor CPU"),
             "unit": "events/s",
             "output": text,
         }
@@ -894,7 +909,7 @@ def main() -> int:
     )
     report = markdown(meta, rows, curves, stalled, processor)
     if rows or curves:
-        images = charts(out, rows, curves) if rows and curves else []
+        images = charts(out, rows, curves)
         report += "\n" + "\n".join(f"![{name}]({name})" for name in images) + "\n"
     (out / "results.md").write_text(report)
     print(report)
