@@ -28,13 +28,8 @@ import httpx
 
 # The dashboard's test helpers start the real `clickstream dashboard` server and know Chromium.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from dashboard_testing import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    PASSWORD,
-    chromium_missing,
-    dashboard_server,
-)
+from browser_testing import CHROMIUM, CHROMIUM_ARGS, chromium_missing
+from dashboard_testing import PASSWORD, dashboard_server
 
 from dashboard.ranges import PRESETS
 from dashboard.seed import seed_database

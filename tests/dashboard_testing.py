@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,25 +20,7 @@ from gateway_server import free_port
 
 from processor.migrations import migrate
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PASSWORD = "correct horse battery"
-
-
-def chromium_missing() -> str | None:
-    """Why browser tests cannot run here, or None."""
-    if shutil.which(CHROMIUM) is None:
-        return f"{CHROMIUM} is not installed (apt-get install chromium)"
-    return None
 
 
 async def migrated_database(server_url: str) -> str:

@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from browser_testing import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from dashboard_testing import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PASSWORD,
     DashboardProcess,
-    chromium_missing,
     dashboard_server,
     drop_database,
     migrated_database,
@@ -31,7 +29,7 @@ from processor.records import EnrichedEvent
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(chromium_missing() is not None, reason=chromium_missing() or ""),
+    requires_chromium,
 ]
 playwright_sync = pytest.importorskip("playwright.sync_api")
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"

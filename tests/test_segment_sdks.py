@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 import pytest
-from dashboard_testing import CHROMIUM, CHROMIUM_ARGS, chromium_missing
+from browser_testing import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from gateway_double import GatewayDouble, running
 from gateway_server import GatewayProcess, running_gateway
 from processor_testing import aggregate_mismatches, start_worker, stop_worker, wait_for
@@ -349,7 +349,7 @@ MUG = {"product_id": "p-1", "sku": "MUG-1", "name": "Mug", "category": "Kitchen"
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(chromium_missing() is not None, reason=chromium_missing() or "")
+@requires_chromium
 @pytest.mark.parametrize(
     ("package", "basic_auth", "batching"),
     [

@@ -21,24 +21,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from browser_testing import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from gateway_server import free_port
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
 from clickstream_sdk import Client, Product
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = pytest.mark.slow
 
@@ -200,7 +189,7 @@ def bigquery_ids(stack: Stack) -> set[str]:
     return {row.event_id for row in rows}
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} missing")
+@requires_chromium
 async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(
     tmp_path: Path, shop: Shop
 ) -> None:

@@ -9,27 +9,16 @@ drains the queue when the page goes away.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from browser_testing import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from gateway_double import GatewayDouble, Request, running
 
 from clickstream_sdk.tracker import TRACKER_CONTENT_TYPE, TRACKER_PATH, tracker_script
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PAGE = f"""<!doctype html>
 <html><head><title>Trail shoes | Example Shop</title>
 <script type="module">
@@ -49,9 +38,7 @@ SHOE = {
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} missing (apt-get install -y chromium)"
-    ),
+    requires_chromium,
 ]
 
 
