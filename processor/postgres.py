@@ -18,7 +18,9 @@ step 3 and merge anonymous profiles after step 4, in the same transaction.
 
 A redelivered message, or the same event in two messages, inserts nothing in step 3 and so
 changes no aggregate. Every upsert visits its keys in sorted order, so concurrent batches wait
-for each other instead of deadlocking. Hours and days are UTC. Revenue sums `order.revenue`
+for each other instead of deadlocking; rows that every batch touches (this minute's and this
+hour's counters, and the dashboard rollups their triggers keep) come last, so concurrent batches
+wait on each other only at the end. Hours and days are UTC. Revenue sums `order.revenue`
 as sent, whatever the currency.
 """
 
@@ -149,46 +151,6 @@ SELECT session_id, visitor_key, started_at, referrer_class, utm_source, utm_medi
        device_type, browser, os
 FROM upserted WHERE inserted;
 
-INSERT INTO funnel_steps (session_id, step, reached_at)
-SELECT session_id COLLATE "C", event_type COLLATE "C", min(occurred_at) FROM fresh
-WHERE event_type IN ({", ".join(f"'{step}'" for step in FUNNEL_STEPS)})
-GROUP BY 1, 2 ORDER BY 1, 2
-ON CONFLICT (session_id, step) DO UPDATE SET reached_at = excluded.reached_at
-WHERE excluded.reached_at < funnel_steps.reached_at;
-
-WITH lines AS (
-    SELECT date_trunc('hour', occurred_at, 'UTC') AS hour, product_id, product_name, category,
-           (event_type = 'product_view')::int AS views,
-           (event_type = 'add_to_cart')::int AS carts,
-           (event_type = 'remove_from_cart')::int AS removals,
-           CASE WHEN event_type = 'purchase' THEN coalesce(quantity, 1) ELSE 0 END AS units,
-           CASE WHEN event_type = 'purchase'
-                THEN coalesce(price, 0) * coalesce(quantity, 1) ELSE 0 END AS revenue
-    FROM fresh
-    WHERE product_id IS NOT NULL
-      AND (event_type IN ('product_view', 'add_to_cart', 'remove_from_cart')
-           OR (event_type = 'purchase' AND order_items IS NULL))
-    UNION ALL
-    SELECT date_trunc('hour', f.occurred_at, 'UTC'), item->>'product_id', item->>'name',
-           item->>'category', 0, 0, 0, coalesce((item->>'quantity')::int, 1),
-           coalesce((item->>'price')::numeric, 0) * coalesce((item->>'quantity')::int, 1)
-    FROM fresh f CROSS JOIN LATERAL jsonb_array_elements(f.order_items) AS item
-    WHERE f.event_type = 'purchase' AND f.order_items IS NOT NULL
-)
-INSERT INTO product_metrics_hour (hour, product_id, product_name, category, views, carts,
-                                  removals, units, revenue)
-SELECT hour, product_id COLLATE "C", max(product_name), max(category), sum(views), sum(carts),
-       sum(removals), sum(units), sum(revenue)
-FROM lines GROUP BY 1, 2 ORDER BY 1, 2
-ON CONFLICT (hour, product_id) DO UPDATE SET
-    product_name = coalesce(excluded.product_name, product_metrics_hour.product_name),
-    category = coalesce(excluded.category, product_metrics_hour.category),
-    views = product_metrics_hour.views + excluded.views,
-    carts = product_metrics_hour.carts + excluded.carts,
-    removals = product_metrics_hour.removals + excluded.removals,
-    units = product_metrics_hour.units + excluded.units,
-    revenue = product_metrics_hour.revenue + excluded.revenue;
-
 WITH per AS (
     SELECT visitor_key COLLATE "C" AS visitor_key,
            max(user_id) AS user_id,
@@ -252,6 +214,48 @@ ON CONFLICT (visitor_key) DO UPDATE SET
     device_type = CASE WHEN excluded.last_seen_at >= customers.last_seen_at
                        THEN excluded.device_type ELSE customers.device_type END;
 
+-- From here on, rows that every batch touches (this hour's, this minute's): last, so
+-- their locks are held for the shortest time.
+INSERT INTO funnel_steps (session_id, step, reached_at)
+SELECT session_id COLLATE "C", event_type COLLATE "C", min(occurred_at) FROM fresh
+WHERE event_type IN ({", ".join(f"'{step}'" for step in FUNNEL_STEPS)})
+GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (session_id, step) DO UPDATE SET reached_at = excluded.reached_at
+WHERE excluded.reached_at < funnel_steps.reached_at;
+
+WITH lines AS (
+    SELECT date_trunc('hour', occurred_at, 'UTC') AS hour, product_id, product_name, category,
+           (event_type = 'product_view')::int AS views,
+           (event_type = 'add_to_cart')::int AS carts,
+           (event_type = 'remove_from_cart')::int AS removals,
+           CASE WHEN event_type = 'purchase' THEN coalesce(quantity, 1) ELSE 0 END AS units,
+           CASE WHEN event_type = 'purchase'
+                THEN coalesce(price, 0) * coalesce(quantity, 1) ELSE 0 END AS revenue
+    FROM fresh
+    WHERE product_id IS NOT NULL
+      AND (event_type IN ('product_view', 'add_to_cart', 'remove_from_cart')
+           OR (event_type = 'purchase' AND order_items IS NULL))
+    UNION ALL
+    SELECT date_trunc('hour', f.occurred_at, 'UTC'), item->>'product_id', item->>'name',
+           item->>'category', 0, 0, 0, coalesce((item->>'quantity')::int, 1),
+           coalesce((item->>'price')::numeric, 0) * coalesce((item->>'quantity')::int, 1)
+    FROM fresh f CROSS JOIN LATERAL jsonb_array_elements(f.order_items) AS item
+    WHERE f.event_type = 'purchase' AND f.order_items IS NOT NULL
+)
+INSERT INTO product_metrics_hour (hour, product_id, product_name, category, views, carts,
+                                  removals, units, revenue)
+SELECT hour, product_id COLLATE "C", max(product_name), max(category), sum(views), sum(carts),
+       sum(removals), sum(units), sum(revenue)
+FROM lines GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (hour, product_id) DO UPDATE SET
+    product_name = coalesce(excluded.product_name, product_metrics_hour.product_name),
+    category = coalesce(excluded.category, product_metrics_hour.category),
+    views = product_metrics_hour.views + excluded.views,
+    carts = product_metrics_hour.carts + excluded.carts,
+    removals = product_metrics_hour.removals + excluded.removals,
+    units = product_metrics_hour.units + excluded.units,
+    revenue = product_metrics_hour.revenue + excluded.revenue;
+
 INSERT INTO traffic_hour (hour, referrer_class, utm_source, utm_medium, sessions)
 SELECT date_trunc('hour', started_at, 'UTC'), referrer_class, coalesce(utm_source, ''),
        coalesce(utm_medium, ''), count(*)
@@ -266,7 +270,7 @@ FROM new_sessions GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 ON CONFLICT (hour, device_type, browser, os)
 DO UPDATE SET sessions = devices_hour.sessions + excluded.sessions;
 
--- Last: the hottest rows (this minute's), so their locks are held for the shortest time.
+-- Last of all, the hottest rows (this minute's).
 WITH visitors AS (
     INSERT INTO visitor_minutes (minute, event_type, visitor_key)
     SELECT DISTINCT date_trunc('minute', occurred_at, 'UTC'), event_type COLLATE "C",
