@@ -1,0 +1,167 @@
+"""Where PostgreSQL spends the sink's time: each statement of the batch transaction, measured.
+
+    .venv/bin/python benchmarks/processor_pg_profile.py [--workload shoppers|worst]
+        [--batches 10] [--batch 5000]
+
+Writes consecutive batches through `PostgresSink` on one connection and times every statement
+it sends (multi-statement scripts are sent one statement at a time): wall time and, when the
+server runs on this machine, the server process's own CPU time (from /proc/PID/schedstat), per
+batch and per event. The first batch warms up and is not counted. pg_stat_statements and
+auto_explain would say the same from inside the server, but neither ships with pgserver.
+Against DATABASE_URL or a throwaway pgserver; noisy on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, cast
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import asyncpg
+from processor_workload import batches
+
+from processor.core import decode
+from processor.db import Connection
+from processor.migrations import migrate
+from processor.postgres import PostgresSink, create_sink_pool
+
+_STATEMENT_END = re.compile(r";\s*\n")
+
+
+def label(sql: str) -> str:
+    """A statement's first words, comments left out."""
+    lines = [line for line in sql.strip().splitlines() if not line.lstrip().startswith("--")]
+    return " ".join(" ".join(lines).split())[:72]
+
+
+class Timings:
+    def __init__(self, pid: int) -> None:
+        self.schedstat = Path(f"/proc/{pid}/schedstat")
+        self.local = self.schedstat.exists()
+        self.wall: defaultdict[str, float] = defaultdict(float)
+        self.cpu: defaultdict[str, float] = defaultdict(float)
+        self.counting = False
+
+    def server_cpu(self) -> float:
+        return int(self.schedstat.read_text().split()[0]) / 1e9 if self.local else 0.0
+
+    async def measure(self, name: str, call: Any) -> Any:
+        wall, cpu = time.perf_counter(), self.server_cpu()
+        try:
+            return await call
+        finally:
+            if self.counting:
+                self.wall[name] += time.perf_counter() - wall
+                self.cpu[name] += self.server_cpu() - cpu
+
+
+class TimedConnection:
+    """The sink's connection, with every statement measured."""
+
+    def __init__(self, conn: Connection, timings: Timings) -> None:
+        self._conn = conn
+        self._timings = timings
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        if args:
+            return cast(
+                str, await self._timings.measure(label(sql), self._conn.execute(sql, *args))
+            )
+        status = ""
+        for statement in _STATEMENT_END.split(sql):
+            if label(statement):
+                status = await self._timings.measure(
+                    label(statement), self._conn.execute(statement)
+                )
+        return status
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return cast(
+            list[asyncpg.Record],
+            await self._timings.measure(label(sql), self._conn.fetch(sql, *args)),
+        )
+
+    async def copy_records_to_table(self, table: str, **options: Any) -> str:
+        call = self._conn.copy_records_to_table(table, **options)
+        return cast(str, await self._timings.measure(f"COPY {table}", call))
+
+
+class TimedPool:
+    def __init__(self, conn: Connection, timings: Timings) -> None:
+        self._conn = TimedConnection(conn, timings)
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[TimedConnection]:
+        yield self._conn
+
+
+async def run(database_url: str, workload: str, count: int, size: int) -> None:
+    await migrate(database_url)
+    pool = await create_sink_pool(database_url, max_size=1)
+    stream = batches(workload, size)
+    work = [decode(next(stream)).events for _ in range(count + 1)]
+    async with pool.acquire() as conn:
+        timings = Timings(conn.get_server_pid())
+        sink = PostgresSink(cast(asyncpg.Pool, TimedPool(conn, timings)))
+        start = 0.0
+        for n, batch in enumerate(work):
+            if n == 1:  # the first batch warms caches and plans
+                timings.counting, start = True, time.perf_counter()
+            await sink.write(batch, [])
+        total = time.perf_counter() - start
+    await pool.close()
+
+    events = sum(len(batch) for batch in work[1:])
+    statements = sum(timings.wall.values())
+    print(f"workload {workload}: {count} batches of {size}, one connection, one batch at a time")
+    print(f"{events / total:,.0f} events/s wall; per batch: {total / count * 1e3:.1f} ms, of which")
+    print("statements (server CPU and wall per batch, server CPU per event):")
+    for name in sorted(timings.wall, key=lambda name: -timings.cpu[name] or -timings.wall[name]):
+        cpu = timings.cpu[name]
+        print(f"  cpu {cpu / count * 1e3:6.1f} ms {cpu / events * 1e6:5.1f} us  "
+              f"wall {timings.wall[name] / count * 1e3:6.1f} ms  {name}")  # fmt: skip
+    if timings.local:
+        cpu = sum(timings.cpu.values())
+        print(f"  all statements: server CPU {cpu / events * 1e6:.1f} us per event "
+              f"({events / cpu:,.0f} events/s per core)")  # fmt: skip
+    print(f"  outside statements (commit, processor work): "
+          f"{(total - statements) / count * 1e3:.1f} ms per batch")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=("shoppers", "worst"), default="shoppers")
+    parser.add_argument("--batches", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=5_000)
+    args = parser.parse_args()
+    options = (args.workload, args.batches, args.batch)
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        asyncio.run(run(url, *options))
+        return
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix="clickstream-bench-pg-") as data_dir:
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        try:
+            asyncio.run(run(server.get_uri(), *options))
+        finally:
+            server.cleanup()
+
+
+if __name__ == "__main__":
+    main()
