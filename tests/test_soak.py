@@ -77,6 +77,7 @@ async def test_soak_memory_flat_and_queues_bounded(
             summary = await asyncio.to_thread(load.wait)
             reconciled = await p.reconcile(load.ids_file)
             samples.append(await sample(p, client, started))  # drained
+    (tmp_path / "soak-samples.json").write_text(json.dumps(samples))  # kept for a failed run
     report = reconciled.report
     assert report.ok, report.text()
     assert reconciled.mismatches == {}
@@ -106,4 +107,3 @@ async def test_soak_memory_flat_and_queues_bounded(
     assert samples[-1]["queue_bytes"] == 0
     assert samples[-1]["backlog"] <= summary["rejected"]  # refused events never reach `events`
     print(json.dumps(figures))
-    (tmp_path / "soak-samples.json").write_text(json.dumps(samples))
