@@ -1,8 +1,8 @@
 """`clickstream up` as a person runs it: in an empty folder, then Ctrl-C, then again.
 
 Events sent by the Python SDK and by the browser tracker (a real page in headless Chromium)
-reach PostgreSQL and BigQuery; Ctrl-C stops every process the stack started; a second `up`
-in the same folder keeps the data.
+reach PostgreSQL and BigQuery and show up on an open dashboard without a reload; Ctrl-C stops
+every process the stack started; a second `up` in the same folder keeps the data.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -165,18 +166,25 @@ async def wait_for_events(database_url: str, expected: int) -> list[asyncpg.Reco
     return rows
 
 
-async def browse_shop(origin: str) -> None:
-    from playwright.async_api import async_playwright
+async def browse_shop(browser: Any, origin: str) -> None:
+    page = await browser.new_page()
+    await page.goto(origin)
+    await page.wait_for_function("window.cs !== undefined")
+    await page.close(run_before_unload=True)
 
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page()
-            await page.goto(origin)
-            await page.wait_for_function("window.cs !== undefined")
-            await page.close(run_before_unload=True)
-        finally:
-            await browser.close()
+
+async def open_dashboard(browser: Any, stack: Stack) -> Any:
+    """The overview, signed in with the password `up` generated, over the last 15 minutes."""
+    url = f"http://127.0.0.1:{stack.ports['dashboard']}"
+    page = await browser.new_page()
+    await page.goto(f"{url}/login")
+    await page.fill("#password", (stack.folder / ".clickstream" / "dashboard-password").read_text())
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{url}/")
+    await page.goto(f"{url}/?range=15m")
+    await page.wait_for_selector("body[data-loaded=true]")
+    await page.evaluate("window.__sameDocument = true")
+    return page
 
 
 def bigquery_ids(stack: Stack) -> set[str]:
@@ -197,17 +205,32 @@ async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(
     await asyncio.to_thread(stack.start)
     shop.gateway_url, shop.write_key = stack.gateway_url, stack.write_key
 
-    shoe = Product(product_id="PY-1", name="SDK shoe", price=20.0, currency="EUR")
-    with Client(stack.write_key, url=stack.gateway_url) as client:
-        who = {"anonymous_id": "sdk-visitor"}
-        sent = [
-            client.page_view("https://shop.example/", **who),
-            client.product_view(shoe, **who),
-            client.add_to_cart(shoe, **who),
-            client.purchase("O-1", [shoe], currency="EUR", user_id="u-1", anonymous_id="x"),
-        ]
-    assert client.stats.accepted == len(sent)
-    await browse_shop(shop.origin)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            dashboard = await open_dashboard(browser, stack)
+            shoe = Product(product_id="PY-1", name="SDK shoe", price=20.0, currency="EUR")
+            with Client(stack.write_key, url=stack.gateway_url) as client:
+                who = {"anonymous_id": "sdk-visitor"}
+                sent = [
+                    client.page_view("https://shop.example/", **who),
+                    client.product_view(shoe, **who),
+                    client.add_to_cart(shoe, **who),
+                    client.purchase("O-1", [shoe], currency="EUR", user_id="u-1", anonymous_id="x"),
+                ]
+            assert client.stats.accepted == len(sent)
+            await browse_shop(browser, shop.origin)
+            # The open dashboard counts all of them (SDK and tracker) without a reload.
+            await dashboard.wait_for_function(
+                "() => Number(document.querySelector('[data-kpi=events] .value')"
+                ".textContent.replace(/,/g, '')) >= 6",
+                timeout=60_000,
+            )
+            assert await dashboard.evaluate("window.__sameDocument") is True
+        finally:
+            await browser.close()
 
     rows = await wait_for_events(stack.database_url, len(sent) + 2)
     ids = {str(row["event_id"]) for row in rows}
