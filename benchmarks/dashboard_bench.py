@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -31,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from browser_testing import CHROMIUM, CHROMIUM_ARGS, chromium_missing
 from dashboard_testing import PASSWORD, dashboard_server
 
+from clickstream.local_postgres import postgres_url
 from dashboard.ranges import PRESETS
 from dashboard.seed import seed_database
 from processor.migrations import migrate
@@ -44,21 +42,6 @@ RANGE_ENDPOINTS = (
     "/api/devices",
     "/api/bad-events",
 )
-
-
-@contextlib.contextmanager
-def database(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    import pgserver
-
-    with tempfile.TemporaryDirectory(prefix="clickstream-dash-bench-") as data_dir:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
-        try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
 
 
 async def prepare(url: str, events: int) -> str:
@@ -147,7 +130,7 @@ def main() -> int:
     parser.add_argument("--loads", type=int, default=5, help="overview page loads per range")
     parser.add_argument("--screenshot", type=Path, help="save the 7-day overview here")
     args = parser.parse_args()
-    with database(os.environ.get("DATABASE_URL")) as url:
+    with postgres_url() as url:
         top_customer = asyncio.run(prepare(url, args.events))
         print(f"machine: {os.cpu_count()} cores, shared with other work: timings are noisy")
         with dashboard_server(url) as server:

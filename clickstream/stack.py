@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clickstream.local_postgres import postgres_url
+
 PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF_MAX = 30.0
 STOP_TIMEOUT = 30.0
@@ -149,24 +151,19 @@ class Options:
     demo_rate: float = 50.0
 
 
-def start_postgres(options: Options) -> tuple[str, Any]:
-    """DATABASE_URL when set, else the embedded server (kept in the state folder)."""
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url, None
-    import pgserver
-
-    server = pgserver.get_server(options.state_dir / "postgres", cleanup_mode="stop")
-    return server.get_uri(), server
-
-
 async def run(options: Options) -> int:
     options.state_dir.mkdir(parents=True, exist_ok=True)
+    log("starting PostgreSQL")
+    # DATABASE_URL when set, else the embedded server, kept in the state folder; it stops last.
+    with postgres_url(options.state_dir / "postgres") as database_url:
+        await serve(options, database_url)
+    log("stopped")
+    return 0
+
+
+async def serve(options: Options, database_url: str) -> None:
     write_key = read_or_create_secret(options.state_dir / "write-key")
     dashboard_password = read_or_create_secret(options.state_dir / "dashboard-password")
-
-    log("starting PostgreSQL")
-    database_url, pg_server = start_postgres(options)
     env = dict(os.environ)
     env.update(
         DATABASE_URL=database_url,
@@ -264,8 +261,8 @@ async def run(options: Options) -> int:
         await stop.wait()
         log("stopping")
     finally:
-        # Reverse start order: load generator, dashboard, processor, gateway would be wrong:
-        # the gateway must drain into Pub/Sub before the processor finishes its last batch.
+        # In the order events flow: the gateway drains into Pub/Sub before the processor
+        # finishes its last batch; the emulators go after everything that uses them.
         order = [c for c in started if c.name == "loadgen"]
         order += [c for c in started if c.name == "gateway"]
         order += [c for c in started if c.name == "processor"]
@@ -274,11 +271,6 @@ async def run(options: Options) -> int:
         for child in order:
             log(f"stopping {child.name}")
             await child.stop()
-        if pg_server is not None:
-            log("stopping PostgreSQL")
-            pg_server.cleanup()
-        log("stopped")
-    return 0
 
 
 def wait_for_ports(emulators: list[Child], options: Options) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -17,22 +16,13 @@ import asyncpg
 import pytest
 
 from clickstream.emulators.launch import start_pubsub_emulator, stop_process
+from clickstream.local_postgres import postgres_url
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    url = os.environ.get("DATABASE_URL")
-    if url:
+    with postgres_url() as url:
         yield url
-        return
-    import pgserver
-
-    with tempfile.TemporaryDirectory(prefix="clickstream-pg-") as data_dir:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
-        try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
 
 
 def with_database(url: str, name: str) -> str:

@@ -21,7 +21,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -39,6 +38,7 @@ from processor_testing import aggregate_mismatches
 
 from clickstream.audit import Report, audit
 from clickstream.config import Settings
+from clickstream.local_postgres import embedded_postgres
 
 CLI = (sys.executable, "-m", "clickstream.cli")
 WRITE_KEY = "test-key"
@@ -110,29 +110,9 @@ class TcpProxy:
 
 @contextlib.contextmanager
 def own_postgres() -> Iterator[tuple[Any, str]]:
-    """A pgserver instance of the test's own, which it may stop and start: (server, url)."""
-    import pgserver
-
-    with tempfile.TemporaryDirectory(prefix="clickstream-pg-faults-") as data_dir:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
-        try:
-            yield server, server.get_uri()
-        finally:
-            server.cleanup()
-
-
-def restart_postgres(server: Any, down_s: float) -> None:
-    """pg_ctl stop (fast: connections are cut), wait, start again (`restart` reuses the
-    server's recorded options: port, socket directory)."""
-    from pgserver import pg_ctl  # type: ignore[attr-defined]
-
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
-    time.sleep(down_s)
-    pg_ctl(
-        ["-w", "-l", str(server.pgdata / "log"), "restart"],
-        pgdata=server.pgdata,
-        user=server.system_user,
-    )
+    """A PostgreSQL server of the test's own, which it may stop and start: (server, url)."""
+    with embedded_postgres() as server:
+        yield server, server.get_uri()
 
 
 @dataclass

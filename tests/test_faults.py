@@ -31,10 +31,11 @@ from faults_testing import (
     own_postgres,
     pipeline,
     readiness,
-    restart_postgres,
     send_signal,
     wait_until,
 )
+
+from clickstream.local_postgres import restart_embedded
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:The return_immediately flag")]
 
@@ -134,7 +135,7 @@ async def test_postgres_restarted_mid_stream(
     ):
 
         async def fault() -> None:
-            await asyncio.to_thread(restart_postgres, server, OUTAGE_S)
+            await asyncio.to_thread(restart_embedded, server, OUTAGE_S)
 
         await under_load(p, fault)
         assert "batch failed" in p.processor_log()  # it saw the outage and retried

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from processor_testing import (
 
 from clickstream import envelope
 from clickstream.config import Settings
+from clickstream.local_postgres import embedded_postgres, restart_embedded
 from clickstream.pubsub_admin import ensure_topology
 from clickstream.pubsub_clients import publisher_async_client
 from processor.worker import WorkerOptions, serve
@@ -185,14 +185,8 @@ async def test_worker_killed_mid_stream_and_restarted(
 @pytest.fixture
 def own_postgres() -> Iterator[tuple[Any, str]]:
     """A PostgreSQL server of this test's own, which it may stop and start."""
-    import pgserver
-
-    with tempfile.TemporaryDirectory(prefix="clickstream-pg-restart-") as data_dir:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
-        try:
-            yield server, server.get_uri()
-        finally:
-            server.cleanup()
+    with embedded_postgres() as server:
+        yield server, server.get_uri()
 
 
 @pytest.mark.slow
@@ -202,8 +196,6 @@ async def test_postgres_restart_mid_stream_loses_nothing(
     pubsub_project: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import pgserver
-
     server, url = own_postgres
     settings = Settings(
         project=pubsub_project, pubsub_emulator_host=pubsub_emulator_host, database_url=url
@@ -227,16 +219,11 @@ async def test_postgres_restart_mid_stream_loses_nothing(
     try:
         await publish(bodies[:third])
         await wait_for(url, "SELECT count(*) > 0 FROM events", True)
-        await asyncio.to_thread(
-            pgserver.pg_ctl, ["-w", "-m", "fast", "stop"], pgdata=server.pgdata,
-            user=server.system_user,
-        )  # fmt: skip
-        await publish(bodies[third : 2 * third])  # while the database is down
-        await asyncio.sleep(2)
-        await asyncio.to_thread(
-            pgserver.pg_ctl, ["-w", "-l", str(server.pgdata / "log"), "restart"],
-            pgdata=server.pgdata, user=server.system_user,
-        )  # fmt: skip
+        # Publish while the database is down, in the middle of a 2-second outage.
+        restart = asyncio.create_task(asyncio.to_thread(restart_embedded, server, 2.0))
+        await asyncio.sleep(0.5)
+        await publish(bodies[third : 2 * third])
+        await restart
         await publish(bodies[2 * third :])
         await wait_for(url, "SELECT count(*) FROM events", len(events))
         await check_exact(url)
