@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -31,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import asyncpg
 from processor_workload import batches
 
+from clickstream.local_postgres import postgres_url
 from processor.core import decode
 from processor.db import Connection
 from processor.migrations import migrate
@@ -149,19 +148,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5_000)
     args = parser.parse_args()
     options = (args.workload, args.batches, args.batch)
-    url = os.environ.get("DATABASE_URL")
-    if url:
+    with postgres_url() as url:
         asyncio.run(run(url, *options))
-        return
-    import pgserver
-
-    with tempfile.TemporaryDirectory(prefix="clickstream-bench-pg-") as data_dir:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
-        try:
-            asyncio.run(run(server.get_uri(), *options))
-        finally:
-            server.cleanup()
-
 
 if __name__ == "__main__":
     main()

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from processor_workload import batches
 
+from clickstream.local_postgres import postgres_url
 from processor.core import Processor, decode
 from processor.migrations import migrate
 from processor.postgres import PostgresSink, create_sink_pool
@@ -124,18 +124,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=3)
     args = parser.parse_args()
     options = (args.workload, args.events, args.batch, args.concurrency)
-    url = os.environ.get("DATABASE_URL")
-    if url:
+    with postgres_url() as url:
         asyncio.run(run(url, *options))
-        return
-    import pgserver
-
-    with tempfile.TemporaryDirectory(prefix="clickstream-bench-pg-") as data_dir:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
-        try:
-            asyncio.run(run(server.get_uri(), *options))
-        finally:
-            server.cleanup()
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ benchmarks/processor_throughput.py.
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 from collections.abc import Iterator
 
 import pytest
 from processor_workload import batches
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from clickstream.local_postgres import postgres_url
 from processor.core import Processor, decode
 from processor.migrations import migrate
 from processor.postgres import PostgresSink, create_sink_pool
@@ -38,18 +37,8 @@ def test_decode_and_enrich(benchmark: BenchmarkFixture, workload: str) -> None:
 
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
-    url = os.environ.get("DATABASE_URL")
-    if url:
+    with postgres_url() as url:
         yield url
-        return
-    import pgserver
-
-    with tempfile.TemporaryDirectory(prefix="clickstream-bench-pg-") as data_dir:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
-        try:
-            yield server.get_uri()
-        finally:
-            server.cleanup()
 
 
 @pytest.fixture(scope="module")
