@@ -1,7 +1,7 @@
 """Identity resolution in the PostgreSQL sink: `identify` links an anonymous id to a user id.
 
-Two set-based scripts run inside the sink's batch transaction (see processor.postgres and
-migration 002_identity.sql):
+Set-based scripts run inside the sink's batch transaction (see processor.postgres and migration
+002_identity.sql):
 
 - `ATTRIBUTE_SQL`, before the batch's events are inserted: an event with only an anonymous id
   that is already linked counts for its user (`visitor_key` = user id), so a profile does not
@@ -18,6 +18,26 @@ redelivered message or a repeated identify merges nothing twice. The unique-visi
 aggregate still equals a recount from `events`. Only
 anonymous profiles (no user id) are merged; an alias of a previous *user* id is recorded but
 leaves that user's profile as it is.
+
+Concurrency. A merge must see every row of the anonymous id, no batch may add rows for it
+unattributed once the link exists (else the profile splits again and unique-visitor counts
+drift from the recount), and a merge's writes must not wait on rows in another order than a
+concurrent batch's (the sink's order is statement by statement, each sorted; a merge after the
+aggregates would lock customers and sessions after metrics_minute). So a batch that may create a
+link runs alone among batches from its attribution to its commit: every batch locks the
+`identities` table right before it attributes, batches side by side in ROW EXCLUSIVE mode, one
+whose link events name an anonymous id not linked yet (NEW_LINKS_SQL, one index probe per id)
+in SHARE ROW EXCLUSIVE mode, which waits for the batches in flight to commit and holds back the
+next ones until it commits (they then attribute to the user). Every batch takes this lock after
+its session-state rows and before any other row lock, and a merge never touches session state,
+so whoever waits on it holds nothing the other needs. New links are rare (a device's first
+sign-in; identifies repeated on every visit link nothing new and take the shared mode).
+
+Plans. The visitor tables are keyed (bucket, visitor_key) and have no index on visitor_key: the
+merge finds the anonymous id's rows by the bucket keys of its events (moved through
+events_visitor_idx), one primary-key probe each. Rows of events already pruned keep the
+anonymous key (they count it as its own visitor, as before the link). benchmarks/
+identity_merge_plan.py shows the plan on a seeded database.
 """
 
 from __future__ import annotations
@@ -29,19 +49,35 @@ from processor.records import EnrichedEvent
 
 LINK_EVENT_TYPES: Final = ("identify", "alias")
 
+# Taken right before ATTRIBUTE_SQL: LOCK_SQL by every batch, LOCK_LINKING_SQL by one that may
+# create a link (see "Concurrency" above).
+LOCK_SQL: Final = "LOCK TABLE identities IN ROW EXCLUSIVE MODE;"
+LOCK_LINKING_SQL: Final = "LOCK TABLE identities IN SHARE ROW EXCLUSIVE MODE;"
+
 ATTRIBUTE_SQL: Final = """
 UPDATE incoming SET visitor_key = l.user_id
 FROM identities l
 WHERE incoming.user_id IS NULL AND incoming.anonymous_id = l.anonymous_id;
 """
 
+# Whether any of the anonymous ids ($1) has no link yet (links are never removed).
+NEW_LINKS_SQL: Final = """
+SELECT EXISTS (SELECT FROM unnest($1::text[]) AS a
+               WHERE NOT EXISTS (SELECT FROM identities l WHERE l.anonymous_id = a))
+"""
 
-def _move_visitor_rows(table: str, bucket: str) -> str:
+
+def _move_visitor_rows(table: str, bucket: str, keys: str) -> str:
     """CTEs that re-key `table`'s rows of linked anonymous ids to the user (one row per
-    bucket and visitor: a bucket where both were active keeps one)."""
+    bucket and visitor: a bucket where both were active keeps one). `keys` computes the
+    `bucket` columns from `moved_buckets`; each row is deleted by its primary key."""
+    columns = [c.strip() for c in bucket.split(",")]
     return f"""{table}_removed AS (
-    DELETE FROM {table} v USING anon a WHERE v.visitor_key = a.visitor_key
-    RETURNING {", ".join(f"v.{c.strip()}" for c in bucket.split(","))}, a.user_id
+    DELETE FROM {table} v
+    USING (SELECT DISTINCT {keys}, visitor_key, user_id FROM moved_buckets) k ({bucket},
+                                                                             visitor_key, user_id)
+    WHERE {" AND ".join(f"v.{c} = k.{c}" for c in columns)} AND v.visitor_key = k.visitor_key
+    RETURNING {", ".join(f"v.{c}" for c in columns)}, k.user_id
 ), {table}_added AS (
     INSERT INTO {table} ({bucket}, visitor_key)
     SELECT DISTINCT {bucket}, user_id FROM {table}_removed ORDER BY 1, 2
@@ -114,11 +150,16 @@ WITH links AS (
 ), moved_events AS (
     UPDATE events e SET visitor_key = a.user_id
     FROM anon a WHERE e.visitor_key = a.visitor_key AND e.user_id IS NULL
-    RETURNING e.event_id
+    RETURNING e.occurred_at, e.event_type, a.visitor_key, a.user_id
+), moved_buckets AS (
+    -- Where the anonymous id was active: exactly the keys of its unique-visitor rows.
+    SELECT DISTINCT date_trunc('minute', occurred_at, 'UTC') AS minute, event_type,
+           visitor_key, user_id
+    FROM moved_events
 ),
-{_move_visitor_rows("visitor_hours", "hour")},
-{_move_visitor_rows("visitor_days", "day")},
-{_move_visitor_rows("visitor_minutes", "minute, event_type")},
+{_move_visitor_rows("visitor_hours", "hour", "date_trunc('hour', minute, 'UTC')")},
+{_move_visitor_rows("visitor_days", "day", "(minute AT TIME ZONE 'UTC')::date")},
+{_move_visitor_rows("visitor_minutes", "minute, event_type", "minute, event_type")},
 -- A minute where both ids were active now counts one visitor, not two.
 fewer_visitors AS (
     UPDATE metrics_minute m SET unique_visitors = m.unique_visitors - d.visitors
@@ -136,9 +177,15 @@ SELECT count(*) FROM links
 """
 
 
-def may_link(events: Iterable[EnrichedEvent]) -> bool:
-    """Whether the batch holds an event that can create a link (skip the merge otherwise)."""
-    return any(
-        event.event_type in LINK_EVENT_TYPES and event.anonymous_id and event.user_id
-        for event in events
+def linked_ids(events: Iterable[EnrichedEvent]) -> list[str]:
+    """The anonymous ids that the batch's link events would link (none: no merge to run)."""
+    return sorted(
+        {
+            event.anonymous_id
+            for event in events
+            if event.event_type in LINK_EVENT_TYPES
+            and event.anonymous_id
+            and event.user_id
+            and event.anonymous_id != event.user_id
+        }
     )

@@ -14,7 +14,9 @@ Per batch, on one pooled connection and in one transaction:
 5. save the session state, insert bad events (deduplicated by `message_key`), commit.
 
 Identity links (`identify` events, see `processor.identities`) attribute anonymous events before
-step 3 and merge anonymous profiles after step 4, in the same transaction.
+step 3 and merge anonymous profiles after step 4, in the same transaction; a batch that creates
+a link runs alone among batches from step 3 on (a lock on `identities` that every batch takes
+after its session-state rows).
 
 A redelivered message, or the same event in two messages, inserts nothing in step 3 and so
 changes no aggregate. Every upsert visits its keys in sorted order, so concurrent batches wait
@@ -366,14 +368,15 @@ class PostgresSink:
             await conn.copy_records_to_table(
                 "incoming", records=(_astuple(event) for event in events)
             )
-            inserted = await self._insert_events(conn, len(events))
+            linking = await self._may_create_links(conn, events)
+            inserted = await self._insert_events(conn, len(events), linking)
             if inserted < len(events):
                 stored = {row[0]: row[1] for row in await conn.fetch(DROP_SEEN_SQL)}
                 for event in events:
                     event.session_id = stored.get(event.event_id, event.session_id)
             if inserted:
                 await conn.execute(AGGREGATES_SQL)
-                if identities.may_link(events):
+                if linking:
                     await conn.execute(identities.MERGE_SQL)
             await sessions.save_state(conn, after)
         if bad:
@@ -381,11 +384,19 @@ class PostgresSink:
         return inserted
 
     @staticmethod
-    async def _insert_events(conn: Connection, staged: int) -> int:
+    async def _may_create_links(conn: Connection, events: list[EnrichedEvent]) -> bool:
+        """Whether the batch has link events for an anonymous id not linked yet: then it runs
+        the merge, alone among batches (see processor.identities)."""
+        candidates = identities.linked_ids(events)
+        return bool(candidates) and bool(await conn.fetchval(identities.NEW_LINKS_SQL, candidates))
+
+    @staticmethod
+    async def _insert_events(conn: Connection, staged: int, linking: bool) -> int:
         """Insert the staged events (linked anonymous ids attributed first); return how many
         were new."""
+        lock = identities.LOCK_LINKING_SQL if linking else identities.LOCK_SQL
         try:
-            await conn.execute(identities.ATTRIBUTE_SQL + INSERT_NEW_EVENTS_SQL)
+            await conn.execute(lock + identities.ATTRIBUTE_SQL + INSERT_NEW_EVENTS_SQL)
             return staged
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "events_pkey":

@@ -6,6 +6,7 @@ recount from `events` after the merge (processor_testing.aggregate_mismatches).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -194,4 +195,47 @@ async def test_first_link_wins_and_user_profiles_are_never_merged(
     assert profiles["user-2"]["events"] == 1
     links = await pool.fetch("SELECT anonymous_id, user_id FROM identities ORDER BY 1")
     assert [tuple(row) for row in links] == [("anon-1", "user-1"), ("user-1", "user-3")]
+    assert await mismatches(pool) == {}
+
+
+async def test_an_identify_racing_events_of_the_same_visitors_never_deadlocks_or_splits(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    # Round after round, two batches in flight at once: one links a device to its user, the
+    # other carries events of that device (anonymous), of the user on another device, and of
+    # visitors both batches share (so both touch the same minutes, hours and rows). Whichever
+    # commits first, no deadlock, every aggregate equals its recount, and the device's
+    # profile is not left split from the user's.
+    def at(r: int, seconds: float) -> Any:
+        return BASE_TIME + timedelta(hours=r // 10, minutes=r % 10, seconds=seconds)
+
+    for r in range(24):
+        device, user, laptop = f"device-{r}", f"user-{r}", f"laptop-{r}"
+        session = {"session_id": f"s-{device}"} if r % 2 else {}  # client session ids, or none
+        history = [event("page_view", at=at(r, s), anonymous_id=device, **session) for s in (0, 1)]
+        await processor.process([message(history)])
+        # Enough visitors in both batches that their transactions overlap (client session ids:
+        # no session state to lock, so nothing else makes the batches wait for each other).
+        shared = [f"shared-{n}" for n in range(300)]
+        linking = [
+            identify(device, user, minutes=0) | {"occurred_at": at(r, 5).isoformat(), **session},
+            *(event("page_view", at=at(r, 6), anonymous_id=v, session_id=f"s-{v}") for v in shared),
+        ]
+        racing = [
+            event("product_view", at=at(r, 7), anonymous_id=device, **session),
+            event("page_view", at=at(r, 8), anonymous_id=device, **session),
+            event("page_view", at=at(r, 9), anonymous_id=laptop, user_id=user),
+            event("add_to_cart", at=at(r, 9), anonymous_id=laptop, user_id=user),
+            *(
+                event("page_view", at=at(r, 10), anonymous_id=v, session_id=f"s-{v}")
+                for v in reversed(shared)
+            ),
+        ]
+        first, second = (linking, racing) if r % 4 < 2 else (racing, linking)
+        await asyncio.gather(
+            processor.process([message(first)]), processor.process([message(second)])
+        )
+        profiles = await customers(pool)
+        assert device not in profiles, f"round {r}: the device's profile split off again"
+        assert profiles[user]["events"] == 7  # 2 + identify + 2 on the device, 2 on the laptop
     assert await mismatches(pool) == {}
