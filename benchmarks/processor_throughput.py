@@ -1,12 +1,14 @@
 """Bounded end-to-end run of the processing core: decode + enrich + PostgreSQL sink.
 
     .venv/bin/python benchmarks/processor_throughput.py [--workload shoppers|worst]
-        [--events 100000] [--batch 5000] [--concurrency 3]
+        [--events 100000] [--batch 20000] [--concurrency 3] [--gc tuned|default]
 
 Feeds gateway envelopes (100 events each) in batches through `Processor.process` with several
 batches in flight, as the worker does, against DATABASE_URL or a throwaway pgserver. Workloads
 (benchmarks/processor_workload.py): `shoppers`, the load generator's shopper model (realistic),
 and `worst`, where nearly every event is its session's and customer's only one in the batch.
+The batch size and the garbage collector's settings default to the worker's
+(`processor.worker.WorkerOptions`, `clickstream.gc_tuning`); `--gc default` keeps Python's.
 
 Prints wall-clock events/s and CPU per event on each side: the processor's own (this process)
 and PostgreSQL's (every process of the server, when it runs on this machine: backends, WAL
@@ -27,10 +29,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from processor_workload import batches
 
+from clickstream.gc_tuning import tune_after_startup
 from clickstream.local_postgres import postgres_url
 from processor.core import Processor, decode
 from processor.migrations import migrate
 from processor.postgres import PostgresSink, create_sink_pool
+from processor.worker import WorkerOptions
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -65,10 +69,14 @@ def local_postmaster(backend_pid: int) -> int | None:
         return None
 
 
-async def run(database_url: str, workload: str, total: int, size: int, concurrency: int) -> None:
+async def run(
+    database_url: str, workload: str, total: int, size: int, concurrency: int, gc: str
+) -> None:
     await migrate(database_url)
     pool = await create_sink_pool(database_url, max_size=concurrency)
     processor = Processor(PostgresSink(pool))
+    if gc == "tuned":  # as the worker does once started
+        tune_after_startup()
     stream = batches(workload, size)
     decode(next(stream))  # warm the caches, as a running worker has them
     work = [next(stream) for _ in range(max(1, total // size))]
@@ -101,7 +109,7 @@ async def run(database_url: str, workload: str, total: int, size: int, concurren
         stored = await conn.fetchval("SELECT count(*) FROM events") - stored_before
     await pool.close()
 
-    print(f"workload {workload}: {n} events in batches of {size} (stored {stored})")
+    print(f"workload {workload}: {n} events in batches of {size} (stored {stored}), gc {gc}")
     print(f"decode + enrich only       {n / decode_wall:,.0f} events/s wall, "
           f"{n / decode_cpu:,.0f} events/s per core (CPU)")  # fmt: skip
     print(f"decode + enrich + PG sink  {n / wall:,.0f} events/s wall (concurrency {concurrency})")
@@ -120,10 +128,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=("shoppers", "worst"), default="shoppers")
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--batch", type=int, default=5_000)
-    parser.add_argument("--concurrency", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=WorkerOptions.max_batch_events)
+    parser.add_argument("--concurrency", type=int, default=WorkerOptions.concurrency)
+    parser.add_argument("--gc", choices=("tuned", "default"), default="tuned")
     args = parser.parse_args()
-    options = (args.workload, args.events, args.batch, args.concurrency)
+    options = (args.workload, args.events, args.batch, args.concurrency, args.gc)
     with postgres_url() as url:
         asyncio.run(run(url, *options))
 

@@ -34,12 +34,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " Environment: DATABASE_URL, CLICKSTREAM_DB_PASSWORD, PUBSUB_EMULATOR_HOST,"
         " GOOGLE_CLOUD_PROJECT, CLICKSTREAM_BIGQUERY=on|off|auto.",
     )
-    processor.add_argument("--max-batch-events", type=int, default=5_000)
+    processor.add_argument("--max-batch-events", type=int, default=20_000)
     processor.add_argument(
         "--max-batch-wait-ms", type=float, default=50.0, help="collect messages this long"
     )
     processor.add_argument("--concurrency", type=int, default=3, help="batches in flight")
-    processor.add_argument("--max-messages", type=int, default=2_000, help="flow control")
+    processor.add_argument("--max-messages", type=int, default=5_000, help="flow control")
     processor.add_argument(
         "--retention", default=None, help="prune events older than this every hour (e.g. 7d)"
     )

@@ -7,6 +7,9 @@ On a transient failure it retries the batch with backoff, and nacks it after a w
 control bounds how many messages are held. Several batches may be in the sinks at once, one per pool
 connection, so decoding overlaps the database's work.
 
+Once started, the garbage collector is tuned (`clickstream.gc_tuning`): a batch allocates a few
+objects per event, and the default thresholds ran a collection every 700 of them.
+
 SIGTERM/SIGINT: stop pulling, nack what has not started, let the batches in the sinks finish
 (they ack or nack), then close.
 """
@@ -28,6 +31,7 @@ from google.cloud.pubsub_v1.types import FlowControl
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
 from clickstream.config import Settings
+from clickstream.gc_tuning import tune_after_startup
 from clickstream.pubsub_clients import CHANNEL_OPTIONS
 from processor import db
 from processor.core import Message, Processor
@@ -39,10 +43,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    max_batch_events: int = 5_000
+    # 20,000 rather than 5,000 events per transaction: PostgreSQL's CPU per event ~18% lower
+    # (per-statement costs, and rows that every batch updates, amortized over more events).
+    max_batch_events: int = 20_000
     max_batch_wait: float = 0.05  # seconds to wait for more messages after the first
     concurrency: int = 3  # batches in the sinks at once (= pool connections)
-    max_messages: int = 2_000  # flow control: messages held but not yet acked
+    # Flow control: messages held but not yet acked. Under load the gateway packs ~25 events
+    # per message, so this holds `concurrency` full batches plus the one being collected.
+    max_messages: int = 5_000
     max_bytes: int = 200 * 1024 * 1024
     retention: timedelta | None = None  # prune events older than this, hourly
     prune_every: float = 3600.0
@@ -215,6 +223,7 @@ async def serve(settings: Settings, options: WorkerOptions, stop: asyncio.Event)
         settings.bad_events_subscription,
         db.describe(settings.database_url or ""),
     )
+    tune_after_startup()
     try:
         await worker.run(stop)
     finally:
