@@ -5,7 +5,7 @@ the objects still young; a service that allocates thousands of short-lived objec
 or batch pays for many passes that free little. Freezing what start-up allocated (modules,
 clients, caches: never garbage) keeps it out of every later pass, and a first-generation
 threshold of 50,000 makes passes rare. Measured on this machine: gateway p99 46 -> 9 ms and ~30%
-more single-event throughput (the gateway's own copy of these settings, gateway/app.py); the
+more single-event throughput (DESIGN.md's measurements of the gateway); the
 processor's CPU per event 16-24% lower (benchmarks/processor_throughput.py, shoppers, batches of
 5,000 and 20,000 events). Reference cycles are still collected, only less often.
 """
