@@ -1,9 +1,11 @@
 """Publishing envelopes to Pub/Sub with the generated `google.pubsub_v1` async client.
 
-The gateway batches on its own (`gateway.batcher`), so it calls the transport's Publish stub
-directly: the generated client's per-call wrappers (retry objects, routing headers, universe
-checks) cost a fifth of the CPU of the single-event path when measured, and the retry policy
-here is simpler and knows when to stop.
+The gateway batches on its own (`gateway.batcher`), so it calls the Publish method on the
+client's gRPC channel directly: the generated client's per-call wrappers (retry objects, routing
+headers, universe checks) cost a fifth of the CPU of the single-event path when measured, and
+the retry policy here is simpler and knows when to stop. The request is written in protobuf's
+wire format by hand (`publish_request`): building and serializing it through protobuf copied
+the megabyte-sized envelope several times, 12% of the batch path's CPU.
 """
 
 from __future__ import annotations
@@ -16,15 +18,33 @@ from typing import Final
 
 import grpc
 from google.api_core import exceptions as api_exceptions
-from google.pubsub_v1.types import PublishRequest, PubsubMessage
 
 from clickstream.config import Settings
+from clickstream.emulators.pubsub_server import varint
 from clickstream.pubsub_clients import publisher_async_client
 
 log = logging.getLogger(__name__)
 
-_RawRequest = PublishRequest.pb()
-_RawMessage = PubsubMessage.pb()
+PUBLISH_METHOD: Final = "/google.pubsub.v1.Publisher/Publish"
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """Tag and length of a length-delimited protobuf field (the payload follows)."""
+    return varint(number << 3 | 2) + varint(len(payload))
+
+
+def publish_request(topic_path: str, data: bytes, attributes: dict[str, str]) -> bytes:
+    """`PublishRequest(topic, messages=[PubsubMessage(data, attributes)])`, serialized."""
+    entries = b""
+    for key, value in attributes.items():
+        entry = _field(1, k := key.encode()) + k + _field(2, v := value.encode()) + v
+        entries += _field(2, entry) + entry
+    head = _field(1, data)
+    message_size = len(head) + len(data) + len(entries)
+    topic = topic_path.encode()
+    prefix = _field(1, topic) + topic + varint(2 << 3 | 2) + varint(message_size) + head
+    return b"".join((prefix, data, entries))
+
 
 # Codes Google's own publisher retries (publisher_client_config + UNAVAILABLE on connect).
 RETRYABLE: Final = frozenset(
@@ -60,7 +80,10 @@ class PubSub:
     def __init__(self, settings: Settings, publish_timeout_s: float) -> None:
         self.settings = settings
         self.client = publisher_async_client(settings)
-        self._publish = self.client.transport.publish
+        # Bytes in, bytes out: the request comes from `publish_request`, the response (message
+        # ids) is not needed.
+        channel = self.client.transport.grpc_channel  # type: ignore[attr-defined]
+        self._publish = channel.unary_unary(PUBLISH_METHOD)
         self._timeout_s = publish_timeout_s
         self.failing = False
         self._probe: asyncio.Task[None] | None = None
@@ -117,21 +140,13 @@ class _Sender:
         self._metadata = (("x-goog-request-params", f"topic={topic_path}"),)
 
     async def __call__(self, data: bytes, attributes: dict[str, str]) -> None:
-        # Built as the raw protobuf and wrapped: proto-plus's constructors marshal field by
-        # field (43 µs against 19 µs for a 37 KB message; 10% of the batch path's CPU).
-        request = PublishRequest.wrap(
-            _RawRequest(
-                topic=self._topic_path, messages=[_RawMessage(data=data, attributes=attributes)]
-            )
-        )
+        request = publish_request(self._topic_path, data, attributes)
         deadline = time.monotonic() + self._pubsub._timeout_s
         backoff = FIRST_BACKOFF_S
         while True:
             timeout = min(ATTEMPT_TIMEOUT_S, max(deadline - time.monotonic(), 0.1))
             try:
-                await self._pubsub._publish(  # type: ignore[call-arg]
-                    request, timeout=timeout, metadata=self._metadata
-                )
+                await self._pubsub._publish(request, timeout=timeout, metadata=self._metadata)
                 return
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
