@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -17,6 +17,9 @@ import pytest
 
 from clickstream.emulators.launch import start_pubsub_emulator, stop_process
 from clickstream.local_postgres import postgres_url
+from processor.core import Processor
+from processor.migrations import migrate
+from processor.postgres import PostgresSink, create_sink_pool
 
 
 @pytest.fixture(scope="session")
@@ -103,3 +106,18 @@ def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
         yield hosts
     finally:
         stop_process(proc)
+
+
+@pytest.fixture
+async def pool(fresh_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """The processor's sink pool on a fresh, migrated database."""
+    await migrate(fresh_database_url)
+    pool = await create_sink_pool(fresh_database_url)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def processor(pool: asyncpg.Pool) -> Processor:
+    """The processing core over the PostgreSQL sink alone."""
+    return Processor(PostgresSink(pool))

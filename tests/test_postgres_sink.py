@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
@@ -24,19 +23,6 @@ from processor import db
 from processor.core import Message, Processor
 from processor.migrations import apply_migrations, migrate, migration_files
 from processor.postgres import PostgresSink, create_sink_pool
-
-
-@pytest.fixture
-async def pool(fresh_database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(fresh_database_url)
-    pool = await create_sink_pool(fresh_database_url)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-def processor(pool: asyncpg.Pool) -> Processor:
-    return Processor(PostgresSink(pool))
 
 
 def message(events: list[dict], kind: envelope.Kind = "events", message_id: str | None = None):

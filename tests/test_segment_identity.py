@@ -8,31 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, cast
 
 import asyncpg
-import pytest
 from processor_testing import BASE_TIME, IPHONE, aggregate_mismatches, envelope_of, event
 
 from clickstream import envelope
 from processor.core import Message, Processor
-from processor.migrations import migrate
-from processor.postgres import PostgresSink, create_sink_pool
-
-
-@pytest.fixture
-async def pool(fresh_database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(fresh_database_url)
-    pool = await create_sink_pool(fresh_database_url)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-def processor(pool: asyncpg.Pool) -> Processor:
-    return Processor(PostgresSink(pool))
 
 
 def message(events: list[dict[str, Any]], message_id: str | None = None) -> Message:
