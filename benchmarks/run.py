@@ -375,6 +375,7 @@ class Settings:
     openloop_seconds: float
     processor_events: int
     bigquery_rows: int
+    stall_rate: float = 400  # batches/s, well under the gateway's capacity when Pub/Sub is up
 
 
 FULL = Settings(
@@ -670,7 +671,8 @@ def throughput_chart(plt: Any, out: Path, rows: list[dict]) -> str:
         ax.barh([r["contender"] for r in picked], [r[key] for r in picked], color="#4878a8")
         for i, r in enumerate(picked):
             ax.text(r[key], i, f" {r[key]:,.0f}", va="center", fontsize=8)
-        ax.set_title(f"{label} ({at} connections, server on one core)")
+        ax.set_title(f"{label}\n({at} connections, server pinned to one core)", fontsize=10)
+        ax.xaxis.set_major_formatter(lambda value, _: f"{value / 1000:g}k")
         ax.invert_yaxis()
         ax.margins(x=0.25)
     fig.tight_layout()
@@ -718,6 +720,9 @@ def scaling_chart(plt: Any, out: Path, rows: list[dict]) -> str:
             picked = [r for r in scaling if r["contender"] == name and r["route"] == route]
             ax.plot([r["connections"] for r in picked], [r[key] for r in picked], "o-", label=name)
         ax.set_xscale("log", base=2)
+        connections = sorted({r["connections"] for r in scaling})
+        ax.set_xticks(connections, [str(c) for c in connections])
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("connections (wrk, closed loop)")
         ax.set_title(f"gateway scaling: {'req/s' if key == 'rps' else 'events/s'}, {route}")
         ax.legend(fontsize=8)
@@ -858,7 +863,7 @@ def main() -> int:
                     base,
                     bodies["batch"],
                     emulator,
-                    settings.rates_batch[-1] / 2,
+                    settings.stall_rate,
                     seconds,
                     seconds / 4,
                 )
