@@ -151,5 +151,6 @@ def main() -> None:
     with postgres_url() as url:
         asyncio.run(run(url, *options))
 
+
 if __name__ == "__main__":
     main()
