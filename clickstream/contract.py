@@ -186,17 +186,20 @@ class Event(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=F
     def __post_init__(self) -> None:
         # msgspec reports a ValueError raised here as a ValidationError. The pattern errors
         # name their path from the event, the root of every decode whose message is shown.
-        if not _event_type.matches(self.event_type):
+        # `x in pattern.matched` first: inline, it saves a method call per value (~6%).
+        event_type = self.event_type
+        if event_type not in _event_type.matched and not _event_type.matches(event_type):
             raise _event_type.error("$.event_type")
         context, product, order = self.context, self.product, self.order
         locale = context.locale if context is not None else None
-        if locale is not None and not _locale.matches(locale):
+        if locale is not None and locale not in _locale.matched and not _locale.matches(locale):
             raise _locale.error("$.context.locale")
+        currencies = _currency.matched
         currency = product.currency if product is not None else None
-        if currency is not None and not _currency.matches(currency):
+        if currency is not None and currency not in currencies and not _currency.matches(currency):
             raise _currency.error("$.product.currency")
         if order is not None:
-            if not _currency.matches(order.currency):
+            if order.currency not in currencies and not _currency.matches(order.currency):
                 raise _currency.error("$.order.currency")
             for index, item in enumerate(order.items):
                 if item.currency is not None and not _currency.matches(item.currency):
