@@ -98,14 +98,23 @@ def test_a_full_buffer_drops_new_events_counts_and_warns(caplog: pytest.LogCaptu
 
 
 def test_rejected_events_are_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
-    bad = Product(product_id="p-2", price=10.0, currency="euro")  # not an ISO 4217 code
+    # Length limits are checked by the gateway's decoder, not when the event is built.
+    bad = Product(product_id="p-2", name="x" * 300, price=10.0, currency="EUR")
     with running() as double, Client(double.write_key, url=double.url) as client:
         good_id = client.add_to_cart(SHOE, anonymous_id="a-1")
         client.add_to_cart(bad, anonymous_id="a-1")
         assert client.flush(timeout=10)
         assert (client.stats.accepted, client.stats.rejected) == (1, 1)
-        assert "rejected" in caplog.text and "currency" in caplog.text
+        assert "rejected" in caplog.text and "$.product.name" in caplog.text
         assert_exactly_once(double, [str(good_id)])
+
+
+def test_contract_patterns_raise_at_the_call() -> None:
+    with running() as double, Client(double.write_key, url=double.url) as client:
+        not_iso = Product(product_id="p-2", price=10.0, currency="euro")
+        with pytest.raises(ValueError, match="currency"):
+            client.add_to_cart(not_iso, anonymous_id="a-1")
+        assert client.stats.enqueued == 0
 
 
 def test_a_bad_write_key_is_not_retried(caplog: pytest.LogCaptureFixture) -> None:
