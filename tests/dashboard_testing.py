@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx
 from conftest import with_database
 from gateway_server import free_port
 
+from clickstream.emulators.launch import stop_process
 from processor.migrations import migrate
 
 PASSWORD = "correct horse battery"
@@ -85,9 +85,4 @@ def dashboard_server(
             time.sleep(0.1)
         yield DashboardProcess(url, proc)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
