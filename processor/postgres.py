@@ -41,7 +41,7 @@ EVENT_COLUMNS: Final = tuple(EnrichedEvent.__struct_fields__)
 
 # `incoming` mirrors EnrichedEvent field by field with the cheapest wire types (float8, text);
 # the INSERT casts them to the `events` column types.
-_INCOMING_TYPES: Final = {
+INCOMING_TYPES: Final = {
     "event_id": "uuid",
     "occurred_at": "timestamptz",
     "received_at": "timestamptz",
@@ -59,7 +59,7 @@ _CASTS: Final = {
 
 SETUP_SQL: Final = f"""
 CREATE TEMP TABLE IF NOT EXISTS incoming (
-    {", ".join(f"{name} {_INCOMING_TYPES.get(name, 'text')}" for name in EVENT_COLUMNS)}
+    {", ".join(f"{name} {INCOMING_TYPES.get(name, 'text')}" for name in EVENT_COLUMNS)}
 ) ON COMMIT DELETE ROWS;
 CREATE OR REPLACE TEMP VIEW fresh AS SELECT
     {", ".join(f"{_CASTS[name]} AS {name}" if name in _CASTS else name for name in EVENT_COLUMNS)}
@@ -328,9 +328,10 @@ async def create_sink_pool(database_url: str | None, *, max_size: int = 4) -> as
 
 def unique_events(events: list[EnrichedEvent]) -> list[EnrichedEvent]:
     """First occurrence of each event_id: a batch may hold one event twice (two messages)."""
-    seen: dict[object, EnrichedEvent] = {}
+    # Keyed by the UUID's int: UUID.__hash__ is Python code, ~1 us per event here.
+    seen: dict[int, EnrichedEvent] = {}
     for event in events:
-        seen.setdefault(event.event_id, event)
+        seen.setdefault(event.event_id.int, event)
     return list(seen.values()) if len(seen) != len(events) else events
 
 
