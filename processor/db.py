@@ -65,18 +65,27 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
+# Retention: (table, key, age column). Session state first, as the sink locks it first.
+_PRUNED = (("session_state", "anonymous_id", "last_seen_at"), ("events", "event_id", "received_at"))
+
+
 async def prune(conn: Connection, older_than: timedelta) -> dict[str, int]:
     """Delete raw events (by server receive time) and idle session state older than `older_than`.
 
     Aggregates, sessions and customers are kept. The retention must exceed the Pub/Sub
     subscription's message retention: a message redelivered after its events were pruned would
     count them again.
+
+    Each table is pruned in a statement of its own, and rows that a writer holds locked (a
+    batch's session state, events that an identity merge is moving) are skipped, to go next
+    time: prune never waits on a batch, so it can never deadlock with one.
     """
     counts: dict[str, int] = {}
-    async with conn.transaction():
-        for table, column in (("events", "received_at"), ("session_state", "last_seen_at")):
-            status = await conn.execute(
-                f"DELETE FROM {table} WHERE {column} < now() - $1::interval", older_than
-            )
-            counts[table] = int(status.split()[-1])
+    for table, key, column in _PRUNED:
+        status = await conn.execute(
+            f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table}"
+            f" WHERE {column} < now() - $1::interval FOR UPDATE SKIP LOCKED)",
+            older_than,
+        )
+        counts[table] = int(status.split()[-1])
     return counts

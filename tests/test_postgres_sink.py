@@ -275,6 +275,32 @@ async def test_prune_deletes_old_events_only(processor: Processor, pool: asyncpg
         assert await conn.fetchval("SELECT sum(events) FROM metrics_minute") == 2
 
 
+async def test_prune_skips_rows_a_writer_holds(
+    processor: Processor, pool: asyncpg.Pool, fresh_database_url: str
+) -> None:
+    """A batch holding old rows (its session state, events a merge moves) is never waited on:
+    those rows are left for the next prune, so prune cannot deadlock with the sink."""
+    await processor.process([message([event("page_view"), event("search")])])
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE events SET received_at = now() - interval '8 days'")
+        await conn.execute("UPDATE session_state SET last_seen_at = now() - interval '8 days'")
+        held = await conn.fetchval("SELECT event_id FROM events WHERE event_type = 'search'")
+    writer = await db.connect(fresh_database_url)
+    try:
+        async with writer.transaction():
+            await writer.execute("SELECT FROM events WHERE event_id = $1 FOR UPDATE", held)
+            await writer.execute("SELECT FROM session_state FOR UPDATE")
+            async with pool.acquire() as conn:
+                counts = await asyncio.wait_for(db.prune(conn, db.parse_duration("7d")), 30)
+        assert counts == {"session_state": 0, "events": 1}
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT event_id FROM events") == held
+            counts = await db.prune(conn, db.parse_duration("7d"))
+        assert counts == {"session_state": 1, "events": 1}
+    finally:
+        await writer.close()
+
+
 def test_durations() -> None:
     assert db.parse_duration("7d") == timedelta(days=7)
     assert db.parse_duration("36h") == timedelta(hours=36)
