@@ -20,11 +20,13 @@ The Storage Write API's default stream is at-least-once, so `events` may hold an
 from __future__ import annotations
 
 import builtins
+import string
 import types
 import typing
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import msgspec
 from google.api_core.exceptions import NotFound
@@ -37,6 +39,7 @@ EVENTS = "events"
 BAD_EVENTS = "bad_events"
 EVENTS_DEDUP = "events_dedup"
 CUSTOMER_ANALYTICS = "customer_analytics"
+VIEWS_DIR = Path(__file__).parent / "bigquery_views"
 
 BIGQUERY_TYPE_OF: dict[type, str] = {
     uuid.UUID: "STRING",
@@ -95,29 +98,11 @@ def schema_fields(columns: tuple[Column, ...]) -> list[bigquery.SchemaField]:
     return [bigquery.SchemaField(c.name, c.type, mode=c.mode) for c in columns]
 
 
-def events_dedup_sql(project: str, dataset: str) -> str:
-    return f"""
-SELECT * FROM `{project}.{dataset}.{EVENTS}`
-WHERE TRUE
-QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY received_at) = 1
-""".strip()
-
-
-def customer_analytics_sql(project: str, dataset: str) -> str:
-    return f"""
-SELECT
-  visitor_key,
-  MAX(user_id) AS user_id,
-  MIN(occurred_at) AS first_seen_at,
-  MAX(occurred_at) AS last_seen_at,
-  COUNT(*) AS events,
-  COUNT(DISTINCT session_id) AS sessions,
-  COUNT(DISTINCT IF(event_type = 'purchase', order_id, NULL)) AS orders,
-  COALESCE(SUM(IF(event_type = 'purchase', revenue, NULL)), 0) AS lifetime_value,
-  MAX(IF(event_type = 'purchase', occurred_at, NULL)) AS last_order_at
-FROM `{project}.{dataset}.{EVENTS_DEDUP}`
-GROUP BY visitor_key
-""".strip()
+def view_sql(name: str, project: str, dataset: str) -> str:
+    """The query of view `name`: processor/bigquery_views/<name>.sql, which Terraform deploys
+    too (templatefile, same `${project}` and `${dataset}` placeholders)."""
+    template = string.Template((VIEWS_DIR / f"{name}.sql").read_text())
+    return template.substitute(project=project, dataset=dataset).strip()
 
 
 def table_definitions(project: str, dataset: str) -> list[bigquery.Table]:
@@ -140,11 +125,11 @@ def table_definitions(project: str, dataset: str) -> list[bigquery.Table]:
     bad_events.description = "Events or messages that could never be processed, with reason."
 
     events_dedup = bigquery.Table(ref(EVENTS_DEDUP))
-    events_dedup.view_query = events_dedup_sql(project, dataset)
+    events_dedup.view_query = view_sql(EVENTS_DEDUP, project, dataset)
     events_dedup.description = "events with one row per event_id (the first received)."
 
     customer_analytics = bigquery.Table(ref(CUSTOMER_ANALYTICS))
-    customer_analytics.view_query = customer_analytics_sql(project, dataset)
+    customer_analytics.view_query = view_sql(CUSTOMER_ANALYTICS, project, dataset)
     customer_analytics.description = "Per-customer rollups over events_dedup."
 
     return [events, bad_events, events_dedup, customer_analytics]

@@ -1,5 +1,6 @@
-# The analytics dataset. Table schemas and view queries are files under bigquery/, kept equal
-# to processor/bigquery_schema.py (which creates the same objects when missing) by
+# The analytics dataset. View queries are the processor's own files
+# (processor/bigquery_views/), which it also creates when missing. Table schemas are files under
+# bigquery/, generated from processor/bigquery_schema.py and kept equal to it by
 # tests/test_terraform.py.
 
 resource "google_bigquery_dataset" "main" {
@@ -90,7 +91,7 @@ resource "google_bigquery_table" "events_dedup" {
   deletion_protection = var.deletion_protection
 
   view {
-    query          = templatefile("${path.module}/bigquery/events_dedup.sql", { project = var.project_id, dataset = google_bigquery_dataset.main.dataset_id })
+    query          = templatefile("${local.repo_root}/processor/bigquery_views/events_dedup.sql", { project = var.project_id, dataset = google_bigquery_dataset.main.dataset_id })
     use_legacy_sql = false
   }
 
@@ -105,7 +106,7 @@ resource "google_bigquery_table" "customer_analytics" {
   deletion_protection = var.deletion_protection
 
   view {
-    query          = templatefile("${path.module}/bigquery/customer_analytics.sql", { project = var.project_id, dataset = google_bigquery_dataset.main.dataset_id })
+    query          = templatefile("${local.repo_root}/processor/bigquery_views/customer_analytics.sql", { project = var.project_id, dataset = google_bigquery_dataset.main.dataset_id })
     use_legacy_sql = false
   }
 

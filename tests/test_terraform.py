@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import string
 import subprocess
 import sys
 import tomllib
@@ -503,14 +502,16 @@ def test_bigquery_tables_and_views_match_the_processor_definitions(tf: Config) -
     for table_id, definition in definitions.items():
         table = tables[table_id]
         if definition.view_query is not None:
-            query = re.search(
-                r'templatefile\("\$\{path.module\}/(bigquery/[\w.]+)"',
-                block(table, "view")["query"],
+            # Terraform deploys the very file the processor reads.
+            query = block(table, "view")["query"]
+            call = re.fullmatch(
+                r'\$\{templatefile\("\$\{local.repo_root\}/processor/bigquery_views/(\w+)\.sql",'
+                r"\s*\{(.*)\}\)\}",
+                query,
+                re.S,
             )
-            assert query, table_id
-            template = string.Template((TERRAFORM_DIR / query.group(1)).read_text())
-            rendered = template.substitute(project="PROJECT", dataset="DATASET").strip()
-            assert rendered == definition.view_query, table_id
+            assert call and call[1] == table_id, query
+            assert re.findall(r"(\w+)\s*=", call[2]) == ["project", "dataset"], query
             continue
         partitioning = block(table, "time_partitioning")
         assert partitioning["type"] == definition.time_partitioning.type_
