@@ -11,8 +11,9 @@ raises BigQueryWriteError, so the caller nacks and nothing is silently lost.
 bqemulator 1.4.0, the local endpoint, shapes a few choices here:
 - it forgets which stream a connection writes to unless every request names `write_stream`
   (real BigQuery needs it only on the first); we always set it.
-- it copies the whole table into a snapshot on every append, so appends cost grows with the
-  table: we send few, large requests.
+- it copies the whole table into a time-travel snapshot on every append (our launcher,
+  clickstream/emulators/bigquery.py, turns that off), and each append has a fixed cost of its
+  own: we send few, large requests.
 - it validates far less than BigQuery (unknown fields are ignored, REQUIRED is not enforced),
   so the sink checks the tables' schemas itself when it starts (`ensure_tables`) and the
   encoder refuses values a column cannot hold.

@@ -13,12 +13,16 @@ import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import duckdb
 import msgspec
 import pytest
 from google.cloud import bigquery
 
 from clickstream.config import Settings
+from clickstream.emulators.bigquery import start_in_subprocess
+from clickstream.emulators.launch import stop_process
 from processor.bigquery import BigQuerySink, BigQueryWriteError, create_sink, split_rows
 from processor.bigquery_rows import EVENT_ROWS
 from processor.bigquery_schema import (
@@ -264,3 +268,35 @@ async def test_an_unreachable_endpoint_is_retried_then_raised(
         " retry 1",
         " retry 2",
     ]
+
+
+async def test_the_emulator_keeps_no_copy_of_the_table_per_append(tmp_path: Path) -> None:
+    """bqemulator 1.4.0 copies the whole table into a time-travel snapshot after every write
+    (quadratic time and disk); our launcher keeps only snapshots a query asks for."""
+    data = tmp_path / "data"
+    proc, hosts = start_in_subprocess(tmp_path / "emulator.log", data_dir=data)
+    try:
+        settings = Settings(
+            project="clickstream-test",
+            bigquery_dataset="kept",
+            bigquery_emulator_host=hosts["BIGQUERY_EMULATOR_HOST"],
+            bigquery_storage_emulator_host=hosts["BIGQUERY_STORAGE_EMULATOR_HOST"],
+        )
+        sink = await create_sink(settings)
+        try:
+            for batch in range(3):
+                await sink.write([event(batch * 10 + n) for n in range(10)], [])
+        finally:
+            await sink.close()
+    finally:
+        stop_process(proc)
+    # The emulator's own database, read once it has stopped.
+    with duckdb.connect(str(data / "bqemulator.duckdb"), read_only=True) as db:
+        schemas = dict(
+            db.execute(
+                "SELECT table_schema, count(*) FROM information_schema.tables GROUP BY 1"
+            ).fetchall()
+        )
+        stored = db.execute('SELECT count(*) FROM "clickstream-test__kept"."events"').fetchone()
+    assert stored == (30,)
+    assert "_bqemulator_snapshots" not in schemas, schemas
