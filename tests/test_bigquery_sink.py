@@ -35,14 +35,18 @@ from processor.bigquery_schema import (
 from processor.records import BadEvent, EnrichedEvent
 
 
-@pytest.fixture
-def settings(bigquery_emulator: dict[str, str]) -> Settings:
+def emulator_settings(hosts: dict[str, str], dataset: str) -> Settings:
     return Settings(
         project="clickstream-test",
-        bigquery_dataset=f"t_{uuid.uuid4().hex[:10]}",
-        bigquery_emulator_host=bigquery_emulator["BIGQUERY_EMULATOR_HOST"],
-        bigquery_storage_emulator_host=bigquery_emulator["BIGQUERY_STORAGE_EMULATOR_HOST"],
+        bigquery_dataset=dataset,
+        bigquery_emulator_host=hosts["BIGQUERY_EMULATOR_HOST"],
+        bigquery_storage_emulator_host=hosts["BIGQUERY_STORAGE_EMULATOR_HOST"],
     )
+
+
+@pytest.fixture
+def settings(bigquery_emulator: dict[str, str]) -> Settings:
+    return emulator_settings(bigquery_emulator, f"t_{uuid.uuid4().hex[:10]}")
 
 
 @pytest.fixture
@@ -276,13 +280,7 @@ async def test_the_emulator_keeps_no_copy_of_the_table_per_append(tmp_path: Path
     data = tmp_path / "data"
     proc, hosts = start_in_subprocess(tmp_path / "emulator.log", data_dir=data)
     try:
-        settings = Settings(
-            project="clickstream-test",
-            bigquery_dataset="kept",
-            bigquery_emulator_host=hosts["BIGQUERY_EMULATOR_HOST"],
-            bigquery_storage_emulator_host=hosts["BIGQUERY_STORAGE_EMULATOR_HOST"],
-        )
-        sink = await create_sink(settings)
+        sink = await create_sink(emulator_settings(hosts, "kept"))
         try:
             for batch in range(3):
                 await sink.write([event(batch * 10 + n) for n in range(10)], [])
