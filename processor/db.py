@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -48,9 +48,11 @@ async def connect(database_url: str | None) -> asyncpg.Connection:
 
 
 def describe(database_url: str) -> str:
-    """The URL without credentials, for logs."""
+    """The URL without credentials, for logs: host (or socket folder), port and database."""
     parts = urlsplit(database_url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+    socket_dir = parse_qs(parts.query).get("host")
+    host = socket_dir[0] if socket_dir else parts.hostname or "localhost"
+    return f"{host}:{parts.port or 5432}{parts.path}"
 
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")

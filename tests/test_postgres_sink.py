@@ -57,6 +57,8 @@ async def test_database_password_comes_from_its_own_variable(database_url: str) 
         "password": "s3cret",
     }
     assert "s3cret" not in db.describe("postgresql://u:s3cret@h:5/d")
+    # pgserver's URLs name a socket folder, which is what the log should say.
+    assert db.describe("postgresql://postgres:@/postgres?host=/run/pg") == "/run/pg:5432/postgres"
     with pytest.raises(db.DatabaseConfigError, match="DATABASE_URL"):
         db.connect_options(None, {})
 
