@@ -44,7 +44,8 @@ def wait_for_port(host: str, port: int, timeout: float, process: Child | None = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.exited:
-            raise RuntimeError(f"{process.name} exited while starting; see its output above")
+            where = process.log_path or "its output above"
+            raise RuntimeError(f"{process.name} exited while starting; see {where}")
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return
         time.sleep(0.1)
@@ -69,6 +70,7 @@ class Child:
     args: Sequence[str]
     env: dict[str, str]
     restart: bool = True
+    log_path: Path | None = None  # its output goes here rather than to the console
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     stopping: bool = False
@@ -81,15 +83,22 @@ class Child:
 
     async def start(self) -> None:
         self.started_at = time.monotonic()
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "clickstream.cli",
-            *self.args,
-            env=self.env,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
+        with contextlib.ExitStack() as files:
+            output = None
+            if self.log_path is not None:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                output = files.enter_context(self.log_path.open("ab"))
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "clickstream.cli",
+                *self.args,
+                env=self.env,
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT if output else None,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
 
     async def stop(self) -> None:
         """SIGTERM, wait for a clean exit (drain), SIGKILL the group only if it hangs."""
@@ -171,6 +180,8 @@ async def serve(options: Options, database_url: str) -> None:
         CLICKSTREAM_DASHBOARD_PASSWORD=dashboard_password,
         PYTHONUNBUFFERED="1",
     )
+    # The emulators' own chatter (Google's logs every connection) goes to files, not the console.
+    logs = options.state_dir / "logs"
     emulators: list[Child] = []
     if not env.get("PUBSUB_EMULATOR_HOST"):
         env["PUBSUB_EMULATOR_HOST"] = f"{options.host}:{options.pubsub_port}"
@@ -179,6 +190,7 @@ async def serve(options: Options, database_url: str) -> None:
                 "pubsub-emulator",
                 ["emulator", "pubsub", "--host", options.host, "--port", str(options.pubsub_port)],
                 env,
+                log_path=logs / "pubsub-emulator.log",
             )
         )
     if not env.get("BIGQUERY_EMULATOR_HOST"):
@@ -200,6 +212,7 @@ async def serve(options: Options, database_url: str) -> None:
                     str(options.state_dir / "bigquery"),
                 ],
                 env,
+                log_path=logs / "bigquery-emulator.log",
             )
         )
     gateway_url = f"http://{options.host}:{options.gateway_port}"
@@ -255,9 +268,7 @@ async def serve(options: Options, database_url: str) -> None:
         )
         for child in started:
             child.watcher = asyncio.create_task(child.supervise())
-        print_banner(
-            gateway_url, dashboard_url, write_key, options.state_dir / "dashboard-password", env
-        )
+        print_banner(gateway_url, dashboard_url, write_key, options.state_dir, env)
         await stop.wait()
         log("stopping")
     finally:
@@ -297,18 +308,19 @@ async def prepare(env: dict[str, str]) -> None:
 
 
 def print_banner(
-    gateway_url: str, dashboard_url: str, write_key: str, password: Path, env: dict[str, str]
+    gateway_url: str, dashboard_url: str, write_key: str, state_dir: Path, env: dict[str, str]
 ) -> None:
     print(
         f"""
 clickstream is running.
 
   gateway               {gateway_url}   (POST /v1/events, /v1/batch; docs at /openapi.json)
-  dashboard             {dashboard_url}   (password in {password})
+  dashboard             {dashboard_url}   (password in {state_dir / "dashboard-password"})
   dev write key         {write_key}
   PUBSUB_EMULATOR_HOST  {env["PUBSUB_EMULATOR_HOST"]}
   BIGQUERY_EMULATOR_HOST {env["BIGQUERY_EMULATOR_HOST"]}
   DATABASE_URL          {env["DATABASE_URL"]}
+  emulator logs         {state_dir / "logs"}
 
   Simulate shoppers:  clickstream loadgen --write-key {write_key} --rate 200
 

@@ -243,6 +243,15 @@ async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(
         await asyncio.sleep(1)
     assert ids <= bigquery_ids(stack)
 
+    # The emulators write to their own logs; the console keeps the platform's output.
+    logs = tmp_path / ".clickstream" / "logs"
+    for name, ready in (
+        ("pubsub", "PUBSUB_EMULATOR_HOST="),
+        ("bigquery", "BIGQUERY_EMULATOR_HOST="),
+    ):
+        assert ready in (logs / f"{name}-emulator.log").read_text(errors="replace")
+        assert ready not in stack.log()
+
     children = stack.descendants()
     assert len(children) >= 5  # emulators, gateway, processor, dashboard (and their workers)
     assert await asyncio.to_thread(stack.interrupt) == 0
