@@ -406,9 +406,11 @@ class Shop:
             yield event("page_view", landing_url(url), product.name or "")
             yield event("product_view", url, product.name or "", product=product)
 
-        def log_in(user: str) -> None:
+        def log_in(user: str) -> bool:
+            """Sign in; whether the visitor was signed out (then the tracker identifies)."""
             nonlocal user_id
-            user_id = user
+            signed_out, user_id = user_id != user, user
+            return signed_out
 
         first_page = True
 
@@ -486,7 +488,7 @@ class Shop:
         event: Callable[..., Event],
         visitor: Visitor,
         cart: dict[str, Product],
-        login: Callable[[str], None],
+        login: Callable[[str], bool],
     ) -> Iterator[Event]:
         rng = self.rng
         items = list(cart.values())
@@ -500,7 +502,9 @@ class Shop:
             return  # abandoned checkout
         if visitor.has_account:
             visitor.account = visitor.account or f"u-{rng.getrandbits(40):010x}"
-            login(visitor.account)
+            if login(visitor.account):
+                # As a tracker does on sign-in: links this device's anonymous id to the user.
+                yield event("identify", f"{SHOP_URL}/account/login", "Sign in")
         self.orders += 1
         order = order_of(f"O-{rng.getrandbits(48):012X}", items, CURRENCY)
         yield event("purchase", f"{SHOP_URL}/checkout/complete", "Thank you", order=order)

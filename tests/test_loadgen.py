@@ -52,6 +52,9 @@ def test_sessions_are_coherent_shopping_journeys(sessions: list[list[Event]]) ->
                 assert cart, "checkout with an empty cart"
                 assert e.properties is not None
                 checkout_value = e.properties["value"]
+            elif e.event_type == "identify":
+                assert e.user_id and e.anonymous_id, "a sign-in links both ids"
+                assert events[events.index(e) - 1].user_id is None, "only when signed out"
             elif e.event_type == "purchase":
                 assert e.order is not None and checkout_value is not None
                 items = {i.product_id: i.quantity for i in e.order.items}
@@ -90,6 +93,7 @@ def test_the_traffic_looks_like_a_shop(sessions: list[list[Event]]) -> None:
     visits = Counter(s[0].anonymous_id for s in sessions)
     assert sum(1 for v in visits.values() if v > 1) > n * 0.05
     assert any(e.user_id for s in sessions for e in s)
+    assert types["identify"] > 0
 
 
 def test_invalid_share_is_honoured_and_every_other_event_is_valid() -> None:
