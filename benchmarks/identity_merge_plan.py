@@ -5,12 +5,13 @@
 
 Against a database filled by `clickstream dashboard seed` (any size; the point is the plan on
 big tables). In one transaction that is rolled back: stages an `identify` event for each of
-the `--visitors` anonymous visitors with the most events (linking them to new user ids), then
-runs `EXPLAIN (ANALYZE, BUFFERS)` of the merge script (`processor.identities.MERGE_SQL`) as the
-sink runs it, and of the attribution (`ATTRIBUTE_SQL`, which every batch runs) with `--links`
-other links stored and a batch of `--batch` anonymous events (copies of stored ones). Prints
-the plans and, per table, the scans used; exits 1 if a sequential scan of a stored (not
-temporary) table remains.
+the `--visitors` anonymous visitors with the most events (linking them to new user ids) and
+records the links as the sink does (`RECORD_LINKS_SQL`), then runs `EXPLAIN (ANALYZE,
+BUFFERS)` of the merge script (`processor.identities.MERGE_SQL`) as `merge_pending` runs it,
+and of the attribution (`ATTRIBUTE_SQL`, which every batch runs) with `--links` other links
+stored and a batch of `--batch` anonymous events (copies of stored ones). Prints the plans and,
+per table, the scans used; exits 1 if a sequential scan of a stored (not temporary) table
+remains.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 import asyncpg
 
 from clickstream.local_postgres import postgres_url
-from processor.identities import ATTRIBUTE_SQL, LINK_EVENT_TYPES, MERGE_SQL
+from processor.identities import ATTRIBUTE_SQL, LINK_EVENT_TYPES, MERGE_SQL, RECORD_LINKS_SQL
 from processor.postgres import SETUP_SQL
 
 _SCAN = re.compile(
@@ -38,8 +39,8 @@ async def stage_batch(conn: asyncpg.Connection, links: int, batch: int) -> None:
     """`links` links of other ids (statistics refreshed, as autovacuum keeps them) and a batch
     of `batch` anonymous events in `incoming`, half of them of linked ids."""
     await conn.execute(
-        """INSERT INTO identities (anonymous_id, user_id, linked_at)
-           SELECT 'linked-' || n, 'user-' || n, now() FROM generate_series(1, $1) n
+        """INSERT INTO identities (anonymous_id, user_id, linked_at, merged_at)
+           SELECT 'linked-' || n, 'user-' || n, now(), now() FROM generate_series(1, $1) n
            ON CONFLICT DO NOTHING""",
         links,
     )
@@ -122,6 +123,7 @@ async def run(database_url: str, visitors: int, links: int, batch: int) -> int:
             await conn.execute("TRUNCATE incoming")
             linked = await stage_identifies(conn, visitors)
             print(f"linking {len(linked)} anonymous visitors: {', '.join(linked)}\n")
+            await conn.execute(RECORD_LINKS_SQL)
             await show("MERGE_SQL", MERGE_SQL)
             raise _Rollback
     except _Rollback:

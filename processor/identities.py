@@ -1,37 +1,40 @@
 """Identity resolution in the PostgreSQL sink: `identify` links an anonymous id to a user id.
 
-Set-based scripts run inside the sink's batch transaction (see processor.postgres and migration
-002_identity.sql):
+Set-based scripts (see processor.postgres and migrations 002 and 005):
 
-- `ATTRIBUTE_SQL`, before the batch's events are inserted: an event with only an anonymous id
-  that is already linked counts for its user (`visitor_key` = user id), so a profile does not
-  split again after the merge, even when events arrive late or out of order.
-- `MERGE_SQL`, after the aggregates: records the links that the batch's new `identify` / `alias`
-  events create (first link of an anonymous id wins) and, for each new link, folds the anonymous
-  customer profile into the user's (counts, value, first/last seen, first source, last order,
-  device, anonymous ids), deletes it, and moves its sessions, raw events and unique-visitor
-  rows to the user.
+- `ATTRIBUTE_SQL`, in every batch before its events are inserted: an event with only an
+  anonymous id that is already linked counts for its user (`visitor_key` = user id), so a
+  profile does not split again after the merge, even when events arrive late or out of order.
+- `RECORD_LINKS_SQL`, in a batch after its aggregates: records the links that its new
+  `identify` / `alias` events create (first link of an anonymous id wins), pending a merge.
+- `MERGE_SQL`, run by `merge_pending` once that batch has committed, in a transaction of its
+  own: for each pending link, folds the anonymous customer profile into the user's (counts,
+  value, first/last seen, first source, last order, device, anonymous ids), deletes it, moves
+  its sessions, raw events and unique-visitor rows to the user, and marks the link merged.
 
-Only events new to `events` reach `fresh`, and only links new to `identities` merge, so a
+Only events new to `events` can record a link, and a link is merged once (its `merged_at`), so a
 redelivered message or a repeated identify merges nothing twice. The unique-visitor tables
 (visitor_minutes/hours/days, metrics_minute.unique_visitors) are re-keyed too, so every
-aggregate still equals a recount from `events`. Only
-anonymous profiles (no user id) are merged; an alias of a previous *user* id is recorded but
-leaves that user's profile as it is.
+aggregate still equals a recount from `events`. Only anonymous profiles (no user id) are merged;
+an alias of a previous *user* id is recorded but leaves that user's profile as it is.
 
 Concurrency. A merge must see every row of the anonymous id, no batch may add rows for it
-unattributed once the link exists (else the profile splits again and unique-visitor counts
-drift from the recount), and a merge's writes must not wait on rows in another order than a
-concurrent batch's (the sink's order is statement by statement, each sorted; a merge after the
-aggregates would lock customers and sessions after metrics_minute). So a batch that may create a
-link runs alone among batches from its attribution to its commit: every batch locks the
-`identities` table right before it attributes, batches side by side in ROW EXCLUSIVE mode, one
-whose link events name an anonymous id not linked yet (NEW_LINKS_SQL, one index probe per id)
-in SHARE ROW EXCLUSIVE mode, which waits for the batches in flight to commit and holds back the
-next ones until it commits (they then attribute to the user). Every batch takes this lock after
-its session-state rows and before any other row lock, and a merge never touches session state,
-so whoever waits on it holds nothing the other needs. New links are rare (a device's first
-sign-in; identifies repeated on every visit link nothing new and take the shared mode).
+unattributed once it has merged (else the profile splits again and unique-visitor counts drift
+from the recount), and a merge's writes must not wait on rows in another order than a concurrent
+batch's. So every batch locks the `identities` table in ROW EXCLUSIVE mode right before it
+attributes (batches run side by side), and a merge takes SHARE ROW EXCLUSIVE: it waits for the
+batches in flight, which attributed before the link was committed, and holds back the next ones
+(which then see the link and attribute to the user) for the merge only, a few milliseconds. A
+batch takes that lock after its session-state rows and before any other row lock, and a merge
+holds nothing before it and never touches session state, so whoever waits holds nothing the
+other needs. Merging used to happen inside the linking batch, which then ran alone from its
+attribution to its commit; with a sign-in in nearly every batch, batches ran one at a time
+(benchmarks/processor_throughput.py, shoppers, 3 batches in flight: 20.3k events/s without
+sign-ins, 14.9k with them merged in the batch, 17.2k merged after the commit; the rest is the
+wait of each merge for the batches in flight).
+
+A link recorded by a batch whose merge did not run (the process died after the commit) is merged
+by the next `merge_pending`, after any later batch of any worker, or when a worker starts.
 
 Plans. The visitor tables are keyed (bucket, visitor_key) and have no index on visitor_key: the
 merge finds the anonymous id's rows by the bucket keys of its events (moved through
@@ -45,14 +48,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
+from processor.db import Connection
 from processor.records import EnrichedEvent
 
 LINK_EVENT_TYPES: Final = ("identify", "alias")
 
-# Taken right before ATTRIBUTE_SQL: LOCK_SQL by every batch, LOCK_LINKING_SQL by one that may
-# create a link (see "Concurrency" above).
+# Every batch, right before ATTRIBUTE_SQL; a merge, before MERGE_SQL (see "Concurrency" above).
 LOCK_SQL: Final = "LOCK TABLE identities IN ROW EXCLUSIVE MODE;"
-LOCK_LINKING_SQL: Final = "LOCK TABLE identities IN SHARE ROW EXCLUSIVE MODE;"
+LOCK_MERGING_SQL: Final = "LOCK TABLE identities IN SHARE ROW EXCLUSIVE MODE;"
+# One merger at a time; the others leave the pending links to it (it loops until none are left).
+# Arbitrary constant, as the migrations' lock key.
+MERGER_LOCK_KEY: Final = 0x636C6B6D  # "clkm"
 
 ATTRIBUTE_SQL: Final = """
 UPDATE incoming SET visitor_key = l.user_id
@@ -60,11 +66,17 @@ FROM identities l
 WHERE incoming.user_id IS NULL AND incoming.anonymous_id = l.anonymous_id;
 """
 
-# Whether any of the anonymous ids ($1) has no link yet (links are never removed).
-NEW_LINKS_SQL: Final = """
-SELECT EXISTS (SELECT FROM unnest($1::text[]) AS a
-               WHERE NOT EXISTS (SELECT FROM identities l WHERE l.anonymous_id = a))
+RECORD_LINKS_SQL: Final = f"""
+INSERT INTO identities (anonymous_id, user_id, linked_at)
+SELECT DISTINCT ON (anonymous_id) anonymous_id, user_id, occurred_at
+FROM fresh
+WHERE event_type IN ({", ".join(f"'{t}'" for t in LINK_EVENT_TYPES)})
+  AND anonymous_id IS NOT NULL AND user_id IS NOT NULL AND anonymous_id <> user_id
+ORDER BY anonymous_id, occurred_at, event_id
+ON CONFLICT (anonymous_id) DO NOTHING
 """
+
+PENDING_SQL: Final = "SELECT EXISTS (SELECT FROM identities WHERE merged_at IS NULL)"
 
 
 def _move_visitor_rows(table: str, bucket: str, keys: str) -> str:
@@ -88,13 +100,7 @@ def _move_visitor_rows(table: str, bucket: str, keys: str) -> str:
 
 MERGE_SQL: Final = f"""
 WITH links AS (
-    INSERT INTO identities (anonymous_id, user_id, linked_at)
-    SELECT DISTINCT ON (anonymous_id) anonymous_id, user_id, occurred_at
-    FROM fresh
-    WHERE event_type IN ({", ".join(f"'{t}'" for t in LINK_EVENT_TYPES)})
-      AND anonymous_id IS NOT NULL AND user_id IS NOT NULL AND anonymous_id <> user_id
-    ORDER BY anonymous_id, occurred_at, event_id
-    ON CONFLICT (anonymous_id) DO NOTHING
+    UPDATE identities SET merged_at = now() WHERE merged_at IS NULL
     RETURNING anonymous_id, user_id
 ), anon AS (
     -- The anonymous profiles to merge (a linked id that is some user's own key is left alone).
@@ -177,8 +183,24 @@ SELECT count(*) FROM links
 """
 
 
+async def merge_pending(conn: Connection) -> int:
+    """Merge the links recorded and not merged yet; return how many merged here.
+
+    Outside any transaction: each merge is one of its own. When another session is merging,
+    this one leaves the pending links to it.
+    """
+    merged = 0
+    while await conn.fetchval(PENDING_SQL):
+        async with conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", MERGER_LOCK_KEY):
+                break
+            await conn.execute(LOCK_MERGING_SQL)
+            merged += await conn.fetchval(MERGE_SQL)
+    return merged
+
+
 def linked_ids(events: Iterable[EnrichedEvent]) -> list[str]:
-    """The anonymous ids that the batch's link events would link (none: no merge to run)."""
+    """The anonymous ids that the batch's link events would link (none: nothing to record)."""
     return sorted(
         {
             event.anonymous_id

@@ -14,9 +14,9 @@ Per batch, on one pooled connection and in one transaction:
 5. save the session state, insert bad events (deduplicated by `message_key`), commit.
 
 Identity links (`identify` events, see `processor.identities`) attribute anonymous events before
-step 3 and merge anonymous profiles after step 4, in the same transaction; a batch that creates
-a link runs alone among batches from step 3 on (a lock on `identities` that every batch takes
-after its session-state rows).
+step 3 (after a lock on `identities` that every batch takes after its session-state rows), and
+a batch records the links it creates after step 4. Once it has committed, the pending links are
+merged in a short transaction of their own.
 
 A redelivered message, or the same event in two messages, inserts nothing in step 3 and so
 changes no aggregate. Every upsert visits its keys in sorted order, so concurrent batches wait
@@ -350,8 +350,12 @@ class PostgresSink:
         events = unique_events(events)
         pending = [event for event in events if not event.session_id]
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                return await self._write(conn, events, bad)
+            async with self.pool.acquire() as conn:
+                async with conn.transaction():
+                    inserted = await self._write(conn, events, bad)
+                # Links this batch (or one whose process died before this step) recorded.
+                await identities.merge_pending(conn)
+                return inserted
         except BaseException:
             for event in pending:  # a retry must sessionize these again from committed state
                 event.session_id = ""
@@ -369,35 +373,28 @@ class PostgresSink:
             await conn.copy_records_to_table(
                 "incoming", records=(_astuple(event) for event in events)
             )
-            linking = await self._may_create_links(conn, events)
-            inserted = await self._insert_events(conn, len(events), linking)
+            inserted = await self._insert_events(conn, len(events))
             if inserted < len(events):
                 stored = {row[0]: row[1] for row in await conn.fetch(DROP_SEEN_SQL)}
                 for event in events:
                     event.session_id = stored.get(event.event_id, event.session_id)
             if inserted:
                 await conn.execute(AGGREGATES_SQL)
-                if linking:
-                    await conn.execute(identities.MERGE_SQL)
+                if identities.linked_ids(events):
+                    await conn.execute(identities.RECORD_LINKS_SQL)
             await sessions.save_state(conn, after)
         if bad:
             await conn.execute(INSERT_BAD_SQL, *_bad_columns(bad))
         return inserted
 
     @staticmethod
-    async def _may_create_links(conn: Connection, events: list[EnrichedEvent]) -> bool:
-        """Whether the batch has link events for an anonymous id not linked yet: then it runs
-        the merge, alone among batches (see processor.identities)."""
-        candidates = identities.linked_ids(events)
-        return bool(candidates) and bool(await conn.fetchval(identities.NEW_LINKS_SQL, candidates))
-
-    @staticmethod
-    async def _insert_events(conn: Connection, staged: int, linking: bool) -> int:
+    async def _insert_events(conn: Connection, staged: int) -> int:
         """Insert the staged events (linked anonymous ids attributed first); return how many
         were new."""
-        lock = identities.LOCK_LINKING_SQL if linking else identities.LOCK_SQL
         try:
-            await conn.execute(lock + identities.ATTRIBUTE_SQL + INSERT_NEW_EVENTS_SQL)
+            await conn.execute(
+                identities.LOCK_SQL + identities.ATTRIBUTE_SQL + INSERT_NEW_EVENTS_SQL
+            )
             return staged
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "events_pkey":

@@ -33,7 +33,7 @@ from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransp
 from clickstream.config import Settings
 from clickstream.gc_tuning import tune_after_startup
 from clickstream.pubsub_clients import CHANNEL_OPTIONS
-from processor import db
+from processor import db, identities
 from processor.core import Message, Processor
 from processor.postgres import PostgresSink, create_sink_pool
 from processor.sinks import other_sinks
@@ -203,6 +203,8 @@ async def serve(settings: Settings, options: WorkerOptions, stop: asyncio.Event)
         await ensure_topology(settings)
     await migrate(settings.database_url)
     pool = await create_sink_pool(settings.database_url, max_size=options.concurrency)
+    async with pool.acquire() as conn:  # links a worker recorded and died before merging
+        await identities.merge_pending(conn)
     others = await other_sinks(settings)
     worker = Worker(Processor(PostgresSink(pool), others), options)
     subscriber = subscriber_client(settings)

@@ -7,14 +7,17 @@ recount from `events` after the merge (processor_testing.aggregate_mismatches).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import timedelta
 from typing import Any, cast
 
 import asyncpg
+import pytest
 from processor_testing import BASE_TIME, IPHONE, aggregate_mismatches, envelope_of, event
 
 from clickstream import envelope
+from processor import identities
 from processor.core import Message, Processor
 
 
@@ -221,4 +224,60 @@ async def test_an_identify_racing_events_of_the_same_visitors_never_deadlocks_or
         profiles = await customers(pool)
         assert device not in profiles, f"round {r}: the device's profile split off again"
         assert profiles[user]["events"] == 7  # 2 + identify + 2 on the device, 2 on the laptop
+    assert await mismatches(pool) == {}
+
+
+async def committed_beside_a_batch_in_flight(pool: asyncpg.Pool) -> None:
+    """Wait until the linking batch's events are committed (the batch did not wait)."""
+    for _ in range(300):
+        if await pool.fetchval("SELECT count(*) FROM events WHERE user_id = 'user-1'"):
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("the linking batch waited for the batch in flight")
+
+
+async def test_a_linking_batch_commits_beside_batches_in_flight_and_merges_after_them(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    # A transaction holding the lock every batch takes stands for a batch in flight. The
+    # linking batch commits anyway (batches run side by side); its merge waits for the batch in
+    # flight, which attributed before the link existed, and then leaves nothing split.
+    await processor.process([message(anonymous_history())])
+    async with pool.acquire() as in_flight:
+        transaction = in_flight.transaction()
+        await transaction.start()
+        await in_flight.execute(identities.LOCK_SQL)
+        linking = asyncio.create_task(
+            processor.process([message([identify("anon-1", "user-1", minutes=10)])])
+        )
+        await committed_beside_a_batch_in_flight(pool)
+        assert not linking.done()
+        assert await pool.fetchval("SELECT merged_at FROM identities") is None
+        assert "anon-1" in await customers(pool)
+        await transaction.commit()
+    await asyncio.wait_for(linking, 30)
+    assert list(await customers(pool)) == ["user-1"]
+    assert await pool.fetchval("SELECT merged_at IS NOT NULL FROM identities")
+    assert await mismatches(pool) == {}
+
+
+async def test_a_link_left_unmerged_by_a_crash_is_merged_by_the_next_batch(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    await processor.process([message(anonymous_history())])
+    async with pool.acquire() as in_flight, in_flight.transaction():
+        await in_flight.execute(identities.LOCK_SQL)  # a batch in flight holds the merge back
+        linking = asyncio.create_task(
+            processor.process([message([identify("anon-1", "user-1", minutes=10)])])
+        )
+        await committed_beside_a_batch_in_flight(pool)
+        linking.cancel()  # the worker dies while its merge waits
+        with contextlib.suppress(asyncio.CancelledError):
+            await linking
+    assert await pool.fetchval("SELECT merged_at FROM identities") is None
+    assert set(await customers(pool)) == {"anon-1", "user-1"}
+
+    await processor.process([message([event("page_view", anonymous_id="someone-else")])])
+    profiles = await customers(pool)
+    assert "anon-1" not in profiles and profiles["user-1"]["events"] == 5
     assert await mismatches(pool) == {}
