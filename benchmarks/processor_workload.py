@@ -1,7 +1,8 @@
 """Processor workloads as gateway envelopes (100 events per message, fresh event ids).
 
 - `shoppers`: the load generator's shopper model (`clickstream.shoppers.Traffic`): thousands of
-  interleaved sessions of ~1-40 events (client session ids), returning visitors, carts, orders.
+  interleaved sessions of ~1-40 events (client session ids), returning visitors, carts, orders,
+  sign-ins (`identify`, ~90 new identity links per 20,000 events).
   The realistic case: a batch touches each session and customer for several events.
 - `worst`: each event from one of 5,000 visitors picked at random, no session ids (the processor
   sessionizes), every batch over the same 100 s: nearly every event of a batch is its visitor's
