@@ -28,10 +28,11 @@ batches in flight, which attributed before the link was committed, and holds bac
 batch takes that lock after its session-state rows and before any other row lock, and a merge
 holds nothing before it and never touches session state, so whoever waits holds nothing the
 other needs. Merging used to happen inside the linking batch, which then ran alone from its
-attribution to its commit; with a sign-in in nearly every batch, batches ran one at a time
-(benchmarks/processor_throughput.py, shoppers, 3 batches in flight: 20.3k events/s without
-sign-ins, 14.9k with them merged in the batch, 17.2k merged after the commit; the rest is the
-wait of each merge for the batches in flight).
+attribution to its commit; with a sign-in in nearly every batch, batches ran one at a time.
+benchmarks/processor_throughput.py (shoppers, with sign-ins, 3 batches in flight), 7 runs of
+each, interleaved: 15.7k events/s merged in the batch, 16.6k merged after the commit. What is
+left is each merge waiting for the batches in flight: merging at most every 5 s measured
+another +14% (3 runs), at the price of profiles merging that much later.
 
 A link recorded by a batch whose merge did not run (the process died after the commit) is merged
 by the next `merge_pending`, after any later batch of any worker, or when a worker starts.
