@@ -24,7 +24,7 @@ from the recount), and a merge's writes must not wait on rows in another order t
 batch's. So every batch locks the `identities` table in ROW EXCLUSIVE mode right before it
 attributes (batches run side by side), and a merge takes SHARE ROW EXCLUSIVE: it waits for the
 batches in flight, which attributed before the link was committed, and holds back the next ones
-(which then see the link and attribute to the user) for the merge only, a few milliseconds. A
+(which then see the link and attribute to the user) from that wait until its commit. A
 batch takes that lock after its session-state rows and before any other row lock, and a merge
 holds nothing before it and never touches session state, so whoever waits holds nothing the
 other needs. Merging used to happen inside the linking batch, which then ran alone from its
