@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, cast
 
@@ -227,34 +228,37 @@ async def test_an_identify_racing_events_of_the_same_visitors_never_deadlocks_or
     assert await mismatches(pool) == {}
 
 
-async def committed_beside_a_batch_in_flight(pool: asyncpg.Pool) -> None:
-    """Wait until the linking batch's events are committed (the batch did not wait)."""
-    for _ in range(300):
-        if await pool.fetchval("SELECT count(*) FROM events WHERE user_id = 'user-1'"):
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail("the linking batch waited for the batch in flight")
+@contextlib.asynccontextmanager
+async def linking_beside_a_batch_in_flight(
+    processor: Processor, pool: asyncpg.Pool
+) -> AsyncIterator[asyncio.Task[None]]:
+    """anon-1's history, then a batch linking anon-1 to user-1 while a transaction holding the
+    lock every batch takes stands for a batch in flight, until the block ends. Yields the
+    linking batch once it has committed (batches run side by side); its merge waits."""
+    await processor.process([message(anonymous_history())])
+    async with pool.acquire() as in_flight, in_flight.transaction():
+        await in_flight.execute(identities.LOCK_SQL)
+        linking = asyncio.create_task(
+            processor.process([message([identify("anon-1", "user-1", minutes=10)])])
+        )
+        for _ in range(300):
+            if await pool.fetchval("SELECT count(*) FROM events WHERE user_id = 'user-1'"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the linking batch waited for the batch in flight")
+        yield linking
 
 
 async def test_a_linking_batch_commits_beside_batches_in_flight_and_merges_after_them(
     processor: Processor, pool: asyncpg.Pool
 ) -> None:
-    # A transaction holding the lock every batch takes stands for a batch in flight. The
-    # linking batch commits anyway (batches run side by side); its merge waits for the batch in
-    # flight, which attributed before the link existed, and then leaves nothing split.
-    await processor.process([message(anonymous_history())])
-    async with pool.acquire() as in_flight:
-        transaction = in_flight.transaction()
-        await transaction.start()
-        await in_flight.execute(identities.LOCK_SQL)
-        linking = asyncio.create_task(
-            processor.process([message([identify("anon-1", "user-1", minutes=10)])])
-        )
-        await committed_beside_a_batch_in_flight(pool)
+    # Its merge waits for the batch in flight, which attributed before the link existed, and
+    # then leaves nothing split.
+    async with linking_beside_a_batch_in_flight(processor, pool) as linking:
         assert not linking.done()
         assert await pool.fetchval("SELECT merged_at FROM identities") is None
         assert "anon-1" in await customers(pool)
-        await transaction.commit()
     await asyncio.wait_for(linking, 30)
     assert list(await customers(pool)) == ["user-1"]
     assert await pool.fetchval("SELECT merged_at IS NOT NULL FROM identities")
@@ -264,13 +268,7 @@ async def test_a_linking_batch_commits_beside_batches_in_flight_and_merges_after
 async def test_a_link_left_unmerged_by_a_crash_is_merged_by_the_next_batch(
     processor: Processor, pool: asyncpg.Pool
 ) -> None:
-    await processor.process([message(anonymous_history())])
-    async with pool.acquire() as in_flight, in_flight.transaction():
-        await in_flight.execute(identities.LOCK_SQL)  # a batch in flight holds the merge back
-        linking = asyncio.create_task(
-            processor.process([message([identify("anon-1", "user-1", minutes=10)])])
-        )
-        await committed_beside_a_batch_in_flight(pool)
+    async with linking_beside_a_batch_in_flight(processor, pool) as linking:
         linking.cancel()  # the worker dies while its merge waits
         with contextlib.suppress(asyncio.CancelledError):
             await linking
