@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from test_bigquery_bench import page_view
 
-from clickstream.config import Settings
 from clickstream.emulators.bigquery import start_in_subprocess
 from clickstream.emulators.launch import stop_process
+from clickstream_contract.config import Settings
 from processor.bigquery import create_sink
 
 

@@ -37,10 +37,10 @@ import msgspec
 from processor_throughput import local_postmaster, server_cpu
 from processor_workload import batches
 
-from clickstream import envelope
-from clickstream.contract import Event
-from clickstream.gc_tuning import tune_after_startup
 from clickstream.local_postgres import postgres_url
+from clickstream_contract import envelope
+from clickstream_contract.event import Event
+from clickstream_contract.gc_tuning import tune_after_startup
 from processor.bigquery_rows import CONVERSIONS, EVENT_ROWS, compile_encoder
 from processor.bigquery_schema import Column
 from processor.core import Message, decode

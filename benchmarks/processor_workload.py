@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from clickstream import envelope
 from clickstream.shoppers import Traffic
+from clickstream_contract import envelope
 from processor.core import Message
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

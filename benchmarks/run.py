@@ -159,10 +159,18 @@ def wait_grpc(host: str, timeout: float = 60) -> None:
         grpc.channel_ready_future(channel).result(timeout=timeout)
 
 
+def create_topology(env: dict[str, str]) -> None:
+    """Topics and subscriptions, as `clickstream up` creates them: the gateway never does."""
+    from clickstream.pubsub_admin import ensure_topology
+    from clickstream_contract.config import Settings
+
+    asyncio.run(ensure_topology(Settings.from_env(env)))
+
+
 def delete_subscriptions(emulator_host: str, project: str) -> None:
     """Durable publish is measured while the emulator keeps no growing backlog."""
-    from clickstream.config import Settings
-    from clickstream.pubsub_clients import subscriber_async_client
+    from clickstream.pubsub_admin import subscriber_async_client
+    from clickstream_contract.config import Settings
 
     settings = Settings.from_env(
         {"PUBSUB_EMULATOR_HOST": emulator_host, "GOOGLE_CLOUD_PROJECT": project}
@@ -310,7 +318,7 @@ def granian(interface: str, target: str, port: int) -> list[str]:
 
 
 def contenders(port: int, gateway_env: dict[str, str]) -> list[Contender]:
-    gateway = [PYTHON, "-m", "clickstream.cli", "gateway", "--port", str(port)]
+    gateway = [PYTHON, "-m", "clickstream_contract.cli", "gateway", "--port", str(port)]
     return [
         Contender("raw Granian RSGI", granian("rsgi", "raw_granian:rsgi_app", port), "/"),
         Contender("raw Granian ASGI", granian("asgi", "raw_granian:app", port), "/"),
@@ -801,11 +809,20 @@ def main() -> int:
     runs: list[Run] = []
     curves: list[dict[str, object]] = []
     stalled: dict[str, object] | None = None
-    emulator_args = [PYTHON, "-m", "clickstream.cli", "emulator", "pubsub", "--impl", "builtin"]
+    emulator_args = [
+        PYTHON,
+        "-m",
+        "clickstream_contract.cli",
+        "emulator",
+        "pubsub",
+        "--impl",
+        "builtin",
+    ]
     with process(
         [*emulator_args, "--port", str(emulator_port)], cpus=LOAD_CPU, log=work / "emulator.log"
     ) as emulator:
         wait_grpc(emulator_host)
+        create_topology(gateway_env)
         prepare = lambda: delete_subscriptions(emulator_host, project)  # noqa: E731
         everyone = contenders(port, gateway_env)
         if "http" not in args.skip:

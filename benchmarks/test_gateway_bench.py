@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from clickstream import envelope
-from clickstream.envelope import Group
+from clickstream_contract import envelope
+from clickstream_contract.envelope import Group
 from gateway.batcher import Batcher, group_size
 from gateway.validation import check_batch, check_single
 

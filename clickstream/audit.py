@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from clickstream.config import LOCAL_PROJECT, Settings
+from clickstream_contract.config import LOCAL_PROJECT, Settings
 
 CHUNK: Final = 50_000
 # How many missing or duplicated ids a report lists (all of them are counted).

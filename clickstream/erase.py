@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from clickstream.config import Settings
+from clickstream_contract.config import Settings
 
 
 @dataclass

@@ -25,9 +25,9 @@ from typing import IO, Any, Final
 import httpx
 
 from clickstream.shoppers import Generated, Traffic
+from clickstream_contract.answers import IngestResponse
 from clickstream_sdk.delivery import (
     MAX_BATCH_EVENTS,
-    Accepted,
     Answer,
     Backoff,
     Sleep,
@@ -140,7 +140,7 @@ class Run:
         # back to the generated items by identity, which holds while the request is alive.
         by_data = {id(item.data): item for item in batch}
 
-        def settled(events: Sequence[bytes], accepted: Accepted | None, reason: str) -> None:
+        def settled(events: Sequence[bytes], accepted: IngestResponse | None, reason: str) -> None:
             items = [by_data[id(data)] for data in events]
             if accepted is None:
                 self.tally.failed += len(items)

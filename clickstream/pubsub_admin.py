@@ -1,22 +1,34 @@
 """Create the platform's Pub/Sub topics and subscriptions, idempotently.
 
-In Google Cloud, Terraform owns these; locally (emulators) the gateway, the processor and
-`clickstream up` call `ensure_topology` at start so any of them may come up first.
+In Google Cloud, Terraform owns these; locally `clickstream up` (and the tests) call
+`ensure_topology` before any service starts: the services themselves never create them.
 """
 
 from __future__ import annotations
 
 import contextlib
 
+import grpc
 from google.api_core.exceptions import AlreadyExists
-from google.pubsub_v1 import DeadLetterPolicy, Subscription
+from google.pubsub_v1 import DeadLetterPolicy, SubscriberAsyncClient, Subscription
+from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
 
-from clickstream.config import Settings
-from clickstream.pubsub_clients import publisher_async_client, subscriber_async_client
+from clickstream_contract.config import PUBSUB_CHANNEL_OPTIONS, Settings
+from gateway.pubsub import publisher_async_client
 
 # Match terraform: a message the processor fails this often goes to the dead-letter topic.
 MAX_DELIVERY_ATTEMPTS = 5
 ACK_DEADLINE_SECONDS = 60
+
+
+def subscriber_async_client(settings: Settings) -> SubscriberAsyncClient:
+    """The generated async client, on an insecure channel to the emulator when one is set."""
+    if settings.pubsub_emulator_host is None:
+        return SubscriberAsyncClient()
+    channel = grpc.aio.insecure_channel(
+        settings.pubsub_emulator_host, options=PUBSUB_CHANNEL_OPTIONS
+    )
+    return SubscriberAsyncClient(transport=SubscriberGrpcAsyncIOTransport(channel=channel))
 
 
 def subscriptions(settings: Settings) -> list[Subscription]:

@@ -23,7 +23,7 @@ from urllib.parse import quote_plus, urlencode
 
 import msgspec
 
-from clickstream.contract import Campaign, Context, Device, Event, Page, Product
+from clickstream_contract.event import Campaign, Context, Device, Event, Page, Product
 from clickstream_sdk.events import (
     build_event,
     checkout_properties,

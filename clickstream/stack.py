@@ -91,7 +91,7 @@ class Child:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "clickstream.cli",
+                "clickstream_contract.cli",
                 *self.args,
                 env=self.env,
                 stdout=output,
@@ -292,8 +292,8 @@ def wait_for_ports(emulators: list[Child], options: Options) -> None:
 
 async def prepare(env: dict[str, str]) -> None:
     """Schema, topics, subscriptions and BigQuery tables, before any service starts."""
-    from clickstream.config import Settings
     from clickstream.pubsub_admin import ensure_topology
+    from clickstream_contract.config import Settings
     from processor.bigquery import ensure_tables
     from processor.migrations import migrate
 

@@ -107,7 +107,7 @@ def run_audit(args: argparse.Namespace) -> int:
     import asyncio
 
     from clickstream.audit import IdsFileError, audit
-    from clickstream.config import Settings
+    from clickstream_contract.config import Settings
 
     try:
         report = asyncio.run(

@@ -9,7 +9,7 @@
 `Client` sends from a background thread, `AsyncClient` from an asyncio task. See README.md.
 """
 
-from clickstream.contract import App, Campaign, Context, Device, Event, Order, Page, Product
+from clickstream_contract.event import App, Campaign, Context, Device, Event, Order, Page, Product
 from clickstream_sdk.async_client import AsyncClient
 from clickstream_sdk.buffer import Stats
 from clickstream_sdk.client import Client

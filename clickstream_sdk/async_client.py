@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from clickstream.contract import Event
+from clickstream_contract.event import Event
 from clickstream_sdk.buffer import EventBuffer, Stats, encode_event
 from clickstream_sdk.client import USER_AGENT, deliver, http_client
 from clickstream_sdk.delivery import (

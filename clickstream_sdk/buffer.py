@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import msgspec
 
-from clickstream.contract import Event
-from clickstream_sdk.delivery import MAX_EVENT_BYTES, Accepted
+from clickstream_contract.answers import IngestResponse
+from clickstream_contract.event import Event
+from clickstream_sdk.delivery import MAX_EVENT_BYTES
 
 log = logging.getLogger("clickstream_sdk")
 _encoder = msgspec.json.Encoder()
@@ -32,7 +33,9 @@ class Stats:
     failed: int = 0  # given up after retries or refused outright (401, 400...; logged)
     retries: int = 0
 
-    def settled(self, events: Sequence[bytes], accepted: Accepted | None, reason: str) -> None:
+    def settled(
+        self, events: Sequence[bytes], accepted: IngestResponse | None, reason: str
+    ) -> None:
         """Count a batch the gateway has answered for (a `delivery.Settled` callback)."""
         if not events:
             return

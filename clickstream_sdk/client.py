@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from clickstream.contract import Event
+from clickstream_contract.event import Event
 from clickstream_sdk.buffer import EventBuffer, Stats, encode_event
 from clickstream_sdk.delivery import (
     DEFAULT_BACKOFF,

@@ -17,6 +17,8 @@ from typing import Final
 
 import msgspec
 
+from clickstream_contract.answers import IngestResponse
+
 EVENTS_PATH: Final = "/v1/events"
 BATCH_PATH: Final = "/v1/batch"
 # The gateway's default limits (issue 3): 32 KB per event, 512 KB per request after
@@ -30,19 +32,7 @@ GZIP_MIN_BYTES: Final = 1024
 RETRYABLE_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class Rejection(msgspec.Struct):
-    index: int
-    error: str
-
-
-class Accepted(msgspec.Struct):
-    """Body of a 202 answer."""
-
-    accepted: int
-    rejected: list[Rejection] = []
-
-
-_accepted_decoder = msgspec.json.Decoder(Accepted)
+_accepted_decoder = msgspec.json.Decoder(IngestResponse)
 
 
 def batch_body(events: Sequence[bytes]) -> bytes:
@@ -69,7 +59,7 @@ def auth_headers(write_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {write_key}"}
 
 
-def parse_accepted(body: bytes) -> Accepted:
+def parse_accepted(body: bytes) -> IngestResponse:
     return _accepted_decoder.decode(body)
 
 
@@ -120,7 +110,7 @@ class Verdict:
     """What to do after one attempt: `done` (202), `retry`, `split` (413 on a batch), `fail`."""
 
     action: str
-    accepted: Accepted | None = None
+    accepted: IngestResponse | None = None
     retry_after: float | None = None
     reason: str = ""
 
@@ -132,7 +122,7 @@ def judge(status: int, headers: Mapping[str, str], body: bytes, events: int) -> 
             return Verdict("done", accepted=parse_accepted(body))
         except msgspec.DecodeError:
             # A 2xx without the documented body: the events were taken; count them all.
-            return Verdict("done", accepted=Accepted(accepted=events))
+            return Verdict("done", accepted=IngestResponse(accepted=events))
     reason = f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
     if status == 413 and events > 1:
         return Verdict("split", reason=reason)
@@ -156,7 +146,7 @@ class Sleep:
 # The driver's answer to a `Send`: (status, headers, body), or a transport error's description.
 Answer = tuple[int, Mapping[str, str], bytes] | str
 # Called once per settled batch: (events, the 202 body) on success, (events, None) on failure.
-Settled = Callable[[Sequence[bytes], Accepted | None, str], None]
+Settled = Callable[[Sequence[bytes], IngestResponse | None, str], None]
 
 
 def delivery_plan(

@@ -1,4 +1,4 @@
-"""Builders for the e-commerce events, on top of the shared contract (`clickstream.contract`).
+"""Builders for the e-commerce events, on top of the shared contract (`clickstream_contract.event`).
 
 The clients' typed helpers and the load generator's shoppers build their events here, so an
 event type always has the same shape whoever sends it. Every event gets a client-side
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TypedDict
 
-from clickstream.contract import Context, Event, Order, Page, Product, PropertyValue
+from clickstream_contract.event import Context, Event, Order, Page, Product, PropertyValue
 
 Properties = dict[str, PropertyValue]
 

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Unpack
 
-from clickstream.contract import Event, Page, Product
+from clickstream_contract.event import Event, Page, Product
 from clickstream_sdk.events import (
     Common,
     build_event,

@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from clickstream_contract.config import connect_options
 from dashboard import queries
 from dashboard.auth import KeySource, http_key_source, sign_session, verify_password
 from dashboard.config import DashboardConfig
@@ -35,7 +36,6 @@ from dashboard.security import (
     safe_next,
     same_origin,
 )
-from processor.db import connect_options
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")

@@ -106,7 +106,7 @@ def run_hash_password(args: argparse.Namespace) -> int:
 
 
 def run_seed(args: argparse.Namespace) -> int:
-    from clickstream.config import Settings
+    from clickstream_contract.config import Settings
     from dashboard.seed import seed_database
 
     database_url = Settings.from_env().database_url

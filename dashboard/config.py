@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from clickstream.config import Settings
+from clickstream_contract.config import Settings
 from dashboard.auth import check_password_hash, hash_password
 
 AuthMode = Literal["iap", "password", "none"]

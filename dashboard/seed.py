@@ -348,7 +348,7 @@ async def seed_database(
     progress: Callable[[str], None] = lambda text: None,
 ) -> str:
     """Seed `events` raw events over the last `days` days and derive the aggregates."""
-    from processor.db import connect_options
+    from clickstream_contract.config import connect_options
 
     now = (now or datetime.now(UTC)).astimezone(UTC)
     sessions = max(1, int(events / EVENTS_PER_SESSION * 1.05))

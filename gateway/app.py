@@ -22,11 +22,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, Router
 
-from clickstream.config import Settings
-from clickstream.envelope import Group, Kind
-from clickstream.gc_tuning import tune_after_startup
-from clickstream.pubsub_admin import ensure_topology
-from clickstream_sdk.tracker import TRACKER_CONTENT_TYPE, TRACKER_PATH, tracker_script
+from clickstream_contract.config import Settings
+from clickstream_contract.envelope import Group, Kind
+from clickstream_contract.gc_tuning import tune_after_startup
 from gateway import metrics, segment
 from gateway.auth_limit import AuthFailures
 from gateway.batcher import Batcher, PublisherUnavailable, QueueFull, group_size
@@ -44,6 +42,7 @@ from gateway.parsing import (
 from gateway.pubsub import PublishFailed, PubSub
 from gateway.responses import Headers, Send, send_accepted, send_error
 from gateway.settings import GatewaySettings
+from gateway.tracker import TRACKER_CONTENT_TYPE, TRACKER_PATH, tracker_script
 from gateway.validation import Checked, Rejection, check_batch, check_single
 
 log = logging.getLogger(__name__)
@@ -152,8 +151,6 @@ class Gateway:
     @asynccontextmanager
     async def lifespan(self, app: object) -> AsyncIterator[None]:
         # In each worker, never before Granian forks: gRPC does not survive a fork.
-        if self.settings.uses_emulators:
-            await ensure_topology(self.settings)
         self.publisher = Publisher(self.settings, self.limits)
         tune_after_startup()
         try:

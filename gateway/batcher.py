@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from clickstream import envelope
-from clickstream.envelope import Group, Kind
+from clickstream_contract import envelope
+from clickstream_contract.envelope import Group, Kind
 
 log = logging.getLogger(__name__)
 

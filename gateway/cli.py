@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run the event ingestion gateway",
         description="Serve POST /v1/events and /v1/batch on Granian and publish to Pub/Sub. "
         "Configuration comes from the environment (see gateway/settings.py and "
-        "clickstream/config.py).",
+        "clickstream_contract/config.py).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     parser.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
@@ -41,7 +41,7 @@ def serve(host: str, port: int, workers: int) -> int:
     from granian.constants import Interfaces, Loops
     from granian.server import Server
 
-    from clickstream.config import Settings
+    from clickstream_contract.config import Settings
 
     settings = Settings.from_env()
     if not settings.write_keys:

@@ -23,7 +23,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from clickstream.envelope import Kind
+from clickstream_contract.envelope import Kind
 
 REQUESTS = Counter(
     "gateway_requests",

@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 
-from clickstream.contract import Event
-from gateway.responses import ErrorResponse, IngestResponse
+from clickstream_contract.answers import ErrorResponse, IngestResponse
+from clickstream_contract.event import Event
 from gateway.segment import (
     BROWSER_BATCH_PATH,
     BROWSER_TYPES,

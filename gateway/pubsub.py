@@ -18,14 +18,29 @@ from typing import Final
 
 import grpc
 from google.api_core import exceptions as api_exceptions
+from google.pubsub_v1 import PublisherAsyncClient
+from google.pubsub_v1.services.publisher.transports import PublisherGrpcAsyncIOTransport
 
-from clickstream.config import Settings
-from clickstream.emulators.pubsub_server import varint
-from clickstream.pubsub_clients import publisher_async_client
+from clickstream_contract.config import PUBSUB_CHANNEL_OPTIONS, Settings
+from gateway.protobuf_wire import varint
 
 log = logging.getLogger(__name__)
 
 PUBLISH_METHOD: Final = "/google.pubsub.v1.Publisher/Publish"
+
+
+def publisher_async_client(settings: Settings) -> PublisherAsyncClient:
+    """The generated async client, on an insecure channel to the emulator when one is set.
+
+    The generated async clients ignore `PUBSUB_EMULATOR_HOST` (only the hand-written sync
+    clients read it), so the channel to an emulator is made here.
+    """
+    if settings.pubsub_emulator_host is None:
+        return PublisherAsyncClient()
+    channel = grpc.aio.insecure_channel(
+        settings.pubsub_emulator_host, options=PUBSUB_CHANNEL_OPTIONS
+    )
+    return PublisherAsyncClient(transport=PublisherGrpcAsyncIOTransport(channel=channel))
 
 
 def _field(number: int, payload: bytes) -> bytes:

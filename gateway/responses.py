@@ -1,4 +1,4 @@
-"""Response bodies (msgspec types, also used by the OpenAPI document) and raw ASGI senders."""
+"""Raw ASGI senders of the gateway's answers (the bodies are `clickstream_contract.answers`)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,10 @@ from typing import Any, Final
 
 import msgspec
 
-from gateway.validation import Rejection
+from clickstream_contract.answers import ErrorResponse, IngestResponse, Rejection
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
-
-
-class IngestResponse(msgspec.Struct):
-    accepted: int
-    rejected: list[Rejection]
-
-
-class ErrorResponse(msgspec.Struct):
-    error: str
 
 
 _encode = msgspec.json.Encoder().encode

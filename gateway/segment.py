@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from clickstream.contract import STANDARD_EVENT_TYPES, PropertyValue
+from clickstream_contract.event import STANDARD_EVENT_TYPES, PropertyValue
 from gateway.parsing import HTTPError
 from gateway.responses import Headers, Send, send_json
 from gateway.settings import GatewaySettings

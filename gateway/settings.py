@@ -1,6 +1,6 @@
 """Gateway-only configuration, read from `CLICKSTREAM_GATEWAY_*` / `CLICKSTREAM_CORS_ORIGINS`.
 
-Shared settings (project, emulator host, topics, write keys) stay in `clickstream.config`.
+Shared settings (project, emulator host, topics, write keys) stay in `clickstream_contract.config`.
 """
 
 from __future__ import annotations

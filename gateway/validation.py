@@ -14,17 +14,13 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from clickstream.contract import Batch, Event
+from clickstream_contract.answers import Rejection
+from clickstream_contract.event import Batch, Event
 from gateway.parsing import HTTPError
 
 _event_decoder = msgspec.json.Decoder(Event)
 _batch_decoder = msgspec.json.Decoder(Batch)
 _events_decoder = msgspec.json.Decoder(list[Event])
-
-
-class Rejection(msgspec.Struct):
-    index: int
-    error: str
 
 
 @dataclass(slots=True)

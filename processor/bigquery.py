@@ -35,7 +35,7 @@ from google.cloud.bigquery_storage_v1.services.big_query_write.transports import
     BigQueryWriteGrpcAsyncIOTransport,
 )
 
-from clickstream.config import Settings
+from clickstream_contract.config import Settings
 from processor.bigquery_rows import BAD_EVENT_ROWS, EVENT_ROWS, RowFormat
 from processor.bigquery_schema import BAD_EVENTS, EVENTS, bigquery_client, ensure_dataset
 from processor.records import BadEvent, EnrichedEvent

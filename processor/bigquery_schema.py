@@ -32,7 +32,7 @@ import msgspec
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
-from clickstream.config import Settings
+from clickstream_contract.config import Settings
 from processor.records import BadEvent, EnrichedEvent
 
 EVENTS = "events"

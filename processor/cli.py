@@ -51,7 +51,7 @@ def _logging() -> None:
 
 
 def run_migrate(args: argparse.Namespace) -> int:
-    from clickstream.config import Settings
+    from clickstream_contract.config import Settings
     from processor.migrations import migrate
 
     _logging()
@@ -65,7 +65,7 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    from clickstream.config import Settings
+    from clickstream_contract.config import Settings
     from processor import db
 
     try:
@@ -87,7 +87,7 @@ def run_prune(args: argparse.Namespace) -> int:
 
 
 def run_processor(args: argparse.Namespace) -> int:
-    from clickstream.config import Settings
+    from clickstream_contract.config import Settings
     from processor import db
     from processor.worker import WorkerOptions, main
 

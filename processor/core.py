@@ -23,8 +23,8 @@ from typing import Protocol
 import asyncpg
 import msgspec
 
-from clickstream import envelope
-from clickstream.contract import Event
+from clickstream_contract import envelope
+from clickstream_contract.event import Event
 from processor.enrich import enrich
 from processor.records import BadEvent, EnrichedEvent
 

@@ -1,58 +1,26 @@
-"""PostgreSQL access shared by the processor's shells: connection options and retention.
+"""PostgreSQL access shared by the processor's shells: connections and retention.
 
-Connection: `DATABASE_URL` names the server and may omit the password; Cloud Functions gets the
-password from Secret Manager as `CLICKSTREAM_DB_PASSWORD`, which asyncpg then uses (it wins over
-one in the URL). The password never appears in logs: only the URL's host and database do.
+How `DATABASE_URL` and the password secret become connection options is shared with the
+dashboard (`clickstream_contract.config.connect_options`).
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, TypeAlias
-from urllib.parse import parse_qs, urlsplit
+from typing import TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-PASSWORD_ENV = "CLICKSTREAM_DB_PASSWORD"
-
+from clickstream_contract.config import connect_options
 
 # A plain connection or one borrowed from a pool.
 Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
 
-class DatabaseConfigError(ValueError):
-    pass
-
-
-def connect_options(
-    database_url: str | None, env: Mapping[str, str] = os.environ
-) -> dict[str, Any]:
-    """asyncpg keyword arguments for `DATABASE_URL` plus the optional password secret."""
-    if not database_url:
-        raise DatabaseConfigError(
-            "DATABASE_URL is not set (e.g. postgresql://clickstream@127.0.0.1:5432/clickstream)"
-        )
-    options: dict[str, Any] = {"dsn": database_url}
-    password = env.get(PASSWORD_ENV)
-    if password:
-        options["password"] = password
-    return options
-
-
 async def connect(database_url: str | None) -> asyncpg.Connection:
     return await asyncpg.connect(**connect_options(database_url))
-
-
-def describe(database_url: str) -> str:
-    """The URL without credentials, for logs: host (or socket folder), port and database."""
-    parts = urlsplit(database_url)
-    socket_dir = parse_qs(parts.query).get("host")
-    host = socket_dir[0] if socket_dir else parts.hostname or "localhost"
-    return f"{host}:{parts.port or 5432}{parts.path}"
 
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")

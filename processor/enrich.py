@@ -14,8 +14,8 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 import ua_parser
 
-from clickstream.contract import Event
-from clickstream.envelope import Group
+from clickstream_contract.envelope import Group
+from clickstream_contract.event import Event
 from processor.records import EnrichedEvent
 
 # Substrings of user agents of crawlers, monitors, headless browsers and HTTP libraries that

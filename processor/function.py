@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from clickstream.config import Settings
+from clickstream_contract.config import Settings
 from processor.core import Message, Processor
 
 log = logging.getLogger(__name__)

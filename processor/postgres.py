@@ -33,8 +33,9 @@ from typing import Final
 import asyncpg
 import msgspec
 
+from clickstream_contract.config import connect_options
 from processor import identities, sessions
-from processor.db import Connection, connect_options
+from processor.db import Connection
 from processor.records import BadEvent, EnrichedEvent
 
 EVENT_COLUMNS: Final = tuple(EnrichedEvent.__struct_fields__)

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Mapping
 
-from clickstream.config import LOCAL_PROJECT, Settings
+from clickstream_contract.config import LOCAL_PROJECT, Settings
 from processor.core import Sink
 
 log = logging.getLogger(__name__)

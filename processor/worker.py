@@ -7,8 +7,8 @@ On a transient failure it retries the batch with backoff, and nacks it after a w
 control bounds how many messages are held. Several batches may be in the sinks at once, one per pool
 connection, so decoding overlaps the database's work.
 
-Once started, the garbage collector is tuned (`clickstream.gc_tuning`): a batch allocates a few
-objects per event, and the default thresholds ran a collection every 700 of them.
+Once started, the garbage collector is tuned (`clickstream_contract.gc_tuning`): a batch
+allocates a few objects per event, and the default thresholds ran a collection every 700 of them.
 
 SIGTERM/SIGINT: stop pulling, nack what has not started, let the batches in the sinks finish
 (they ack or nack), then close.
@@ -30,9 +30,8 @@ from google.cloud.pubsub_v1.subscriber.message import Message as PubsubMessage
 from google.cloud.pubsub_v1.types import FlowControl
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
-from clickstream.config import Settings
-from clickstream.gc_tuning import tune_after_startup
-from clickstream.pubsub_clients import CHANNEL_OPTIONS
+from clickstream_contract.config import PUBSUB_CHANNEL_OPTIONS, Settings, describe_database
+from clickstream_contract.gc_tuning import tune_after_startup
 from processor import db, identities
 from processor.core import Message, Processor
 from processor.postgres import PostgresSink, create_sink_pool
@@ -62,7 +61,7 @@ class WorkerOptions:
 def subscriber_client(settings: Settings) -> SubscriberClient:
     if settings.pubsub_emulator_host is None:
         return SubscriberClient()
-    channel = grpc.insecure_channel(settings.pubsub_emulator_host, options=CHANNEL_OPTIONS)
+    channel = grpc.insecure_channel(settings.pubsub_emulator_host, options=PUBSUB_CHANNEL_OPTIONS)
     return SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
 
 
@@ -197,10 +196,6 @@ async def serve(settings: Settings, options: WorkerOptions, stop: asyncio.Event)
     """Run the worker on the events and bad-events subscriptions until `stop` is set."""
     from processor.migrations import migrate
 
-    if settings.uses_emulators:
-        from clickstream.pubsub_admin import ensure_topology
-
-        await ensure_topology(settings)
     await migrate(settings.database_url)
     pool = await create_sink_pool(settings.database_url, max_size=options.concurrency)
     async with pool.acquire() as conn:  # links a worker recorded and died before merging
@@ -223,7 +218,7 @@ async def serve(settings: Settings, options: WorkerOptions, stop: asyncio.Event)
         "processing %s and %s (PostgreSQL %s)",
         settings.events_subscription,
         settings.bad_events_subscription,
-        db.describe(settings.database_url or ""),
+        describe_database(settings.database_url or ""),
     )
     tune_after_startup()
     try:

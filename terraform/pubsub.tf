@@ -27,7 +27,7 @@ resource "google_pubsub_topic" "dead_letter" {
 }
 
 locals {
-  # Subscription names follow clickstream.config.Settings' defaults.
+  # Subscription names follow clickstream_contract.config.Settings' defaults.
   processor_subscriptions = {
     events     = { name = "events-processor", topic = google_pubsub_topic.events.id }
     bad_events = { name = "events-bad-processor", topic = google_pubsub_topic.bad_events.id }

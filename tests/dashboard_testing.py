@@ -65,7 +65,7 @@ def dashboard_server(
         **(env or {}),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clickstream.cli", "dashboard", "--port", str(port), *args],
+        [sys.executable, "-m", "clickstream_contract.cli", "dashboard", "--port", str(port), *args],
         env=full_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -31,16 +31,23 @@ from typing import Any
 
 import asyncpg
 import httpx
-from gateway_server import GATEWAY_COMMAND, WRITE_KEYS, free_port, stop, wait_ready
+from gateway_server import (
+    GATEWAY_COMMAND,
+    WRITE_KEYS,
+    create_topology,
+    free_port,
+    stop,
+    wait_ready,
+)
 from gateway_server import GatewayProcess as Gateway
 from google.api_core.exceptions import GoogleAPICallError
 from processor_testing import aggregate_mismatches
 
 from clickstream.audit import Report, audit
-from clickstream.config import Settings
 from clickstream.local_postgres import embedded_postgres
+from clickstream_contract.config import Settings
 
-CLI = (sys.executable, "-m", "clickstream.cli")
+CLI = (sys.executable, "-m", "clickstream_contract.cli")
 WRITE_KEY = "test-key"
 
 
@@ -276,6 +283,7 @@ def pipeline(
     }
     running = Pipeline(Settings.from_env(full_env), full_env, log_dir, pubsub, bigquery)
     try:
+        create_topology(running.settings)
         running.start_gateway()
         running.start_processor()
         yield running

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
-from clickstream.contract import Batch, Event
+from clickstream_contract.event import Batch, Event
 
 _event_decoder = msgspec.json.Decoder(Event)
 _batch_decoder = msgspec.json.Decoder(Batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -19,12 +20,21 @@ from typing import Any
 
 import httpx
 
-from clickstream import envelope
-from clickstream.config import Settings
-from clickstream.pubsub_clients import subscriber_async_client
+from clickstream.pubsub_admin import ensure_topology, subscriber_async_client
+from clickstream_contract import envelope
+from clickstream_contract.config import Settings
 
-GATEWAY_COMMAND = (sys.executable, "-m", "clickstream.cli", "gateway")
+GATEWAY_COMMAND = (sys.executable, "-m", "clickstream_contract.cli", "gateway")
 WRITE_KEYS = "test-key=web,other-key=backend,rotated-key=web"
+
+
+def create_topology(settings: Settings) -> None:
+    """Topics and subscriptions, as `clickstream up` creates them first: services never do.
+
+    Runs in a thread of its own, so that async tests (with a running loop) may call it too.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, ensure_topology(settings)).result()
 
 
 def free_port() -> int:
@@ -62,6 +72,7 @@ def running_gateway(
         **(env or {}),
     }
     settings = Settings.from_env(full_env)
+    create_topology(settings)
     log_path = log_dir / f"gateway-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from clickstream import envelope
-from clickstream.config import Settings
+from clickstream_contract import envelope
+from clickstream_contract.config import Settings
 
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
@@ -275,8 +275,8 @@ def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     }
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "clickstream.cli", "processor", "--max-batch-events", "50",
-             "--max-batch-wait-ms", "5"],
+            [sys.executable, "-m", "clickstream_contract.cli", "processor",
+             "--max-batch-events", "50", "--max-batch-wait-ms", "5"],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 

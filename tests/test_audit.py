@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 
 from clickstream.audit import IdsFileError, audit, bigquery_lookup, postgres_lookup, read_ids
-from clickstream.cli import main
-from clickstream.config import Settings
+from clickstream_contract.cli import main
+from clickstream_contract.config import Settings
 from processor.migrations import migrate
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

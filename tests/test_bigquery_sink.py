@@ -20,9 +20,9 @@ import msgspec
 import pytest
 from google.cloud import bigquery
 
-from clickstream.config import Settings
 from clickstream.emulators.bigquery import start_in_subprocess
 from clickstream.emulators.launch import stop_process
+from clickstream_contract.config import Settings
 from processor.bigquery import BigQuerySink, BigQueryWriteError, create_sink, split_rows
 from processor.bigquery_rows import EVENT_ROWS
 from processor.bigquery_schema import (

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clickstream.contract import (
+from clickstream_contract.event import (
     MAX_ORDER_ITEMS,
     MAX_PROPERTIES,
     STANDARD_EVENT_TYPES,

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 from processor_testing import BASE_TIME, GOOGLEBOT, IPHONE, WINDOWS_CHROME, event, group
 
-from clickstream.contract import Event
+from clickstream_contract.event import Event
 from processor import sessions
 from processor.enrich import enrich, parse_agent, referrer_class
 from processor.records import EnrichedEvent

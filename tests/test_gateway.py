@@ -22,8 +22,8 @@ from gateway_server import (
     running_gateway,
 )
 
-from clickstream import envelope
-from clickstream_sdk.tracker import TRACKER_PATH, tracker_script
+from clickstream_contract import envelope
+from gateway.tracker import TRACKER_PATH, tracker_script
 
 ORIGIN = "https://shop.example.com"
 LIMITS = {

@@ -23,7 +23,7 @@ from gateway_server import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clickstream.pubsub_clients import publisher_async_client
+from gateway.pubsub import publisher_async_client
 
 pytestmark = pytest.mark.filterwarnings("ignore:The return_immediately flag")
 HEADERS = {"authorization": "Bearer test-key", "content-type": "application/json"}

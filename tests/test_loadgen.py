@@ -17,9 +17,9 @@ import msgspec
 import pytest
 from gateway_double import GatewayDouble, running
 
-from clickstream.contract import Event
 from clickstream.loadgen import Options, generate
 from clickstream.shoppers import BOT_AGENTS, Shop, Traffic
+from clickstream_contract.event import Event
 from clickstream_sdk.delivery import Backoff
 
 decoder = msgspec.json.Decoder(Event)

@@ -18,7 +18,8 @@ from processor_testing import (
     table_counts,
 )
 
-from clickstream import envelope
+from clickstream_contract import envelope
+from clickstream_contract.config import DatabaseConfigError, connect_options, describe_database
 from processor import db
 from processor.core import Message, Processor
 from processor.migrations import apply_migrations, migrate, migration_files
@@ -48,7 +49,7 @@ async def test_migrations_are_idempotent_and_safe_to_race(fresh_database_url: st
 
 
 async def test_database_password_comes_from_its_own_variable(database_url: str) -> None:
-    options = db.connect_options(
+    options = connect_options(
         "postgresql://clickstream@db.internal/clickstream",
         {"CLICKSTREAM_DB_PASSWORD": "s3cret"},
     )
@@ -56,11 +57,14 @@ async def test_database_password_comes_from_its_own_variable(database_url: str) 
         "dsn": "postgresql://clickstream@db.internal/clickstream",
         "password": "s3cret",
     }
-    assert "s3cret" not in db.describe("postgresql://u:s3cret@h:5/d")
+    assert "s3cret" not in describe_database("postgresql://u:s3cret@h:5/d")
     # pgserver's URLs name a socket folder, which is what the log should say.
-    assert db.describe("postgresql://postgres:@/postgres?host=/run/pg") == "/run/pg:5432/postgres"
-    with pytest.raises(db.DatabaseConfigError, match="DATABASE_URL"):
-        db.connect_options(None, {})
+    assert (
+        describe_database("postgresql://postgres:@/postgres?host=/run/pg")
+        == "/run/pg:5432/postgres"
+    )
+    with pytest.raises(DatabaseConfigError, match="DATABASE_URL"):
+        connect_options(None, {})
 
 
 async def test_events_land_enriched(processor: Processor, pool: asyncpg.Pool) -> None:

@@ -21,7 +21,7 @@ from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
 from processor_testing import a_day_of_traffic, aggregate_mismatches, envelope_of
 
-from clickstream import envelope
+from clickstream_contract import envelope
 
 
 def free_port() -> int:

@@ -26,11 +26,11 @@ from processor_testing import (
     wait_for,
 )
 
-from clickstream import envelope
-from clickstream.config import Settings
 from clickstream.local_postgres import embedded_postgres, restart_embedded
 from clickstream.pubsub_admin import ensure_topology
-from clickstream.pubsub_clients import publisher_async_client
+from clickstream_contract import envelope
+from clickstream_contract.config import Settings
+from gateway.pubsub import publisher_async_client
 from processor.worker import WorkerOptions, serve
 
 # Quick batches so the tests see partial progress and redeliveries.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from google.cloud import pubsub_v1
 
-from clickstream.config import Settings
 from clickstream.pubsub_admin import ensure_topology
+from clickstream_contract.config import Settings
 
 
 async def test_ensure_topology_creates_topics_and_subscriptions_idempotently(

@@ -18,7 +18,7 @@ from email.utils import format_datetime
 import pytest
 from gateway_double import GatewayDouble, running
 
-from clickstream.contract import Product
+from clickstream_contract.event import Product
 from clickstream_sdk import AsyncClient, Backoff, Client
 from clickstream_sdk.delivery import parse_retry_after
 

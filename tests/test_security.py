@@ -329,9 +329,9 @@ async def test_erase_deletes_one_person_and_nobody_else(
     from processor_testing import envelope_of
     from processor_testing import event as sent
 
-    from clickstream import envelope
-    from clickstream.config import Settings
     from clickstream.erase import erase
+    from clickstream_contract import envelope
+    from clickstream_contract.config import Settings
     from processor.bigquery import create_sink
     from processor.core import Message, Processor
     from processor.migrations import migrate

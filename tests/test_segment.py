@@ -15,8 +15,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from clickstream.config import Settings
-from clickstream.contract import Event
+from clickstream_contract.config import Settings
+from clickstream_contract.event import Event
 from gateway import segment
 from gateway.app import Check, answer_accepted, create_app
 from gateway.openapi import openapi_document

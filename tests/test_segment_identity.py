@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from processor_testing import BASE_TIME, IPHONE, aggregate_mismatches, envelope_of, event
 
-from clickstream import envelope
+from clickstream_contract import envelope
 from processor import identities
 from processor.core import Message, Processor
 

@@ -32,7 +32,7 @@ from gateway_server import GatewayProcess, running_gateway
 from processor_testing import aggregate_mismatches, start_worker, stop_worker, wait_for
 from segment.analytics import Client
 
-from clickstream.config import Settings
+from clickstream_contract.config import Settings
 
 NODE_DIR = Path(__file__).parent / "node"
 WRITE_KEY = "test-key"  # a key of tests/gateway_server.WRITE_KEYS, source "web"

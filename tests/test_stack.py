@@ -64,7 +64,7 @@ class Stack:
         }
         env["CLICKSTREAM_CORS_ORIGINS"] = self.shop_origin
         args = [
-            sys.executable, "-m", "clickstream.cli", "up",
+            sys.executable, "-m", "clickstream_contract.cli", "up",
             "--gateway-port", str(self.ports["gateway"]),
             "--dashboard-port", str(self.ports["dashboard"]),
             "--pubsub-port", str(self.ports["pubsub"]),

@@ -373,7 +373,7 @@ def test_only_the_gateway_is_public(tf: Config) -> None:
 
 
 def test_topics_and_subscriptions_match_the_application_defaults(tf: Config) -> None:
-    from clickstream.config import Settings
+    from clickstream_contract.config import Settings
 
     topics = {tf.resolve(t["name"]) for t in tf.of_type("google_pubsub_topic").values()}
     assert topics == {Settings.events_topic, Settings.bad_events_topic, Settings.dead_letter_topic}

@@ -17,7 +17,7 @@ import pytest
 from browser_testing import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from gateway_double import GatewayDouble, Request, running
 
-from clickstream_sdk.tracker import TRACKER_CONTENT_TYPE, TRACKER_PATH, tracker_script
+from gateway.tracker import TRACKER_CONTENT_TYPE, TRACKER_PATH, tracker_script
 
 PAGE = f"""<!doctype html>
 <html><head><title>Trail shoes | Example Shop</title>

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from clickstream.contract import Event
+from clickstream_contract.event import Event
 
 event_decoder = msgspec.json.Decoder(Event)
 

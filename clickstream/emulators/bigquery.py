@@ -67,7 +67,7 @@ def register_emulator(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def run_bigquery(args: argparse.Namespace) -> int:
-    from clickstream.config import Settings
+    from clickstream_contract.config import Settings
 
     if importlib.util.find_spec("numpy") is None:
         raise SystemExit("the BigQuery emulator needs numpy: pip install 'clickstream[emulators]'")
@@ -173,7 +173,7 @@ def start_in_subprocess(
     """
     from clickstream.emulators.launch import stop_process
 
-    command = [sys.executable, "-m", "clickstream.cli", "emulator", "bigquery"]
+    command = [sys.executable, "-m", "clickstream_contract.cli", "emulator", "bigquery"]
     if data_dir is not None:
         command += ["--data-dir", str(data_dir)]
     with log_path.open("wb") as log:

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-PUBSUB_COMMAND = (sys.executable, "-m", "clickstream.cli", "emulator", "pubsub")
+PUBSUB_COMMAND = (sys.executable, "-m", "clickstream_contract.cli", "emulator", "pubsub")
 
 
 def free_port() -> int:

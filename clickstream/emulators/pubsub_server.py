@@ -27,6 +27,7 @@ from clickstream.emulators.pubsub_state import (
     RpcError,
     SubscriptionState,
 )
+from gateway.protobuf_wire import varint
 
 EXPIRY_INTERVAL = 0.1  # seconds between sweeps for expired ack deadlines
 MAX_PULL_WAIT = 10.0  # a Pull with nothing to deliver waits at most this long
@@ -42,15 +43,6 @@ def pb(message_type: Any) -> Any:
 
 # Wire encoding of ReceivedMessage {1: ack_id, 2: message, 3: delivery_attempt}, repeated as
 # field 1 of PullResponse and StreamingPullResponse.
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def encode_received(entries: Iterable[Entry], with_attempts: bool) -> bytes:

@@ -9,8 +9,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 LOCAL_PROJECT = "clickstream-local"
+
+# As the official clients set them: Pub/Sub requests and responses may exceed gRPC's 4 MB
+# default (every part that opens its own channel to Pub/Sub uses these).
+PUBSUB_CHANNEL_OPTIONS = (
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+)
 
 
 def parse_write_keys(value: str) -> dict[str, str]:
@@ -51,10 +60,6 @@ class Settings:
     bigquery_storage_emulator_host: str | None = None
     write_keys: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def uses_emulators(self) -> bool:
-        return self.pubsub_emulator_host is not None
-
     def topic_path(self, topic: str) -> str:
         return f"projects/{self.project}/topics/{topic}"
 
@@ -85,3 +90,37 @@ class Settings:
             bigquery_storage_emulator_host=env.get("BIGQUERY_STORAGE_EMULATOR_HOST") or None,
             write_keys=parse_write_keys(env.get("CLICKSTREAM_WRITE_KEYS", "")),
         )
+
+
+# PostgreSQL: `DATABASE_URL` names the server and may omit the password; Cloud Functions and the
+# dashboard VM get the password from Secret Manager as `CLICKSTREAM_DB_PASSWORD`, which asyncpg
+# then uses (it wins over one in the URL). The password never appears in logs: only the URL's
+# host and database do (`describe_database`).
+DB_PASSWORD_ENV = "CLICKSTREAM_DB_PASSWORD"
+
+
+class DatabaseConfigError(ValueError):
+    pass
+
+
+def connect_options(
+    database_url: str | None, env: Mapping[str, str] = os.environ
+) -> dict[str, Any]:
+    """asyncpg keyword arguments for `DATABASE_URL` plus the optional password secret."""
+    if not database_url:
+        raise DatabaseConfigError(
+            "DATABASE_URL is not set (e.g. postgresql://clickstream@127.0.0.1:5432/clickstream)"
+        )
+    options: dict[str, Any] = {"dsn": database_url}
+    password = env.get(DB_PASSWORD_ENV)
+    if password:
+        options["password"] = password
+    return options
+
+
+def describe_database(database_url: str) -> str:
+    """The URL without credentials, for logs: host (or socket folder), port and database."""
+    parts = urlsplit(database_url)
+    socket_dir = parse_qs(parts.query).get("host")
+    host = socket_dir[0] if socket_dir else parts.hostname or "localhost"
+    return f"{host}:{parts.port or 5432}{parts.path}"

@@ -1,4 +1,4 @@
-"""The browser tracker (clickstream.js, an ES module shipped as package data).
+"""The browser tracker (clickstream.js, an ES module beside this file), served by the gateway.
 
 The gateway serves it at `TRACKER_PATH`, so a shop includes it with one script tag; a new
 incompatible version gets a new path (/sdk/v2/...) while old pages keep working.
@@ -14,4 +14,4 @@ TRACKER_CONTENT_TYPE: Final = "text/javascript; charset=utf-8"
 
 
 def tracker_script() -> bytes:
-    return files("clickstream_sdk").joinpath("clickstream.js").read_bytes()
+    return files("gateway").joinpath("clickstream.js").read_bytes()

@@ -1,1 +1,0 @@
-"""clickstream: the shared event contract, configuration and the `clickstream` command line."""
