@@ -184,8 +184,8 @@ async def postgres_lookup(
         await conn.close()
 
 
-def bigquery_configured(settings: Settings) -> str | None:
-    """None when BigQuery can be queried, else why it is skipped."""
+def bigquery_skip_reason(settings: Settings) -> str | None:
+    """Why BigQuery is skipped (not configured), or None when it can be queried."""
     if settings.bigquery_emulator_host or settings.project != LOCAL_PROJECT:
         return None
     return (
@@ -231,7 +231,7 @@ async def audit(path: Path, settings: Settings, *, use_bigquery: bool = True) ->
 
     ids = read_ids(path)
     in_events, in_bad = await postgres_lookup(settings.database_url, ids)
-    skipped = bigquery_configured(settings) if use_bigquery else "--no-bigquery"
+    skipped = bigquery_skip_reason(settings) if use_bigquery else "--no-bigquery"
     bq = None
     if skipped is None:
         bq = await asyncio.to_thread(bigquery_lookup, settings, ids)

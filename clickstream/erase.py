@@ -147,10 +147,10 @@ def erase_bigquery(settings: Settings, erased: Erased, dry_run: bool) -> dict[st
 
 
 async def erase(settings: Settings, user_id: str, *, dry_run: bool, bigquery: bool) -> Erased:
-    from clickstream.audit import bigquery_configured
+    from clickstream.audit import bigquery_skip_reason
 
     erased = await erase_postgres(settings.database_url, user_id, dry_run)
-    if bigquery and bigquery_configured(settings) is None:
+    if bigquery and bigquery_skip_reason(settings) is None:
         erased.bigquery = await asyncio.to_thread(erase_bigquery, settings, erased, dry_run)
     return erased
 

@@ -10,7 +10,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from clickstream.audit import IdsFileError, audit, bigquery_lookup, postgres_lookup, read_ids
+from clickstream.audit import (
+    IdsFileError,
+    audit,
+    bigquery_lookup,
+    bigquery_skip_reason,
+    postgres_lookup,
+    read_ids,
+)
 from clickstream_contract.cli import main
 from clickstream_contract.config import Settings
 from processor.migrations import migrate
@@ -111,6 +118,15 @@ def test_a_malformed_ids_file_names_the_line(tmp_path: Path) -> None:
     path.write_text(f"{uuid.uuid4()}\n\nnot-an-id\n")
     with pytest.raises(IdsFileError, match=r"ids.txt:3: not a UUID: 'not-an-id'"):
         read_ids(path)
+
+
+def test_bigquery_is_skipped_only_without_an_emulator_or_a_project() -> None:
+    emulator = Settings(bigquery_emulator_host="http://127.0.0.1:9050")
+    assert bigquery_skip_reason(emulator) is None
+    assert bigquery_skip_reason(Settings(project="shop-prod")) is None
+    reason = bigquery_skip_reason(Settings())
+    assert reason is not None
+    assert "BIGQUERY_EMULATOR_HOST" in reason and "GOOGLE_CLOUD_PROJECT" in reason
 
 
 async def test_bigquery_found_missing_and_raw_duplicates(
