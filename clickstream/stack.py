@@ -334,15 +334,18 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "up", help="run the whole platform locally (gateway, processor, dashboard, emulators)"
     )
+    # The defaults are `Options`' own.
     parser.add_argument("--state-dir", type=Path, default=Path(".clickstream"))
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--gateway-port", type=int, default=8080)
-    parser.add_argument("--dashboard-port", type=int, default=8050)
-    parser.add_argument("--pubsub-port", type=int, default=8085)
-    parser.add_argument("--bigquery-port", type=int, default=9050)
-    parser.add_argument("--bigquery-grpc-port", type=int, default=9060)
+    parser.add_argument("--host", default=Options.host)
+    parser.add_argument("--gateway-port", type=int, default=Options.gateway_port)
+    parser.add_argument("--dashboard-port", type=int, default=Options.dashboard_port)
+    parser.add_argument("--pubsub-port", type=int, default=Options.pubsub_port)
+    parser.add_argument("--bigquery-port", type=int, default=Options.bigquery_port)
+    parser.add_argument("--bigquery-grpc-port", type=int, default=Options.bigquery_grpc_port)
     parser.add_argument("--demo", action="store_true", help="also simulate shoppers")
-    parser.add_argument("--demo-rate", type=float, default=50.0, help="demo events per second")
+    parser.add_argument(
+        "--demo-rate", type=float, default=Options.demo_rate, help="demo events per second"
+    )
     parser.set_defaults(
         func=lambda args: asyncio.run(
             run(

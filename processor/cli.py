@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,15 +35,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " Environment: DATABASE_URL, CLICKSTREAM_DB_PASSWORD, PUBSUB_EMULATOR_HOST,"
         " GOOGLE_CLOUD_PROJECT, CLICKSTREAM_BIGQUERY=on|off|auto.",
     )
-    processor.add_argument("--max-batch-events", type=int, default=20_000)
-    processor.add_argument(
-        "--max-batch-wait-ms", type=float, default=50.0, help="collect messages this long"
-    )
-    processor.add_argument("--concurrency", type=int, default=3, help="batches in flight")
-    processor.add_argument("--max-messages", type=int, default=5_000, help="flow control")
-    processor.add_argument(
-        "--retention", default=None, help="prune events older than this every hour (e.g. 7d)"
-    )
+    # No defaults here: an unset option keeps `processor.worker.WorkerOptions`' default, the one
+    # place they are written (importing the worker here would slow every `clickstream` command).
+    processor.add_argument("--max-batch-events", type=int, help="events per batch, at most")
+    processor.add_argument("--max-batch-wait-ms", type=float, help="collect messages this long")
+    processor.add_argument("--concurrency", type=int, help="batches in flight")
+    processor.add_argument("--max-messages", type=int, help="flow control")
+    processor.add_argument("--retention", help="prune events older than this every hour (e.g. 7d)")
     processor.set_defaults(func=run_processor)
 
 
@@ -97,11 +96,13 @@ def run_processor(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"--retention: {exc}", file=sys.stderr)
         return 2
-    options = WorkerOptions(
-        max_batch_events=args.max_batch_events,
-        max_batch_wait=args.max_batch_wait_ms / 1000,
-        concurrency=args.concurrency,
-        max_messages=args.max_messages,
-        retention=retention,
-    )
+    wait_ms = args.max_batch_wait_ms
+    given: dict[str, Any] = {
+        "max_batch_events": args.max_batch_events,
+        "max_batch_wait": None if wait_ms is None else wait_ms / 1000,
+        "concurrency": args.concurrency,
+        "max_messages": args.max_messages,
+        "retention": retention,
+    }
+    options = WorkerOptions(**{name: value for name, value in given.items() if value is not None})
     return main(Settings.from_env(), options)
