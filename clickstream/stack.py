@@ -334,7 +334,6 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "up", help="run the whole platform locally (gateway, processor, dashboard, emulators)"
     )
-    # The defaults are `Options`' own.
     parser.add_argument("--state-dir", type=Path, default=Path(".clickstream"))
     parser.add_argument("--host", default=Options.host)
     parser.add_argument("--gateway-port", type=int, default=Options.gateway_port)
