@@ -4,10 +4,8 @@ Python collects its youngest generation every 700 net allocations, and every col
 the objects still young; a service that allocates thousands of short-lived objects per request
 or batch pays for many passes that free little. Freezing what start-up allocated (modules,
 clients, caches: never garbage) keeps it out of every later pass, and a first-generation
-threshold of 50,000 makes passes rare. Measured on this machine: gateway p99 46 -> 9 ms and ~30%
-more single-event throughput (DESIGN.md's measurements of the gateway); the
-processor's CPU per event 16-24% lower (benchmarks/processor_throughput.py, shoppers, batches of
-5,000 and 20,000 events). Reference cycles are still collected, only less often.
+threshold of 50,000 makes passes rare. Reference cycles are still collected, only less often.
+What it gained, measured: "Garbage-collector settings" in benchmarks/README.md.
 """
 
 from __future__ import annotations

@@ -27,14 +27,13 @@ batches in flight, which attributed before the link was committed, and holds bac
 (which then see the link and attribute to the user) from that wait until its commit. A
 batch takes that lock after its session-state rows and before any other row lock, and a merge
 holds nothing before it and never touches session state, so whoever waits holds nothing the
-other needs. Merging used to happen inside the linking batch, which then ran alone from its
-attribution to its commit; with a sign-in in nearly every batch, batches ran one at a time.
-benchmarks/processor_throughput.py (shoppers, with sign-ins, 3 batches in flight), 7 runs of
-each, interleaved: 15.7k events/s merged in the batch, 16.6k merged after the commit. Sign-ins
-still cost ~14% (5 interleaved runs: 18.4k against 21.3k without): a merge of ~270 links takes
-~270 ms, during which no batch runs, after waiting ~1.5 s for the batches in flight, during which
-no new batch starts. Merging less often moves the same rows: deferring merges while other
-batches were in flight (at most one every 5 s) measured no gain, and was not kept.
+other needs.
+
+Why after the commit: a merge inside the linking batch made that batch run alone from its
+attribution to its commit, and with a sign-in in nearly every batch, batches ran one at a time.
+A merge still holds batches back, for less time: while it waits for the batches in flight no
+new batch starts, and while it runs no batch runs. What that costs, measured: "Identity merges"
+in benchmarks/README.md.
 
 A link recorded by a batch whose merge did not run (the process died after the commit) is merged
 by the next `merge_pending`, after any later batch of any worker, or when a worker starts.
