@@ -73,11 +73,11 @@ def test_encode_envelope_of_10_batches(benchmark: Any) -> None:
 
 
 def test_batcher_1000_requests(benchmark: Any) -> None:
-    """Submit 1000 single-event requests and wait for all; `send` returns at once so this is
-    the batcher's own cost (futures, cuts, encoding), not Pub/Sub's."""
+    """Submit 1000 single-event requests and wait for all; `publish` returns at once so this
+    is the batcher's own cost (futures, cuts, encoding), not Pub/Sub's."""
     published: list[int] = []
 
-    async def send(data: bytes, attributes: dict[str, str]) -> None:
+    async def publish(data: bytes, attributes: dict[str, str]) -> None:
         published.append(int(attributes["event_count"]))
 
     groups = [group(1) for _ in range(1000)]
@@ -86,7 +86,7 @@ def test_batcher_1000_requests(benchmark: Any) -> None:
     async def run() -> None:
         batcher = Batcher(
             "events",
-            send,
+            publish,
             flush_s=0.003,
             max_bytes=1024 * 1024,
             max_groups=250,

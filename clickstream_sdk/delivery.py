@@ -132,7 +132,7 @@ def judge(status: int, headers: Mapping[str, str], body: bytes, events: int) -> 
 
 
 @dataclass(frozen=True, slots=True)
-class Send:
+class Post:
     path: str
     body: bytes
     headers: dict[str, str]
@@ -143,7 +143,7 @@ class Sleep:
     seconds: float
 
 
-# The driver's answer to a `Send`: (status, headers, body), or a transport error's description.
+# The driver's answer to a `Post`: (status, headers, body), or a transport error's description.
 Answer = tuple[int, Mapping[str, str], bytes] | str
 # Called once per settled batch: (events, the 202 body) on success, (events, None) on failure.
 Settled = Callable[[Sequence[bytes], IngestResponse | None, str], None]
@@ -157,8 +157,8 @@ def delivery_plan(
     rng: random.Random,
     settled: Settled,
     aborted: Callable[[], bool] = lambda: False,
-) -> Generator[Send | Sleep, Answer | None, None]:
-    """The retry policy without I/O: yields `Send`s and `Sleep`s, the caller performs them.
+) -> Generator[Post | Sleep, Answer | None, None]:
+    """The retry policy without I/O: yields `Post`s and `Sleep`s, the caller performs them.
 
     One policy serves the threaded client, the asyncio client and the load generator. Retries
     resend the same bytes; a 413 on a batch splits it in halves; after `backoff.max_retries`
@@ -167,7 +167,7 @@ def delivery_plan(
     path, body, headers = request_for(events, compress=compress)
     attempt = 0
     while True:
-        answer = yield Send(path, body, headers)
+        answer = yield Post(path, body, headers)
         if isinstance(answer, tuple):
             verdict = judge(*answer, len(events))
         else:

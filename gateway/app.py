@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -40,33 +39,26 @@ from gateway.parsing import (
     read_json_body,
 )
 from gateway.pubsub import PublishFailed, PubSub
-from gateway.responses import Headers, Send, send_accepted, send_error
+from gateway.responses import send_accepted, send_error
 from gateway.settings import GatewaySettings
 from gateway.tracker import TRACKER_CONTENT_TYPE, TRACKER_PATH, tracker_script
+from gateway.types import Check, Headers, Receive, Scope, Send, Transport
 from gateway.validation import Checked, Rejection, check_batch, check_single
 
 log = logging.getLogger(__name__)
 
-Scope = Mapping[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-# How a route answers once its events are published: sends, and returns the status it sent.
-Answer = Callable[[Send, int, list[Rejection], Headers], Awaitable[int]]
-# A route checks a (decompressed) body from a source against the contract: which events to
-# publish, which not, and how to answer (ours 202; Segment's 200, see gateway.segment).
-Check = Callable[[bytes, str], tuple[Checked, Answer]]
-
 
 class Publisher:
-    """The two batchers (`events`, `events-bad`) over one Pub/Sub connection."""
+    """The two batchers (`events`, `events-bad`) over one transport."""
 
-    def __init__(self, settings: Settings, limits: GatewaySettings) -> None:
-        self.pubsub = PubSub(settings, limits.publish_timeout_s)
+    def __init__(self, settings: Settings, limits: GatewaySettings, transport: Transport) -> None:
+        self.transport = transport
         self.topics = (settings.events_topic, settings.bad_events_topic)
 
         def batcher(kind: Kind, topic: str) -> Batcher:
             return Batcher(
                 kind,
-                self.pubsub.sender(topic),
+                transport.publish_to(topic),
                 flush_s=limits.flush_ms / 1000,
                 max_bytes=limits.rpc_max_bytes,
                 max_groups=limits.rpc_max_groups,
@@ -83,18 +75,24 @@ class Publisher:
         metrics.QUEUE_BYTES.set(self.events.queued_bytes + self.bad.queued_bytes)
 
     async def ready(self) -> bool:
-        return await self.pubsub.ready(self.topics)
+        return await self.transport.ready(self.topics)
 
     async def close(self) -> None:
         """Publish everything accepted so far, then disconnect."""
         await asyncio.gather(self.events.drain(), self.bad.drain())
-        await self.pubsub.close()
+        await self.transport.close()
 
 
 class Gateway:
-    def __init__(self, settings: Settings, limits: GatewaySettings) -> None:
+    """The ASGI app. It publishes through `transport`; by default (None) through Pub/Sub,
+    connected in `lifespan`."""
+
+    def __init__(
+        self, settings: Settings, limits: GatewaySettings, transport: Transport | None = None
+    ) -> None:
         self.settings = settings
         self.limits = limits
+        self.transport = transport
         self.keys = WriteKeys(settings.write_keys)
         self.clients = ClientAddresses(limits.trusted_proxies, limits.ip_truncate)
         self.auth_failures = AuthFailures(limits.auth_max_failures, limits.auth_window_s)
@@ -150,8 +148,11 @@ class Gateway:
 
     @asynccontextmanager
     async def lifespan(self, app: object) -> AsyncIterator[None]:
-        # In each worker, never before Granian forks: gRPC does not survive a fork.
-        self.publisher = Publisher(self.settings, self.limits)
+        transport = self.transport
+        if transport is None:
+            # In each worker, never before Granian forks: gRPC does not survive a fork.
+            transport = PubSub(self.settings, self.limits.publish_timeout_s)
+        self.publisher = Publisher(self.settings, self.limits, transport)
         tune_after_startup()
         try:
             yield
@@ -232,9 +233,9 @@ class Gateway:
     async def publish(
         self, client_ip: str | None, headers: RequestHeaders, source: str, checked: Checked
     ) -> None:
-        """Hand the request's events to the batchers and wait until Pub/Sub has them."""
+        """Hand the request's events to the batchers and wait until they are published."""
         publisher = self.publisher
-        if publisher is None or publisher.pubsub.failing:
+        if publisher is None or publisher.transport.failing:
             raise HTTPError(503, "Pub/Sub is unavailable", self._retry_after())
         received_at = datetime.now(UTC)
         user_agent = headers.user_agent.decode("latin-1") or None
@@ -295,6 +296,10 @@ async def answer_accepted(
     return 202
 
 
-def create_app(settings: Settings | None = None, limits: GatewaySettings | None = None) -> Gateway:
-    """The gateway ASGI app; settings default to the environment."""
-    return Gateway(settings or Settings.from_env(), limits or GatewaySettings.from_env())
+def create_app(
+    settings: Settings | None = None,
+    limits: GatewaySettings | None = None,
+    transport: Transport | None = None,
+) -> Gateway:
+    """The gateway ASGI app; settings default to the environment, the transport to Pub/Sub."""
+    return Gateway(settings or Settings.from_env(), limits or GatewaySettings.from_env(), transport)

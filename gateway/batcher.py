@@ -17,12 +17,13 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 from clickstream_contract import envelope
 from clickstream_contract.envelope import Group, Kind
+from gateway.types import Publish
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ class PublisherUnavailable(Exception):
     """The publisher is draining or Pub/Sub is failing; retry later."""
 
 
-# send(data, attributes) publishes one message durably or raises.
-Send = Callable[[bytes, dict[str, str]], Awaitable[None]]
 # observe(kind, event_count, message_bytes, seconds, ok) after every publish attempt.
 Observe = Callable[[Kind, int, int, float, bool], None]
 
@@ -69,7 +68,7 @@ class Batcher:
     def __init__(
         self,
         kind: Kind,
-        send: Send,
+        publish: Publish,
         *,
         flush_s: float,
         max_bytes: int,
@@ -81,7 +80,7 @@ class Batcher:
         if max_bytes > envelope.MAX_MESSAGE_BYTES:
             raise ValueError(f"max_bytes must be at most {envelope.MAX_MESSAGE_BYTES}")
         self.kind: Kind = kind
-        self._send = send
+        self._publish_message = publish
         self._flush_s = flush_s
         self._max_bytes = max_bytes
         self._max_groups = max_groups
@@ -167,11 +166,11 @@ class Batcher:
         data = b""
         try:
             data = envelope.encode(self.kind, batch.groups)
-            await self._send(data, envelope.attributes(self.kind, batch.events))
+            await self._publish_message(data, envelope.attributes(self.kind, batch.events))
             ok = True
             batch.future.set_result(None)
         except Exception as exc:
-            # The waiting requests answer 503; the cause is logged by the sender.
+            # The waiting requests answer 503; the cause is logged by the transport.
             batch.future.set_exception(exc)
             # Retrieved here too so a batch nobody awaits any more does not warn.
             batch.future.exception()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from gateway.responses import Headers
+from gateway.types import Headers
 
 # x-retry-count: analytics.js numbers its retries (a preflight refusing it would drop them).
 ALLOWED_HEADERS: Final = (

@@ -85,7 +85,7 @@ class PublishFailed(Exception):
 
 
 class PubSub:
-    """One channel to Pub/Sub; `sender(topic)` gives the batcher its `send` function.
+    """The default `Transport` (gateway.types): one channel to Pub/Sub for both topics.
 
     `failing` turns true when a publish fails for good and back to false once Pub/Sub answers
     again (a probe runs every second meanwhile); the gateway refuses requests with 503 while it
@@ -105,8 +105,8 @@ class PubSub:
         self._ready_checked = 0.0
         self._ready = False
 
-    def sender(self, topic: str) -> _Sender:
-        return _Sender(self, self.settings.topic_path(topic))
+    def publish_to(self, topic: str) -> _Topic:
+        return _Topic(self, self.settings.topic_path(topic))
 
     async def ready(self, topics: tuple[str, ...]) -> bool:
         """Whether Pub/Sub answers for every topic (cached for a second: /readyz is polled)."""
@@ -148,7 +148,9 @@ class PubSub:
         await self.client.transport.close()
 
 
-class _Sender:
+class _Topic:
+    """Publishes to one topic, retrying transient errors until the publish timeout."""
+
     def __init__(self, pubsub: PubSub, topic_path: str) -> None:
         self._pubsub = pubsub
         self._topic_path = topic_path

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
 from clickstream_contract.answers import ErrorResponse, IngestResponse, Rejection
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
-
+from gateway.types import Headers, Send
 
 _encode = msgspec.json.Encoder().encode
 JSON: Final = (b"content-type", b"application/json")

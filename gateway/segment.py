@@ -41,18 +41,16 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import msgspec
 
 from clickstream_contract.event import STANDARD_EVENT_TYPES, PropertyValue
 from gateway.parsing import HTTPError
-from gateway.responses import Headers, Send, send_json
+from gateway.responses import send_json
 from gateway.settings import GatewaySettings
+from gateway.types import Answer, Check, Headers, Send
 from gateway.validation import Checked, Rejection, event_error
-
-if TYPE_CHECKING:
-    from gateway.app import Answer, Check
 
 MAX_MESSAGE_BYTES: Final = 32 * 1024
 MAX_BATCH_BYTES: Final = 500 * 1024
@@ -547,7 +545,7 @@ def _property_at_fault(event: Mapping[str, Any]) -> str:
     return ""
 
 
-def check_single(body: bytes, source: str, kind: str, max_message_bytes: int) -> Checked:
+def check_single_message(body: bytes, source: str, kind: str, max_message_bytes: int) -> Checked:
     """Body of `/v1/track` and the like: one message (400 when not JSON, 413 over the limit)."""
     if len(body) > max_message_bytes:
         raise HTTPError(
@@ -571,7 +569,7 @@ def decode_batch(body: bytes) -> SegmentBatch | None:
     return batch if batch.batch is not None else None
 
 
-def check_batch(
+def check_message_batch(
     batch: SegmentBatch,
     body_size: int,
     source: str,
@@ -579,6 +577,7 @@ def check_batch(
     max_batch_bytes: int,
     max_messages: int,
 ) -> Checked:
+    """A Segment batch (from `decode_batch`): each message accepted or rejected alone."""
     assert batch.batch is not None
     if body_size > max_batch_bytes:
         raise HTTPError(413, f"batch is {body_size} bytes, over the {max_batch_bytes}-byte limit")
@@ -607,7 +606,7 @@ def routes(limits: GatewaySettings, ours: Check) -> dict[str, Check]:
         return segment_batch(batch, body, source)
 
     def segment_batch(batch: SegmentBatch, body: bytes, source: str) -> tuple[Checked, Answer]:
-        checked = check_batch(
+        checked = check_message_batch(
             batch, len(body), source, max_message, max_batch, limits.max_batch_events
         )
         return checked, send_success
@@ -625,7 +624,10 @@ def routes(limits: GatewaySettings, ours: Check) -> dict[str, Check]:
             return segment_batch(batch, body, source)
 
     def single(kind: str) -> Check:
-        return lambda body, source: (check_single(body, source, kind, max_message), send_success)
+        return lambda body, source: (
+            check_single_message(body, source, kind, max_message),
+            send_success,
+        )
 
     found: dict[str, Check] = {
         path: single(kind) for path, kind in (SINGLE_TYPES | BROWSER_TYPES).items()

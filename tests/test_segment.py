@@ -18,10 +18,11 @@ import pytest
 from clickstream_contract.config import Settings
 from clickstream_contract.event import Event
 from gateway import segment
-from gateway.app import Check, answer_accepted, create_app
+from gateway.app import answer_accepted, create_app
 from gateway.openapi import openapi_document
 from gateway.parsing import HTTPError
 from gateway.settings import GatewaySettings
+from gateway.types import Check
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
