@@ -122,9 +122,12 @@ class Order(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=F
 
 
 class _Pattern:
-    """A regex checked as msgspec would (`re.search`), with a memo of the values that matched:
-    event types, currencies and locales repeat, and a set lookup is ~20x cheaper. The memo is
-    bounded so that odd input cannot grow it without end."""
+    """A regex checked against the whole value, with a memo of the values that matched:
+    event types, currencies and locales repeat, and a set lookup is much cheaper. The memo is
+    bounded so that odd input cannot grow it without end.
+
+    `fullmatch`, not `search` (which msgspec uses): Python's `$` also matches before a final
+    newline, so `search` would take "EUR\\n", which the published JSON Schema refuses."""
 
     __slots__ = ("matched", "regex")
 
@@ -135,7 +138,7 @@ class _Pattern:
     def matches(self, value: str) -> bool:
         if value in self.matched:
             return True
-        if self.regex.search(value) is None:
+        if self.regex.fullmatch(value) is None:
             return False
         if len(self.matched) < 4096:
             self.matched.add(value)

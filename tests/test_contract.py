@@ -156,6 +156,10 @@ CASES = [
     ("page.title", "t" * 513, "$.page.title", "length <= 512"),
     ("context.locale", "english please", "$.context.locale", "regex"),
     ("context.locale", "en-US ", "$.context.locale", "regex"),
+    # Python's `$` matches before a final newline; the contract must not.
+    ("event_type", "page_view\n", "$.event_type", "regex"),
+    ("order.currency", "EUR\n", "$.order.currency", "regex"),
+    ("context.locale", "en\n", "$.context.locale", "regex"),
     ("context.device.type", "car", "$.context.device.type", "Invalid enum value"),
     ("context.campaign", {"source": "s" * 257}, "$.context.campaign.source", "length <= 256"),
     (
