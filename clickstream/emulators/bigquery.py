@@ -70,7 +70,7 @@ def run_bigquery(args: argparse.Namespace) -> int:
     from clickstream_contract.config import Settings
 
     if importlib.util.find_spec("numpy") is None:
-        raise SystemExit("the BigQuery emulator needs numpy: pip install 'clickstream[emulators]'")
+        raise SystemExit("the BigQuery emulator needs numpy: pip install 'clickstream[local]'")
     project = args.project or Settings.from_env().project
     asyncio.run(serve(args.host, args.port, args.grpc_port, project, args.data_dir))
     return 0
