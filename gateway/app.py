@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Final
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -46,6 +47,9 @@ from gateway.types import Check, Headers, Receive, Scope, Send, Transport
 from gateway.validation import Checked, Rejection, check_batch, check_single
 
 log = logging.getLogger(__name__)
+
+# The CORS headers of an answer given before the Origin header is read (never mutated).
+NO_HEADERS: Final[Headers] = []
 
 
 class Publisher:
@@ -162,14 +166,15 @@ class Gateway:
             log.info("publish queue drained")
 
     async def ingest(self, scope: Scope, receive: Receive, send: Send, check: Check) -> None:
-        headers = read_headers(scope)
         route = scope["path"]
-        cors = self.cors.headers(headers.origin)
-        method = scope["method"]
-        if method == "OPTIONS":
-            await self.preflight(send, headers)
-            return
+        cors = NO_HEADERS  # until the Origin header is read
         try:
+            headers = read_headers(scope)
+            cors = self.cors.headers(headers.origin)
+            method = scope["method"]
+            if method == "OPTIONS":
+                await self.preflight(send, headers)
+                return
             if method != "POST":
                 raise HTTPError(405, "use POST", [(b"allow", b"POST, OPTIONS")])
             client = scope.get("client")

@@ -26,7 +26,10 @@ from gateway_server import GatewayProcess, event, running_gateway
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from clickstream_contract.config import Settings
+from gateway.app import create_app
 from gateway.parsing import HTTPError, check_utf8, gunzip
+from gateway.settings import GatewaySettings
 from gateway.validation import check_batch, check_single
 
 pytestmark = pytest.mark.filterwarnings("ignore:The return_immediately flag")
@@ -210,6 +213,22 @@ def test_a_body_cut_off_mid_stream_leaves_the_gateway_healthy(
                 b'{"events": [{"event_id": "'
             )
     healthy(http)
+
+
+async def test_a_malformed_content_length_is_refused_as_bad_input() -> None:
+    """Granian refuses such a request itself (an empty 400) before the app sees it; a server
+    that passes the header on must get a 400 naming it from the app, not its 503 for a bug."""
+    app = create_app(Settings(write_keys={"test-key": "web"}), GatewaySettings())
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+    ) as client:
+        response = await client.post(
+            "/v1/events",
+            content=json.dumps(event()).encode(),
+            headers={**JSON, "content-length": "12 apples"},
+        )
+    assert response.status_code == 400, response.text
+    assert "Content-Length" in response.json()["error"]
 
 
 # Property tests over the contract (in-process, fast) and the HTTP layer (Granian).
