@@ -13,6 +13,7 @@ Imports are read from the source with `ast`, all of them: module level, inside f
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib.metadata
 import sys
@@ -137,3 +138,26 @@ def test_each_part_declares_what_it_imports(part: str) -> None:
         and not {canonicalize_name(d) for d in providers.get(module, [])} & installed
     }
     assert missing == {}, f"{part}/pyproject.toml does not install what these files import"
+
+
+def test_the_clickstream_command_runs_the_commands_each_part_declares() -> None:
+    """Each part registers its commands through its pyproject's entry points; the command line
+    offers exactly what the installed parts declare."""
+    from clickstream_contract.cli import COMMANDS_GROUP, build_parser
+
+    declared = {
+        name: target
+        for pyproject in [REPO / "pyproject.toml", *REPO.glob("*/pyproject.toml")]
+        for name, target in tomllib.loads(pyproject.read_text())["project"]
+        .get("entry-points", {})
+        .get(COMMANDS_GROUP, {})
+        .items()
+    }
+    installed = {ep.name: ep.value for ep in importlib.metadata.entry_points(group=COMMANDS_GROUP)}
+    assert installed == declared
+    parser = build_parser()
+    (subcommands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subcommands.choices) == {
+        *("gateway", "processor", "db", "dashboard"),  # the deployables'
+        *("up", "emulator", "loadgen", "audit", "erase"),  # the development and operations tools'
+    }
