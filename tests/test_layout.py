@@ -6,6 +6,7 @@
 - The SDK imports the contract and its own modules only.
 - Every third-party module a part imports is installed by the dependencies its own
   pyproject.toml declares, so each part installs and runs alone.
+- No module imports itself through others (no import cycles).
 
 Imports are read from the source with `ast`, all of them: module level, inside functions
 (lazy imports) and under `TYPE_CHECKING`.
@@ -161,3 +162,65 @@ def test_the_clickstream_command_runs_the_commands_each_part_declares() -> None:
         *("gateway", "processor", "db", "dashboard"),  # the deployables'
         *("up", "emulator", "loadgen", "audit", "erase"),  # the development and operations tools'
     }
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_graph() -> dict[str, set[str]]:
+    """First-party module -> the first-party modules it imports (`from pkg import module`
+    counts as importing the module)."""
+    paths = {module_name(p): p for part in sorted(FIRST_PARTY) for p in part_files(part)}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets.add(node.module)
+                targets.update(f"{node.module}.{alias.name}" for alias in node.names)
+        graph[name] = {target for target in targets if target in paths} - {name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = {stack.pop()}
+            while node not in component:
+                component.add(stack.pop())
+            if len(component) > 1:
+                found.append(component)
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    graph = module_graph()
+    assert {"gateway.app", "processor.worker", "clickstream.stack"} <= set(graph)
+    assert cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [{"a", "b", "c"}]
