@@ -1,6 +1,8 @@
 # The dashboard: one Shielded VM in the private subnet, no external IP, reached only through IAP
-# TCP forwarding (see README). A startup script installs the repository's package from the
-# source bucket and runs `clickstream dashboard` as a systemd service.
+# TCP forwarding (see README). A startup script installs the dashboard's archive (the dashboard
+# and the contract) from the source bucket and runs `clickstream dashboard` as a systemd service;
+# the operations archive beside it gives the operator `clickstream-admin` (migrations, prune,
+# erase, audit) inside the VPC.
 
 locals {
   dashboard_port = 8050
@@ -50,12 +52,13 @@ resource "google_compute_instance" "dashboard" {
     serial-port-enable     = "FALSE"
     # Startup scripts rerun at every boot: a changed archive is installed on the next reset.
     startup-script = templatefile("${path.module}/templates/dashboard-startup.sh.tftpl", {
-      project_id           = var.project_id
-      source_uri           = "gs://${google_storage_bucket.source.name}/${google_storage_bucket_object.dashboard.name}"
-      database_url         = local.database_url
-      db_password_secret   = google_secret_manager_secret.db_password.secret_id
-      password_hash_secret = google_secret_manager_secret.dashboard_password_hash.secret_id
-      port                 = local.dashboard_port
+      project_id            = var.project_id
+      dashboard_source_uri  = "gs://${google_storage_bucket.source.name}/${google_storage_bucket_object.dashboard.name}"
+      operations_source_uri = "gs://${google_storage_bucket.source.name}/${google_storage_bucket_object.operations.name}"
+      database_url          = local.database_url
+      db_password_secret    = google_secret_manager_secret.db_password.secret_id
+      password_hash_secret  = google_secret_manager_secret.dashboard_password_hash.secret_id
+      port                  = local.dashboard_port
     })
   }
 

@@ -1,21 +1,40 @@
-# Source archives built from this repository: one for the processor function, one the
-# dashboard VM installs with pip. Files are listed explicitly (text sources only), so builds
-# are reproducible and no cache, virtualenv or secret in the work tree can slip in.
+# Source archives built from this repository, each holding one deployable and the contract it
+# imports (see the README's "How the code gets deployed"):
+#   processor.zip   the Cloud Function: main.py, requirements.txt, processor/, clickstream_contract/
+#   dashboard.zip   the dashboard VM's service: requirements.lock, clickstream_contract/, dashboard/
+#   operations.zip  the operator's tools on that VM: the development distribution and every part
+# Files are listed explicitly (text sources only), so builds are reproducible and no cache,
+# virtualenv or secret in the work tree can slip in. tests/test_packaging.py builds and installs
+# each archive from these very expressions.
 
 locals {
   repo_root = "${path.module}/.."
 
-  # The function: its entry point and requirements at the root, then the two packages.
+  # What a local `pip install` (build/, *.egg-info/) or a run (__pycache__/) leaves inside a
+  # package folder: never archived, whatever the patterns below match.
+  install_leftovers = "(^|/)(build|dist|__pycache__|[^/]*\\.egg-info)/"
+
+  # The function: its entry point and requirements at the root, then the processor's and the
+  # contract's sources (the build installs requirements.txt, not these folders' pyprojects).
   processor_files = merge(
-    { for f in fileset("${path.module}/function", "*.{py,txt}") : f => "${path.module}/function/${f}" },
-    { for f in fileset(local.repo_root, "{processor,clickstream}/**/*.{py,sql}") : f => "${local.repo_root}/${f}" },
+    { for f in fileset("${path.module}/function", "{main.py,requirements.txt}") : f => "${path.module}/function/${f}" },
+    { for f in fileset(local.repo_root, "{processor,clickstream_contract}/**/*.{py,sql}") : f => "${local.repo_root}/${f}" if length(regexall(local.install_leftovers, f)) == 0 },
   )
 
-  # The dashboard: an installable source tree (pyproject + every package + package data):
-  # the `clickstream` command imports each part's CLI, so all packages must be there.
+  # The dashboard service: two installable folders and the lock, installed with
+  # `pip install -c requirements.lock ./clickstream_contract ./dashboard`.
   dashboard_files = merge(
-    { for f in ["pyproject.toml", "README.md"] : f => "${local.repo_root}/${f}" },
-    { for f in fileset(local.repo_root, "{clickstream,clickstream_sdk,gateway,processor,dashboard}/**/*.{py,sql,html,js,css,svg}") : f => "${local.repo_root}/${f}" },
+    { for f in ["requirements.lock"] : f => "${local.repo_root}/${f}" },
+    { for f in fileset(local.repo_root, "{clickstream_contract,dashboard}/**/{pyproject.toml,*.py,*.html,*.js,*.css,*.svg}") : f => "${local.repo_root}/${f}" if length(regexall(local.install_leftovers, f)) == 0 },
+  )
+
+  # The operator's tools on the same VM (`clickstream db migrate` at boot, `clickstream-admin`):
+  # the development distribution (root pyproject, clickstream/) with every part, installed
+  # without its extras, apart from the dashboard's service. The readmes are those the
+  # pyprojects name.
+  operations_files = merge(
+    { for f in ["pyproject.toml", "README.md", "requirements.lock", "clickstream_sdk/README.md"] : f => "${local.repo_root}/${f}" },
+    { for f in fileset(local.repo_root, "{clickstream,clickstream_contract,gateway,processor,dashboard,clickstream_sdk}/**/{pyproject.toml,*.py,*.sql,*.html,*.js,*.css,*.svg}") : f => "${local.repo_root}/${f}" if length(regexall(local.install_leftovers, f)) == 0 },
   )
 }
 
@@ -38,6 +57,19 @@ data "archive_file" "dashboard" {
 
   dynamic "source" {
     for_each = local.dashboard_files
+    content {
+      filename = source.key
+      content  = file(source.value)
+    }
+  }
+}
+
+data "archive_file" "operations" {
+  type        = "zip"
+  output_path = "${path.module}/build/operations.zip"
+
+  dynamic "source" {
+    for_each = local.operations_files
     content {
       filename = source.key
       content  = file(source.value)
@@ -80,6 +112,12 @@ resource "google_storage_bucket_object" "dashboard" {
   name   = "dashboard-${data.archive_file.dashboard.output_md5}.zip"
   bucket = google_storage_bucket.source.name
   source = data.archive_file.dashboard.output_path
+}
+
+resource "google_storage_bucket_object" "operations" {
+  name   = "operations-${data.archive_file.operations.output_md5}.zip"
+  bucket = google_storage_bucket.source.name
+  source = data.archive_file.operations.output_path
 }
 
 # Gateway images (see README: build and push before the first full apply).

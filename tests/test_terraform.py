@@ -25,7 +25,16 @@ from typing import Any
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from terraform_config import TERRAFORM_DIR, Config, load, references
+from terraform_config import (
+    TERRAFORM_DIR,
+    Config,
+    archive_files,
+    load,
+    project_files,
+    references,
+    startup_commands,
+    startup_installs,
+)
 
 REPO = TERRAFORM_DIR.parent
 SEED_VARIABLES = {
@@ -248,7 +257,45 @@ def test_startup_template_gets_exactly_the_values_it_uses(tf: Config) -> None:
     used = set(re.findall(r"(?<!\$)\$\{(\w+)\}", template))
     assert used == passed
     assert "%{" not in template  # no template directive slipped in from shell syntax
-    assert "clickstream dashboard --host 0.0.0.0 --port ${port}" in template
+
+
+def test_vm_runs_the_dashboard_and_the_operators_tools_from_their_own_archives(
+    tf: Config,
+) -> None:
+    """The dashboard service runs from the venv of the archive holding only the dashboard and
+    the contract; migrations at boot and `clickstream-admin` from the operations archive's."""
+    installs = startup_installs(tf)
+    assert set(installs) == {"dashboard", "operations"}
+    assert installs["dashboard"].venv != installs["operations"].venv
+    commands = startup_commands(tf)
+    service_venv, service = commands["clickstream-dashboard.service"]
+    assert service_venv == installs["dashboard"].venv
+    assert service[0] == "dashboard"
+    options = dict(zip(service[1::2], service[2::2], strict=True))
+    assert options["--host"] == "0.0.0.0"  # reached through IAP on the VM's own address
+    assert options["--port"] == "${port}"
+    rules = tf.of_type("google_compute_firewall").values()
+    iap_ports = {p for r in rules if "allow" in r for p in block(r, "allow").get("ports", [])}
+    assert "${tostring(local.dashboard_port)}" in iap_ports  # the port passed is the one opened
+    operations = installs["operations"].venv
+    assert commands["clickstream-migrate.service"] == (operations, ["db", "migrate"])
+    assert commands["clickstream-admin"] == (operations, ["$@"])
+
+
+def test_vm_archives_take_every_file_their_installs_need(tf: Config) -> None:
+    """Each archive the VM installs holds exactly the folders its pip install names, and every
+    file those distributions read or install (pyproject, readme, modules, package data)."""
+    for name, install in startup_installs(tf).items():
+        (dynamic,) = tf.data[("archive_file", name)]["dynamic"]
+        local = dynamic["source"]["for_each"].removeprefix("${local.").removesuffix("}")
+        files = archive_files(tf, local, TERRAFORM_DIR)
+        projects = {arg.removeprefix("./").rstrip("./") for arg in install.args}
+        needed = {f for project in projects for f in project_files(REPO, project)}
+        missing = needed - set(files)
+        assert not missing, f"the {name} archive lacks {sorted(missing)}"
+        folders = {f.split("/")[0] for f in files if "/" in f}
+        assert folders == {f.split("/")[0] for f in needed if "/" in f}, name
+        assert "requirements.lock" in files, f"{name}: pip installs with -c requirements.lock"
 
 
 # --- variables and outputs ----------------------------------------------------------------
@@ -394,7 +441,16 @@ def test_processor_subscriptions_push_with_retry_and_dead_letter(tf: Config) -> 
     )
     dead_letter = block(subscription, "dead_letter_policy")
     assert dead_letter["dead_letter_topic"] == "${google_pubsub_topic.dead_letter.id}"
-    assert block(subscription, "retry_policy")["maximum_backoff"] == "600s"
+    # Pub/Sub accepts backoffs of 0 to 600 s, and the maximum must not undercut the minimum.
+    retry = block(subscription, "retry_policy")
+    minimum, maximum = (seconds(retry[key]) for key in ("minimum_backoff", "maximum_backoff"))
+    assert 0 <= minimum <= maximum <= 600
+    # A push is acknowledged by the function's answer: the deadline must outlast the function.
+    function = block(
+        tf.resources[("google_cloudfunctions2_function", "processor")], "service_config"
+    )
+    deadline = tf.resolve(subscription["ack_deadline_seconds"])
+    assert tf.resolve(function["timeout_seconds"]) <= deadline <= 600
     assert subscription["message_retention_duration"] == "${var.message_retention_duration}"
     # Dead-lettering acts as Pub/Sub's service agent: publisher on the dead-letter topic,
     # subscriber on each source subscription.
@@ -404,6 +460,51 @@ def test_processor_subscriptions_push_with_retry_and_dead_letter(tf: Config) -> 
     subscriber = tf.resources[("google_pubsub_subscription_iam_member", "dead_letter_subscriber")]
     assert subscriber["for_each"] == "${google_pubsub_subscription.processor}"
     assert subscriber["role"] == "roles/pubsub.subscriber"
+
+
+def seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)s", duration)
+    assert match, f"not a Pub/Sub duration: {duration}"
+    return float(match[1])
+
+
+def variable_bounds(tf: Config, name: str) -> tuple[int, int]:
+    """The (low, high) a variable's validation allows: `var.x >= low && var.x <= high`."""
+    (validation,) = tf.variables[name]["validation"]
+    low = re.search(rf"var\.{name} >= (\d+)", validation["condition"])
+    high = re.search(rf"var\.{name} <= (\d+)", validation["condition"])
+    assert low and high, validation["condition"]
+    return int(low[1]), int(high[1])
+
+
+def test_local_pubsub_topology_agrees_with_terraform(tf: Config) -> None:
+    """`clickstream up` and the tests create the topology themselves (clickstream.pubsub_admin):
+    the same subscriptions on the same topics, dead-lettering where Terraform dead-letters."""
+    from clickstream.pubsub_admin import MAX_DELIVERY_ATTEMPTS, subscriptions
+    from clickstream_contract.config import Settings
+
+    settings = Settings()
+    local = {s.name.rsplit("/", 1)[1]: s for s in subscriptions(settings)}
+    topics = {
+        f"${{google_pubsub_topic.{key}.id}}": tf.resolve(topic["name"])
+        for key, topic in tf.of_type("google_pubsub_topic").items()
+    }
+    deployed = {
+        s["name"]: topics[s["topic"]] for s in tf.locals["processor_subscriptions"].values()
+    }
+    hold = tf.resources[("google_pubsub_subscription", "dead_letter_hold")]
+    deployed[hold["name"]] = topics[hold["topic"]]
+    assert {name: s.topic.rsplit("/", 1)[1] for name, s in local.items()} == deployed
+    dead_letter = block(
+        tf.resources[("google_pubsub_subscription", "processor")], "dead_letter_policy"
+    )
+    assert topics[dead_letter["dead_letter_topic"]] == settings.dead_letter_topic
+    events = local[settings.events_subscription].dead_letter_policy
+    assert events.dead_letter_topic.rsplit("/", 1)[1] == settings.dead_letter_topic
+    # Both within what Terraform (and Pub/Sub) allow.
+    low, high = variable_bounds(tf, "max_delivery_attempts")
+    assert low <= MAX_DELIVERY_ATTEMPTS <= high
+    assert low <= tf.variables["max_delivery_attempts"]["default"] <= high
 
 
 def test_a_pubsub_push_reaches_a_cloudevent_function(
@@ -465,7 +566,7 @@ def test_every_environment_variable_is_read_by_the_code(tf: Config) -> None:
     assert {"CLICKSTREAM_WRITE_KEYS", "DATABASE_URL", "CLICKSTREAM_BIGQUERY_DATASET"} <= names
     sources = "\n".join(
         p.read_text()
-        for package in ("clickstream", "gateway", "processor")
+        for package in ("clickstream_contract", "gateway", "processor", "dashboard")
         for p in (REPO / package).rglob("*.py")
     )
     unread = {
@@ -531,10 +632,21 @@ def test_dataset_access_for_domain_readers_and_admin(tf: Config) -> None:
 # --- the function's source archive ------------------------------------------------------------
 
 
-def first_party_imports(entry: Path) -> set[str]:
+FIRST_PARTY = {
+    "clickstream",
+    "clickstream_contract",
+    "clickstream_sdk",
+    "gateway",
+    "processor",
+    "dashboard",
+}
+
+
+def first_party_imports(entry: Path) -> tuple[set[str], set[Path]]:
     """Third-party modules (dotted) imported by `entry` and every first-party module it reaches,
-    at any depth and inside functions too, leaving out `if TYPE_CHECKING:` blocks."""
-    first_party = {"clickstream", "processor"}
+    at any depth and inside functions too, leaving out `if TYPE_CHECKING:` blocks; and the
+    first-party files it reaches."""
+    first_party = FIRST_PARTY
     seen_files: set[Path] = set()
     third_party: set[str] = set()
     pending = [entry]
@@ -572,7 +684,7 @@ def first_party_imports(entry: Path) -> set[str]:
                                 pending.append(candidate)
                 elif top not in sys.stdlib_module_names and top != "__future__":
                     third_party.add(name)
-    return third_party
+    return third_party, seen_files - {entry}
 
 
 @functools.cache
@@ -630,36 +742,39 @@ def function_requirements() -> dict[str, Requirement]:
 def test_function_requirements_cover_what_the_processor_imports() -> None:
     entry = TERRAFORM_DIR / "function" / "main.py"
     assert "from processor.function import process_pubsub" in entry.read_text()
-    imported = first_party_imports(entry)
+    imported, reached = first_party_imports(entry)
     assert "asyncpg" in imported and "functions_framework" in imported  # the walk went deep
     needed = {distribution_of(m) or m for m in imported}
     missing = needed - closure(set(function_requirements()))
     assert not missing, f"terraform/function/requirements.txt lacks {sorted(missing)}"
-
-
-def test_function_requirements_agree_with_pyproject() -> None:
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    declared = {
-        canonicalize_name(r.name): r for r in map(Requirement, pyproject["project"]["dependencies"])
+    # What the function imports stays within the two packages its archive holds.
+    outside = {p.relative_to(REPO).parts[0] for p in reached} - {
+        "processor",
+        "clickstream_contract",
     }
-    for name, requirement in function_requirements().items():
-        assert name in declared, f"{name} is not a dependency in pyproject.toml"
-        assert requirement.specifier == declared[name].specifier, name
+    assert not outside, f"the function imports {sorted(outside)}, which its archive lacks"
 
 
-def test_dashboard_archive_takes_every_installed_file(tf: Config) -> None:
-    """The dashboard archive lists packages and extensions; a package or a package-data kind
-    missing from it would be silently left out of the VM's install."""
-    pattern = re.search(r"\{([\w,]+)\}/\*\*/\*\.\{([\w,]+)\}", str(tf.locals["dashboard_files"]))
-    assert pattern, tf.locals["dashboard_files"]
-    packages, extensions = (set(group.split(",")) for group in pattern.groups())
-    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    installed = {"*.py", *(p for ps in setuptools["package-data"].values() for p in ps)}
-    for include in setuptools["packages"]["find"]["include"]:
-        for package in REPO.glob(include):
-            if not (package / "__init__.py").exists():
-                continue
-            assert package.name in packages, f"{package.name} is not in the dashboard archive"
-            for path in package.rglob("*"):
-                if path.is_file() and any(path.match(p) for p in installed):
-                    assert path.suffix.lstrip(".") in extensions, path.relative_to(REPO)
+def test_function_requirements_pin_the_dependencies_of_its_packages_to_the_lock() -> None:
+    """requirements.txt is what the function's build installs: the dependencies of the two
+    packages the archive holds as sources (the contract itself aside), each at the version
+    requirements.lock gives every other install."""
+    declared: dict[str, Requirement] = {}
+    for package in ("processor", "clickstream_contract"):
+        pyproject = tomllib.loads((REPO / package / "pyproject.toml").read_text())
+        for requirement in map(Requirement, pyproject["project"]["dependencies"]):
+            declared.setdefault(canonicalize_name(requirement.name), requirement)
+    declared.pop("clickstream-contract")  # in the archive, as sources
+    lock = locked_versions()
+    requirements = function_requirements()
+    assert set(requirements) == set(declared)
+    for name, requirement in requirements.items():
+        assert requirement.extras == declared[name].extras, name
+        assert str(requirement.specifier) == f"=={lock[name]}", name
+        assert declared[name].specifier.contains(lock[name]), name
+
+
+def locked_versions() -> dict[str, str]:
+    lines = (REPO / "requirements.lock").read_text().splitlines()
+    pins = (line.split("==") for line in lines if line.strip() and not line.startswith("#"))
+    return {canonicalize_name(name): version for name, version in pins}

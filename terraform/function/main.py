@@ -1,7 +1,10 @@
 """Cloud Functions (gen2) entry point: the processor's CloudEvent handler, at the archive root.
 
-The archive Terraform builds holds this file, requirements.txt, and the repository's
-`processor/` and `clickstream/` packages beside it (see ../processor.tf).
+The archive Terraform builds (../storage.tf, `processor_files`) holds this file,
+requirements.txt (what the function's build installs: the processor's and the contract's
+dependencies, at requirements.lock's versions), and the sources of the processor
+(`processor/`) and of the contract it imports (`clickstream_contract/`) beside it; nothing
+else of the repository. See ../processor.tf.
 """
 
 from processor.function import process_pubsub

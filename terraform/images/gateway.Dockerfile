@@ -1,15 +1,15 @@
-# The ingestion gateway's image. Build from the repository root:
-#   docker build -f terraform/images/gateway.Dockerfile -t IMAGE .
+# The ingestion gateway's image: the gateway and the contract it imports, nothing else. Build it
+# from the repository root with the context gateway-context.sh makes (the lock, the two folders
+# and this file):
+#   sh terraform/images/gateway-context.sh | docker build -f terraform/images/gateway.Dockerfile -t IMAGE -
 # or with Cloud Build: terraform/images/cloudbuild.yaml (README step 2).
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY clickstream ./clickstream
-COPY clickstream_sdk ./clickstream_sdk
+COPY requirements.lock ./
+COPY clickstream_contract ./clickstream_contract
 COPY gateway ./gateway
-COPY processor ./processor
-COPY dashboard ./dashboard
-RUN python -m venv /venv && /venv/bin/pip install --no-cache-dir --quiet .
+RUN python -m venv /venv \
+    && /venv/bin/pip install --no-cache-dir --quiet -c requirements.lock ./clickstream_contract ./gateway
 
 FROM python:3.11-slim
 COPY --from=build /venv /venv
