@@ -2,7 +2,7 @@
 
 Sessions are checked as a whole: every event valid under the contract decoder, carts rebuilt
 from add/remove events equal the purchased items, revenue equals the items' sum. The runs go
-to the gateway double (tests/gateway_double.py) over real HTTP.
+to the real gateway (tests/gateway_testing.py) over HTTP on loopback.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import pytest
-from gateway_double import GatewayDouble, running
+from gateway_testing import MemoryTransport, serving
 
 from clickstream.loadgen import Options, generate
 from clickstream.shoppers import BOT_AGENTS, Shop, Traffic
 from clickstream_contract.event import Event
 from clickstream_sdk.delivery import Backoff
+from gateway.settings import GatewaySettings
 
 decoder = msgspec.json.Decoder(Event)
 encoder = msgspec.json.Encoder()
@@ -114,10 +115,12 @@ async def test_ids_file_lists_exactly_the_accepted_events(
     tmp_path: Path, batch_size: int, count: int
 ) -> None:
     ids_file = tmp_path / "ids.txt"
-    with running(GatewayDouble(fail_next=3, retry_after="0")) as double:
+    # One request per Pub/Sub message: the three failed publishes are three requests' 503s.
+    limits = GatewaySettings(retry_after_s=0, rpc_max_groups=1)
+    with serving(limits, MemoryTransport(fail_next=3)) as gateway:
         options = Options(
-            url=double.url,
-            write_key=double.write_key,
+            url=gateway.url,
+            write_key=gateway.write_key,
             count=count,
             batch_size=batch_size,
             concurrency=8,
@@ -127,7 +130,7 @@ async def test_ids_file_lists_exactly_the_accepted_events(
             backoff=Backoff(base=0.01, cap=0.1),
         )
         tally = await generate(options, progress=None)
-        accepted = double.accepted_counts()
+        accepted = gateway.transport.published_counts()
     written = ids_file.read_text().split()
     assert len(written) == len(set(written)), "an id written twice"
     assert set(written) == set(accepted)
@@ -137,20 +140,20 @@ async def test_ids_file_lists_exactly_the_accepted_events(
 
 
 async def test_a_refused_write_key_stops_the_run() -> None:
-    with running() as double:
-        options = Options(url=double.url, write_key="wrong", count=10_000, concurrency=2)
+    with serving() as gateway:
+        options = Options(url=gateway.url, write_key="wrong", count=10_000, concurrency=2)
         tally = await generate(options, progress=None)
     assert tally.aborted and "401" in tally.aborted
     assert tally.sent < 10_000 and tally.accepted == 0
 
 
 async def test_rate_paces_the_requests() -> None:
-    with running() as double:
+    with serving() as gateway:
         options = Options(
-            url=double.url, write_key=double.write_key, rate=200, count=100, batch_size=10
+            url=gateway.url, write_key=gateway.write_key, rate=200, count=100, batch_size=10
         )
         tally = await generate(options, progress=None)
-        requests = double.ingest_requests()
+        requests = gateway.ingest_requests()
     assert tally.accepted == 100
     # 10 requests due every 50 ms: the last is due 450 ms after the first (open loop).
     assert requests[-1].at - requests[0].at >= 0.4

@@ -27,8 +27,8 @@ import asyncpg
 import httpx
 import pytest
 from browser_testing import CHROMIUM, CHROMIUM_ARGS, requires_chromium
-from gateway_double import GatewayDouble, running
 from gateway_server import GatewayProcess, running_gateway
+from gateway_testing import serving_pages
 from processor_testing import aggregate_mismatches, start_worker, stop_worker, wait_for
 from segment.analytics import Client
 
@@ -374,7 +374,7 @@ async def test_analytics_js_in_a_browser_events_reach_postgres(
 
     bundle = node_package(package) / "dist" / "umd" / "index.js"
     pages = {"/analytics-next.js": ("text/javascript", bundle.read_bytes())}
-    with running(GatewayDouble(pages=pages)) as shop:
+    with serving_pages(pages) as shop:
         # The shop's origin must be allowed to call the gateway from its pages.
         env = {"CLICKSTREAM_CORS_ORIGINS": shop.url}
         with running_stack(
