@@ -1,7 +1,8 @@
 """The gateway's ASGI application: `create_app()` builds it (Granian calls it as a factory).
 
 The two ingest routes are raw ASGI endpoints dispatched by exact path before Starlette's router
-(whose middleware and routing cost 15% of the single-event path when measured); everything
+(whose middleware and routing were a large share of the single-event path: benchmarks/README.md,
+"Measurements behind design choices"); everything
 else (health, readiness, metrics, OpenAPI, lifespan) is a plain Starlette `Router`. The whole
 app is wrapped so that an unexpected exception is logged and counted as the bug it is but never
 answers 500: it answers 503 with Retry-After, so a client keeps the events and retries rather

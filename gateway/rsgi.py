@@ -1,8 +1,8 @@
 """The gateway on Granian's native RSGI interface: the same ASGI app, without ASGI's transport.
 
 Under Granian's ASGI interface every `receive()` and `send()` is an awaitable that crosses into
-Rust and back through the event loop; measured on this machine (one worker on one core, 64
-connections), a raw RSGI app answered ~50% more requests per second than the same raw ASGI app.
+Rust and back through the event loop; a raw RSGI app answers markedly more requests per second
+than the same raw ASGI app (benchmarks/README.md, the raw Granian peers).
 Here each request reads its body with one `await protocol()` and answers with one synchronous
 `protocol.response_bytes(...)`, while the application itself stays the plain ASGI callable
 (`gateway.app.Gateway`): this module only translates scope, body and response. The ASGI
