@@ -8,7 +8,8 @@ batches in flight, as the worker does, against DATABASE_URL or a throwaway pgser
 (benchmarks/processor_workload.py): `shoppers`, the load generator's shopper model (realistic),
 and `worst`, where nearly every event is its session's and customer's only one in the batch.
 The batch size and the garbage collector's settings default to the worker's
-(`processor.worker.WorkerOptions`, `clickstream_contract.gc_tuning`); `--gc default` keeps Python's.
+(`processor.options.WorkerOptions`, `clickstream_contract.gc_tuning`); `--gc default` keeps
+Python's.
 
 Prints wall-clock events/s and CPU per event on each side: the processor's own (this process)
 and PostgreSQL's (every process of the server, when it runs on this machine: backends, WAL
@@ -33,8 +34,8 @@ from clickstream.local_postgres import postgres_url
 from clickstream_contract.gc_tuning import tune_after_startup
 from processor.core import Processor, decode
 from processor.migrations import migrate
+from processor.options import WorkerOptions
 from processor.postgres import PostgresSink, create_sink_pool
-from processor.worker import WorkerOptions
 
 _TICK = os.sysconf("SC_CLK_TCK")
 

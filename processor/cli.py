@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Any
+
+from processor.options import WorkerOptions
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,13 +36,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " Environment: DATABASE_URL, CLICKSTREAM_DB_PASSWORD, PUBSUB_EMULATOR_HOST,"
         " GOOGLE_CLOUD_PROJECT, CLICKSTREAM_BIGQUERY=on|off|auto.",
     )
-    # No defaults here: an unset option keeps `processor.worker.WorkerOptions`' default, the one
-    # place they are written (importing the worker here would slow every `clickstream` command).
-    processor.add_argument("--max-batch-events", type=int, help="events per batch, at most")
-    processor.add_argument("--max-batch-wait-ms", type=float, help="collect messages this long")
-    processor.add_argument("--concurrency", type=int, help="batches in flight")
-    processor.add_argument("--max-messages", type=int, help="flow control")
-    processor.add_argument("--retention", help="prune events older than this every hour (e.g. 7d)")
+    defaults = WorkerOptions()
+    processor.add_argument(
+        "--max-batch-events",
+        type=int,
+        default=defaults.max_batch_events,
+        help="events per batch, at most (default %(default)s)",
+    )
+    processor.add_argument(
+        "--max-batch-wait-ms",
+        type=float,
+        default=defaults.max_batch_wait * 1000,
+        help="collect messages this long after the first (default %(default)s)",
+    )
+    processor.add_argument(
+        "--concurrency",
+        type=int,
+        default=defaults.concurrency,
+        help="batches in flight (default %(default)s)",
+    )
+    processor.add_argument(
+        "--max-messages",
+        type=int,
+        default=defaults.max_messages,
+        help="flow control: messages held, not yet acked (default %(default)s)",
+    )
+    processor.add_argument(
+        "--retention", help="prune events older than this every hour (e.g. 7d; default: never)"
+    )
     processor.set_defaults(func=run_processor)
 
 
@@ -85,24 +107,28 @@ def run_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_options(args: argparse.Namespace) -> WorkerOptions:
+    """The worker's options from the command line (ValueError for a malformed --retention)."""
+    from processor import db
+
+    retention = db.parse_duration(args.retention) if args.retention else None
+    return WorkerOptions(
+        max_batch_events=args.max_batch_events,
+        max_batch_wait=args.max_batch_wait_ms / 1000,
+        concurrency=args.concurrency,
+        max_messages=args.max_messages,
+        retention=retention,
+    )
+
+
 def run_processor(args: argparse.Namespace) -> int:
     from clickstream_contract.config import Settings
-    from processor import db
-    from processor.worker import WorkerOptions, main
+    from processor.worker import main
 
     _logging()
     try:
-        retention = db.parse_duration(args.retention) if args.retention else None
+        options = worker_options(args)
     except ValueError as exc:
         print(f"--retention: {exc}", file=sys.stderr)
         return 2
-    wait_ms = args.max_batch_wait_ms
-    given: dict[str, Any] = {
-        "max_batch_events": args.max_batch_events,
-        "max_batch_wait": None if wait_ms is None else wait_ms / 1000,
-        "concurrency": args.concurrency,
-        "max_messages": args.max_messages,
-        "retention": retention,
-    }
-    options = WorkerOptions(**{name: value for name, value in given.items() if value is not None})
     return main(Settings.from_env(), options)

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -34,28 +33,11 @@ from clickstream_contract.config import PUBSUB_CHANNEL_OPTIONS, Settings, descri
 from clickstream_contract.gc_tuning import tune_after_startup
 from processor import db, identities
 from processor.core import Message, Processor
+from processor.options import WorkerOptions
 from processor.postgres import PostgresSink, create_sink_pool
 from processor.sinks import other_sinks
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    # 20,000 rather than 5,000 events per transaction: PostgreSQL's CPU per event ~18% lower
-    # (per-statement costs, and rows that every batch updates, amortized over more events).
-    max_batch_events: int = 20_000
-    max_batch_wait: float = 0.05  # seconds to wait for more messages after the first
-    concurrency: int = 3  # batches in the sinks at once (= pool connections)
-    # Flow control: messages held but not yet acked. Under load the gateway packs ~25 events
-    # per message, so this holds `concurrency` full batches plus the one being collected.
-    max_messages: int = 5_000
-    max_bytes: int = 200 * 1024 * 1024
-    retention: timedelta | None = None  # prune events older than this, hourly
-    prune_every: float = 3600.0
-    min_backoff: float = 0.5
-    max_backoff: float = 10.0
-    retry_for: float = 60.0  # then nack and let Pub/Sub redeliver
 
 
 def subscriber_client(settings: Settings) -> SubscriberClient:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ from clickstream.pubsub_admin import ensure_topology
 from clickstream_contract import envelope
 from clickstream_contract.config import Settings
 from gateway.pubsub import publisher_async_client
-from processor.worker import WorkerOptions, serve
+from processor.options import WorkerOptions
+from processor.worker import serve
 
 # Quick batches so the tests see partial progress and redeliveries.
 FAST = WorkerOptions(max_batch_events=200, max_batch_wait=0.01, min_backoff=0.2, max_backoff=1)
@@ -232,3 +234,16 @@ async def test_postgres_restart_mid_stream_loses_nothing(
         stop.set()
         await asyncio.wait_for(worker, 30)
         await client.transport.close()
+
+
+def test_the_command_line_defaults_are_the_workers() -> None:
+    from clickstream_contract.cli import build_parser
+    from processor.cli import worker_options
+
+    assert worker_options(build_parser().parse_args(["processor"])) == WorkerOptions()
+    given = build_parser().parse_args(
+        ["processor", "--max-batch-wait-ms", "20", "--concurrency", "5", "--retention", "2d"]
+    )
+    assert worker_options(given) == WorkerOptions(
+        max_batch_wait=0.02, concurrency=5, retention=timedelta(days=2)
+    )
