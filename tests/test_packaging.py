@@ -229,26 +229,30 @@ def source_of(name: str) -> str:
 
 
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="no terraform binary on PATH")
-def test_terraform_lists_the_same_archive_files(tf: Config, worktree: Path, tmp_path: Path) -> None:
+def test_terraform_lists_the_same_archive_files(tf: Config, worktree: Path) -> None:
     """The Python evaluation of storage.tf's expressions is Terraform's (its own `fileset`,
     `regexall`, `merge`), on the same tree with the same leftovers."""
-    module = worktree / "terraform-locals"  # a module of storage.tf's locals alone, beside
-    shutil.rmtree(module, ignore_errors=True)  # terraform/ so that `path.module/..` is the root
+    # A module of storage.tf's locals alone (the providers cannot be installed here), beside
+    # terraform/ so that `path.module/..` is the same root.
+    module = worktree / "terraform-locals"
     shutil.copytree(tf.directory / "function", module / "function")
     storage = (tf.directory / "storage.tf").read_text()
     block = re.search(r"^locals \{\n.*?^\}\n", storage, re.M | re.S)
     assert block, "storage.tf has a locals block"
     (module / "main.tf").write_text(block[0])
     names = archive_locals(tf).values()
-    result = subprocess.run(
-        ["terraform", "console"],
-        input="jsonencode({" + ", ".join(f"{n} = local.{n}" for n in names) + "})\n",
-        cwd=module,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"},
-    )
+    try:
+        result = subprocess.run(
+            ["terraform", "console"],
+            input="jsonencode({" + ", ".join(f"{n} = local.{n}" for n in names) + "})\n",
+            cwd=module,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"},
+        )
+    finally:
+        shutil.rmtree(module)
     assert result.returncode == 0, result.stderr
     computed = json.loads(json.loads(result.stdout.strip().splitlines()[-1]))
     for name in names:
