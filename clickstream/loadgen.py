@@ -28,8 +28,8 @@ from clickstream.shoppers import Generated, Traffic
 from clickstream_contract.answers import IngestResponse
 from clickstream_sdk.delivery import (
     MAX_BATCH_EVENTS,
-    Answer,
     Backoff,
+    Reply,
     Sleep,
     auth_headers,
     delivery_plan,
@@ -169,7 +169,7 @@ class Run:
             settled=self.settled(batch),
             aborted=self.stop.is_set,
         )
-        answer: Answer | None = None
+        answer: Reply | None = None
         while True:
             try:
                 step = plan.send(answer)

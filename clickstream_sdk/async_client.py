@@ -29,8 +29,8 @@ from clickstream_sdk.delivery import (
     DEFAULT_BACKOFF,
     MAX_BATCH_EVENTS,
     MAX_REQUEST_BYTES,
-    Answer,
     Backoff,
+    Reply,
     Settled,
     Sleep,
     auth_headers,
@@ -51,7 +51,7 @@ async def deliver_async(
 ) -> None:
     """Run the retry policy for one batch with asyncio I/O (see `client.deliver`)."""
     plan = delivery_plan(events, compress=compress, backoff=backoff, rng=rng, settled=settled)
-    answer: Answer | None = None
+    answer: Reply | None = None
     while True:
         try:
             step = plan.send(answer)

@@ -27,8 +27,8 @@ from clickstream_sdk.delivery import (
     DEFAULT_BACKOFF,
     MAX_BATCH_EVENTS,
     MAX_REQUEST_BYTES,
-    Answer,
     Backoff,
+    Reply,
     Settled,
     Sleep,
     auth_headers,
@@ -62,7 +62,7 @@ def deliver(
     plan = delivery_plan(
         events, compress=compress, backoff=backoff, rng=rng, settled=settled, aborted=abort.is_set
     )
-    answer: Answer | None = None
+    answer: Reply | None = None
     while True:
         try:
             step = plan.send(answer)

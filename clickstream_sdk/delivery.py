@@ -143,8 +143,9 @@ class Sleep:
     seconds: float
 
 
-# The driver's answer to a `Post`: (status, headers, body), or a transport error's description.
-Answer = tuple[int, Mapping[str, str], bytes] | str
+# The gateway's reply to a `Post` as the driver got it: (status, headers, body), or a transport
+# error's description.
+Reply = tuple[int, Mapping[str, str], bytes] | str
 # Called once per settled batch: (events, the 202 body) on success, (events, None) on failure.
 Settled = Callable[[Sequence[bytes], IngestResponse | None, str], None]
 
@@ -157,7 +158,7 @@ def delivery_plan(
     rng: random.Random,
     settled: Settled,
     aborted: Callable[[], bool] = lambda: False,
-) -> Generator[Post | Sleep, Answer | None, None]:
+) -> Generator[Post | Sleep, Reply | None, None]:
     """The retry policy without I/O: yields `Post`s and `Sleep`s, the caller performs them.
 
     One policy serves the threaded client, the asyncio client and the load generator. Retries
