@@ -20,7 +20,7 @@ class IngestResponse(msgspec.Struct):
     """The body of a 202: how many events were durably published, and which were refused."""
 
     accepted: int
-    rejected: list[Rejection] = []
+    rejected: list[Rejection]
 
 
 class ErrorResponse(msgspec.Struct):

@@ -122,7 +122,7 @@ def judge(status: int, headers: Mapping[str, str], body: bytes, events: int) -> 
             return Verdict("done", accepted=parse_accepted(body))
         except msgspec.DecodeError:
             # A 2xx without the documented body: the events were taken; count them all.
-            return Verdict("done", accepted=IngestResponse(accepted=events))
+            return Verdict("done", accepted=IngestResponse(accepted=events, rejected=[]))
     reason = f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
     if status == 413 and events > 1:
         return Verdict("split", reason=reason)
