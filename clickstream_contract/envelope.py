@@ -7,7 +7,7 @@ client sent them, as validated JSON bytes (the gateway never re-encodes them).
 The same envelope carries bad events on the `events-bad` topic; there `reasons[i]` says why
 `events[i]` was refused. Message attributes name the encoding so any consumer can decode it:
 
-    content_type    application/vnd.clickstream_contract.envelope+msgpack
+    content_type    application/vnd.clickstream.envelope+msgpack
     schema_version  "1"
     kind            "events" | "bad"
     event_count     number of events in the message
@@ -21,7 +21,7 @@ from typing import Final, Literal
 import msgspec
 
 SCHEMA_VERSION: Final = 1
-CONTENT_TYPE: Final = "application/vnd.clickstream_contract.envelope+msgpack"
+CONTENT_TYPE: Final = "application/vnd.clickstream.envelope+msgpack"
 # Pub/Sub allows 10 MB per message and per publish request; the gateway cuts far below that.
 MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 
