@@ -159,14 +159,6 @@ def wait_grpc(host: str, timeout: float = 60) -> None:
         grpc.channel_ready_future(channel).result(timeout=timeout)
 
 
-def create_topology(env: dict[str, str]) -> None:
-    """Topics and subscriptions, as `clickstream up` creates them: the gateway never does."""
-    from clickstream.pubsub_admin import ensure_topology
-    from clickstream_contract.config import Settings
-
-    asyncio.run(ensure_topology(Settings.from_env(env)))
-
-
 def delete_subscriptions(emulator_host: str, project: str) -> None:
     """Durable publish is measured while the emulator keeps no growing backlog."""
     from clickstream.pubsub_admin import subscriber_async_client
@@ -818,11 +810,14 @@ def main() -> int:
         "--impl",
         "builtin",
     ]
+    # The emulator creates the project's topics once it listens (the gateway never does).
     with process(
-        [*emulator_args, "--port", str(emulator_port)], cpus=LOAD_CPU, log=work / "emulator.log"
+        [*emulator_args, "--port", str(emulator_port)],
+        {"GOOGLE_CLOUD_PROJECT": project},
+        cpus=LOAD_CPU,
+        log=work / "emulator.log",
     ) as emulator:
         wait_grpc(emulator_host)
-        create_topology(gateway_env)
         prepare = lambda: delete_subscriptions(emulator_host, project)  # noqa: E731
         everyone = contenders(port, gateway_env)
         if "http" not in args.skip:

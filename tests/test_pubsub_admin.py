@@ -1,11 +1,16 @@
-"""ensure_topology against a real emulator: creates everything once, then changes nothing."""
+"""ensure_topology against a real emulator: creates everything once, then changes nothing; and
+`clickstream emulator pubsub` runs it for its project once it listens."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import pytest
 from google.cloud import pubsub_v1
 
-from clickstream.pubsub_admin import ensure_topology
+from clickstream.emulators.launch import start_pubsub_emulator, stop_process
+from clickstream.pubsub_admin import ensure_topology, subscriptions
 from clickstream_contract.config import Settings
 
 
@@ -41,3 +46,27 @@ async def test_ensure_topology_creates_topics_and_subscriptions_idempotently(
         settings.topic_path(name)
         for name in (settings.events_topic, settings.bad_events_topic, settings.dead_letter_topic)
     }
+
+
+def test_the_emulator_command_creates_the_topology_of_its_project(
+    pubsub_project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that `clickstream emulator pubsub`, then `clickstream gateway` and `clickstream
+    processor` started by hand, work as they did when the services created topics."""
+    proc, host = start_pubsub_emulator(
+        "builtin", tmp_path / "emulator.log", env={"GOOGLE_CLOUD_PROJECT": pubsub_project}
+    )
+    try:
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", host)
+        subscriber = pubsub_v1.SubscriberClient()
+        expected = {s.name for s in subscriptions(Settings(project=pubsub_project))}
+        deadline = time.monotonic() + 30
+        while (
+            found := {
+                s.name for s in subscriber.list_subscriptions(project=f"projects/{pubsub_project}")
+            }
+        ) != expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert found == expected, (tmp_path / "emulator.log").read_text()
+    finally:
+        stop_process(proc)

@@ -7,7 +7,9 @@ Each emulator module registers itself into the `emulator` group through a functi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
+import os
 
 EMULATOR_MODULES = ("clickstream.emulators.cli", "clickstream.emulators.bigquery")
 
@@ -33,7 +35,25 @@ def register_emulator(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         default="auto",
         help="auto: Google's emulator when installed, otherwise the built-in one",
     )
+    pubsub.add_argument(
+        "--no-topology",
+        action="store_true",
+        help="do not create the platform's topics and subscriptions (by default they are created "
+        "once the emulator listens, in GOOGLE_CLOUD_PROJECT, else clickstream-local; the "
+        "services themselves never create them)",
+    )
     pubsub.set_defaults(func=run_pubsub)
+
+
+async def create_topology(endpoint: str) -> None:
+    """The platform's topics and subscriptions on the emulator at `endpoint`, as Terraform
+    creates them in Google Cloud."""
+    from clickstream.pubsub_admin import ensure_topology
+    from clickstream_contract.config import Settings
+
+    settings = Settings.from_env({**os.environ, "PUBSUB_EMULATOR_HOST": endpoint})
+    await ensure_topology(settings)
+    print(f"created the topics and subscriptions of project {settings.project}", flush=True)
 
 
 def run_pubsub(args: argparse.Namespace) -> int:
@@ -47,8 +67,10 @@ def run_pubsub(args: argparse.Namespace) -> int:
             "(gcloud components install pubsub-emulator, or the Debian package "
             "google-cloud-cli-pubsub-emulator); use --impl builtin"
         )
+    topology = None if args.no_topology else create_topology
     if binary is not None:
-        return google_pubsub.run(binary, args.host, args.port)
+        on_listening = None if topology is None else lambda e: asyncio.run(topology(e))
+        return google_pubsub.run(binary, args.host, args.port, on_listening)
     from clickstream.emulators.pubsub_server import run
 
-    return run(args.host, args.port)
+    return run(args.host, args.port, topology)

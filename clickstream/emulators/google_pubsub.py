@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -71,8 +72,11 @@ def wait_until_listening(proc: subprocess.Popen[bytes], host: str, port: int) ->
     return False
 
 
-def run(binary: Path, host: str, port: int) -> int:
-    """Run the emulator in its own process group until it exits or we get SIGINT/SIGTERM."""
+def run(
+    binary: Path, host: str, port: int, on_listening: Callable[[str], None] | None = None
+) -> int:
+    """Run the emulator in its own process group until it exits or we get SIGINT/SIGTERM;
+    `on_listening(host:port)` runs once it accepts connections."""
     proc = subprocess.Popen(
         [str(binary), f"--host={host}", f"--port={port}"],
         start_new_session=True,
@@ -91,6 +95,8 @@ def run(binary: Path, host: str, port: int) -> int:
     try:
         if wait_until_listening(proc, host, port):
             print(f"PUBSUB_EMULATOR_HOST={host}:{port}  (Google's emulator: {binary})", flush=True)
+            if on_listening is not None:
+                on_listening(f"{host}:{port}")
         try:
             code = proc.wait()
         except KeyboardInterrupt:

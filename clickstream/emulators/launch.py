@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 PUBSUB_COMMAND = (sys.executable, "-m", "clickstream_contract.cli", "emulator", "pubsub")
@@ -19,15 +21,19 @@ def free_port() -> int:
 
 
 def start_pubsub_emulator(
-    impl: str, log_path: Path, timeout: float = 60
+    impl: str, log_path: Path, timeout: float = 60, env: Mapping[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the emulator on a free port; return it and its host once it accepts gRPC."""
+    """Start the emulator on a free port; return it and its host once it accepts gRPC.
+
+    `env` is added to this process's environment (GOOGLE_CLOUD_PROJECT names the project
+    whose topics and subscriptions the emulator creates)."""
     import grpc
 
     port = free_port()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [*PUBSUB_COMMAND, "--impl", impl, "--port", str(port)],
+            env={**os.environ, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -360,7 +360,10 @@ async def expire_leases_forever(broker: Broker) -> None:
         broker.expire_leases()
 
 
-async def serve(host: str, port: int) -> None:
+async def serve(
+    host: str, port: int, on_listening: Callable[[str], Awaitable[None]] | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM; `on_listening(host:port)` runs once the server is up."""
     broker = Broker()
     # Requests over 10 MB must reach us to get the real service's INVALID_ARGUMENT.
     server = grpc.aio.server(
@@ -379,12 +382,14 @@ async def serve(host: str, port: int) -> None:
     shown = f"[{host}]" if ":" in host else host
     print(f"PUBSUB_EMULATOR_HOST={shown}:{bound}  (built-in Pub/Sub emulator)", flush=True)
     try:
+        if on_listening is not None:
+            await on_listening(f"{shown}:{bound}")
         await stop.wait()
     finally:
         expiry.cancel()
         await server.stop(grace=1)
 
 
-def run(host: str, port: int) -> int:
-    asyncio.run(serve(host, port))
+def run(host: str, port: int, on_listening: Callable[[str], Awaitable[None]] | None = None) -> int:
+    asyncio.run(serve(host, port, on_listening))
     return 0
