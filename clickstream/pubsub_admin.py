@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import contextlib
 
-import grpc
 from google.api_core.exceptions import AlreadyExists
 from google.pubsub_v1 import DeadLetterPolicy, SubscriberAsyncClient, Subscription
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
 
-from clickstream_contract.config import PUBSUB_CHANNEL_OPTIONS, Settings
-from gateway.pubsub import publisher_async_client
+from clickstream_contract.config import Settings
+from gateway.pubsub import emulator_channel, publisher_async_client
 
 # Match terraform: a message the processor fails this often goes to the dead-letter topic.
 MAX_DELIVERY_ATTEMPTS = 5
@@ -22,12 +21,10 @@ ACK_DEADLINE_SECONDS = 60
 
 
 def subscriber_async_client(settings: Settings) -> SubscriberAsyncClient:
-    """The generated async client, on an insecure channel to the emulator when one is set."""
+    """The generated async client, on a channel to the emulator when one is set."""
     if settings.pubsub_emulator_host is None:
         return SubscriberAsyncClient()
-    channel = grpc.aio.insecure_channel(
-        settings.pubsub_emulator_host, options=PUBSUB_CHANNEL_OPTIONS
-    )
+    channel = emulator_channel(settings.pubsub_emulator_host)
     return SubscriberAsyncClient(transport=SubscriberGrpcAsyncIOTransport(channel=channel))
 
 

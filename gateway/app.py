@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, Router
 
+from clickstream_contract.answers import Rejection
 from clickstream_contract.config import Settings
 from clickstream_contract.envelope import Group, Kind
 from clickstream_contract.gc_tuning import tune_after_startup
@@ -45,7 +46,7 @@ from gateway.responses import send_accepted, send_error
 from gateway.settings import GatewaySettings
 from gateway.tracker import TRACKER_CONTENT_TYPE, TRACKER_PATH, tracker_script
 from gateway.types import Check, Headers, Receive, Scope, Send, Transport
-from gateway.validation import Checked, Rejection, check_batch, check_single
+from gateway.validation import Checked, check_batch, check_single
 
 log = logging.getLogger(__name__)
 

@@ -29,17 +29,17 @@ log = logging.getLogger(__name__)
 PUBLISH_METHOD: Final = "/google.pubsub.v1.Publisher/Publish"
 
 
-def publisher_async_client(settings: Settings) -> PublisherAsyncClient:
-    """The generated async client, on an insecure channel to the emulator when one is set.
+def emulator_channel(host: str) -> grpc.aio.Channel:
+    """An insecure channel to a Pub/Sub emulator: the generated async clients ignore
+    `PUBSUB_EMULATOR_HOST` (only the hand-written sync clients read it)."""
+    return grpc.aio.insecure_channel(host, options=PUBSUB_CHANNEL_OPTIONS)
 
-    The generated async clients ignore `PUBSUB_EMULATOR_HOST` (only the hand-written sync
-    clients read it), so the channel to an emulator is made here.
-    """
+
+def publisher_async_client(settings: Settings) -> PublisherAsyncClient:
+    """The generated async client, on a channel to the emulator when one is set."""
     if settings.pubsub_emulator_host is None:
         return PublisherAsyncClient()
-    channel = grpc.aio.insecure_channel(
-        settings.pubsub_emulator_host, options=PUBSUB_CHANNEL_OPTIONS
-    )
+    channel = emulator_channel(settings.pubsub_emulator_host)
     return PublisherAsyncClient(transport=PublisherGrpcAsyncIOTransport(channel=channel))
 
 

@@ -45,12 +45,13 @@ from typing import Any, Final
 
 import msgspec
 
+from clickstream_contract.answers import Rejection
 from clickstream_contract.event import STANDARD_EVENT_TYPES, PropertyValue
 from gateway.parsing import HTTPError
 from gateway.responses import send_json
 from gateway.settings import GatewaySettings
 from gateway.types import Answer, Check, Headers, Send
-from gateway.validation import Checked, Rejection, event_error
+from gateway.validation import Checked, event_error
 
 MAX_MESSAGE_BYTES: Final = 32 * 1024
 MAX_BATCH_BYTES: Final = 500 * 1024
