@@ -88,6 +88,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        state.pool = None
         await db.close()
 
 

@@ -138,6 +138,8 @@ async def test_lifespan_opens_the_pool_on_the_app_state_and_closes_it(database_u
             db = pool(make_request(app))
             assert await db.fetchval("SELECT count(*) FROM metrics_minute") == 0
         assert db.is_closing()
+        with pytest.raises(RuntimeError, match="lifespan"):
+            pool(make_request(app))
     finally:
         await drop_database(database_url, url)
 
