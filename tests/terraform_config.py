@@ -218,8 +218,9 @@ def archive_files(config: Config, local: str, module: Path) -> dict[str, Path]:
 
 # --- what a distribution of this repository installs (its pyproject.toml) -----------------------
 
-# What a local `pip install` (build/, *.egg-info/) or a run (__pycache__/) leaves in a folder.
-LEFTOVER = re.compile(r"(^|/)(build|dist|__pycache__|[^/]*\.egg-info)/")
+# What a local `pip install` (build/, *.egg-info/) or a run (__pycache__/) leaves in a folder:
+# storage.tf's own pattern, which keeps it out of every archive.
+LEFTOVER = re.compile(hcl_string(load().locals["install_leftovers"]))
 
 
 def project_files(root: Path, project: str, *, build: bool = True) -> set[str]:

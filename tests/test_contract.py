@@ -250,28 +250,35 @@ def published_pattern(definition: str, field: str) -> str:
             "event_type",
             "event_type",
             ["page_view", "checkout_step_2", "a" * 64],
-            ["Page View", "2fa", "_x", "a" * 65, ""],
+            ["Page View", "2fa", "_x", "a" * 65, "", "page_view\n"],
         ),
-        ("Order", "currency", "order.currency", ["EUR", "JPY"], ["eur", "EURO", "E1R", ""]),
+        (
+            "Order",
+            "currency",
+            "order.currency",
+            ["EUR", "JPY"],
+            ["eur", "EURO", "E1R", "", "EUR\n"],
+        ),
         ("Product", "currency", "product.currency", ["EUR"], ["Eur", "EU", "€"]),
         (
             "Context",
             "locale",
             "context.locale",
             ["en", "en-US", "zh_Hant_TW", "gsw"],
-            ["english please", "en-US ", "e", "en-", "en-x"],
+            ["english please", "en-US ", "e", "en-", "en-x", "en\n"],
         ),
     ],
 )
 def test_json_schema_patterns_agree_with_the_decoder(
     definition: str, field: str, path: str, accepted: list[str], refused: list[str]
 ) -> None:
-    # Python's `re.search`, as the decoder applies these patterns.
+    # The whole value must match, as in JSON Schema's (ECMAScript's) reading of these anchored
+    # patterns, where `$` does not match before a final newline.
     pattern = published_pattern(definition, field)
     for value in accepted:
         assert event_error(json.dumps(assign(valid(), path, value)).encode()) is None
-        assert re.search(pattern, value) is not None
+        assert re.fullmatch(pattern, value) is not None
     for value in refused:
         error = event_error(json.dumps(assign(valid(), path, value)).encode())
         assert error is not None and f"`$.{path}`" in error and "regex" in error
-        assert re.search(pattern, value) is None
+        assert re.fullmatch(pattern, value) is None

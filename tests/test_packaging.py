@@ -1,5 +1,5 @@
 """The deployable artifacts hold their deployable and the contract, nothing else, and each
-installs alone (DESIGN.md, "Packages").
+installs alone (the README's folder table).
 
 Every artifact is built here the way Terraform or Docker builds it, from the same declarations:
 - the function, dashboard and operations archives from storage.tf's expressions, evaluated by
@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from imports_testing import FIRST_PARTY
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from terraform_config import (
@@ -53,7 +54,6 @@ from terraform_config import (
 
 REPO = TERRAFORM_DIR.parent
 PARTS = ("clickstream_contract", "gateway", "processor", "dashboard", "clickstream_sdk")
-FIRST_PARTY = ("clickstream", *PARTS)  # top-level modules: the tools, then each part
 CONTEXT_SCRIPT = "terraform/images/gateway-context.sh"
 DOCKERFILE = "terraform/images/gateway.Dockerfile"
 CLOUDBUILD = "terraform/images/cloudbuild.yaml"
@@ -95,7 +95,7 @@ def worktree(tmp_path_factory: pytest.TempPathFactory) -> Path:
             )
         else:
             shutil.copy2(entry, root / entry.name)
-    for part in FIRST_PARTY:
+    for part in sorted(FIRST_PARTY):
         for folder in LEFTOVER_FOLDERS:
             planted = root / part / folder.format(part=part)
             planted.mkdir(parents=True, exist_ok=True)
@@ -549,7 +549,9 @@ def test_function_imports_from_its_archive_with_its_requirements_alone(
     )
     assert not first_party(installed), "the parts ride in the archive as sources"
     build = tf.resources[("google_cloudfunctions2_function", "processor")]["build_config"][0]
-    assert build["runtime"] == f"python{sys.version_info.major}{sys.version_info.minor}"
+    # Cloud Functions' runtime is one the processor supports (requires-python >= 3.11).
+    version = build["runtime"].removeprefix("python")
+    assert (int(version[0]), int(version[1:])) >= (3, 11), build["runtime"]
     # What the Functions Framework does with the deployed source: load main.py, find the target.
     load = (
         "import functions_framework, main\n"

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import ast
 import base64
-import functools
-import importlib.metadata
-import importlib.util
 import ipaddress
 import json
 import os
@@ -23,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from imports_testing import FIRST_PARTY, distribution_of, installed_by
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from terraform_config import (
@@ -632,16 +630,6 @@ def test_dataset_access_for_domain_readers_and_admin(tf: Config) -> None:
 # --- the function's source archive ------------------------------------------------------------
 
 
-FIRST_PARTY = {
-    "clickstream",
-    "clickstream_contract",
-    "clickstream_sdk",
-    "gateway",
-    "processor",
-    "dashboard",
-}
-
-
 def first_party_imports(entry: Path) -> tuple[set[str], set[Path]]:
     """Third-party modules (dotted) imported by `entry` and every first-party module it reaches,
     at any depth and inside functions too, leaving out `if TYPE_CHECKING:` blocks; and the
@@ -687,52 +675,6 @@ def first_party_imports(entry: Path) -> tuple[set[str], set[Path]]:
     return third_party, seen_files - {entry}
 
 
-@functools.cache
-def distribution_files() -> dict[Path, str]:
-    return {
-        Path(dist.locate_file(file)).resolve(): canonicalize_name(dist.metadata["Name"])
-        for dist in importlib.metadata.distributions()
-        for file in dist.files or []
-        if file.suffix == ".py"
-    }
-
-
-def distribution_of(module: str) -> str | None:
-    """The installed distribution that ships `module` (its deepest importable package)."""
-    parts = module.split(".")
-    if parts[0] != "google":  # `google` is a namespace shared by many distributions
-        owners = importlib.metadata.packages_distributions()
-        return canonicalize_name(owners[parts[0]][0]) if parts[0] in owners else None
-    for depth in range(len(parts), 1, -1):
-        try:
-            spec = importlib.util.find_spec(".".join(parts[:depth]))
-        except (ImportError, ValueError):
-            continue
-        if spec is not None and spec.origin is not None:
-            return distribution_files().get(Path(spec.origin).resolve())
-    return None
-
-
-def closure(requirements: set[str]) -> set[str]:
-    """Distributions installed by `requirements`, with their dependencies."""
-    found: set[str] = set()
-    pending = list(requirements)
-    while pending:
-        name = pending.pop()
-        if name in found:
-            continue
-        found.add(name)
-        try:
-            requires = importlib.metadata.requires(name) or []
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        for spec in requires:
-            requirement = Requirement(spec)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                pending.append(canonicalize_name(requirement.name))
-    return found
-
-
 def function_requirements() -> dict[str, Requirement]:
     lines = (TERRAFORM_DIR / "function" / "requirements.txt").read_text().splitlines()
     parsed = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
@@ -745,7 +687,7 @@ def test_function_requirements_cover_what_the_processor_imports() -> None:
     imported, reached = first_party_imports(entry)
     assert "asyncpg" in imported and "functions_framework" in imported  # the walk went deep
     needed = {distribution_of(m) or m for m in imported}
-    missing = needed - closure(set(function_requirements()))
+    missing = needed - installed_by(str(r) for r in function_requirements().values())
     assert not missing, f"terraform/function/requirements.txt lacks {sorted(missing)}"
     # What the function imports stays within the two packages its archive holds.
     outside = {p.relative_to(REPO).parts[0] for p in reached} - {

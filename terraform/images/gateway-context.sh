@@ -7,5 +7,5 @@
 # Cloud Build runs the same (cloudbuild.yaml); tests/test_packaging.py builds from its output.
 set -eu
 cd "$(dirname "$0")/../.."
-exec tar -c --exclude=__pycache__ --exclude='*.egg-info' --exclude=build --exclude=dist \
+exec tar -cf - --exclude=__pycache__ --exclude='*.egg-info' --exclude=build --exclude=dist \
     requirements.lock clickstream_contract gateway terraform/images/gateway.Dockerfile
