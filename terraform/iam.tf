@@ -103,7 +103,7 @@ resource "google_service_account_iam_member" "pubsub_agent_mints_push_tokens" {
   member             = local.pubsub_service_agent
 }
 
-# Dashboard VM: fetch the source archive it installs.
+# Dashboard VM: fetch the source archives it installs (the dashboard and the operations tools).
 resource "google_storage_bucket_iam_member" "dashboard_reads_source" {
   bucket = google_storage_bucket.source.name
   role   = "roles/storage.objectViewer"
