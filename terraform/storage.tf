@@ -1,6 +1,7 @@
 # Source archives built from this repository, each holding one deployable and the contract it
 # imports (see the README's "How the code gets deployed"):
-#   processor.zip   the Cloud Function: main.py, requirements.txt, processor/, clickstream_contract/
+#   processor.zip   the Cloud Function: main.py, requirements.txt, requirements.lock, processor/,
+#                   clickstream_contract/
 #   dashboard.zip   the dashboard VM's service: requirements.lock, clickstream_contract/, dashboard/
 #   operations.zip  the operator's tools on that VM: the development distribution and every part
 # Files are listed explicitly (text sources only), so builds are reproducible and no cache,
@@ -14,10 +15,12 @@ locals {
   # package folder: never archived, whatever the patterns below match.
   install_leftovers = "(^|/)(build|dist|__pycache__|[^/]*\\.egg-info)/"
 
-  # The function: its entry point and requirements at the root, then the processor's and the
-  # contract's sources (the build installs requirements.txt, not these folders' pyprojects).
+  # The function: its entry point, requirements and the lock they are constrained by at the
+  # root, then the processor's and the contract's sources (the build installs requirements.txt,
+  # not these folders' pyprojects).
   processor_files = merge(
     { for f in fileset("${path.module}/function", "{main.py,requirements.txt}") : f => "${path.module}/function/${f}" },
+    { for f in ["requirements.lock"] : f => "${local.repo_root}/${f}" },
     { for f in fileset(local.repo_root, "{processor,clickstream_contract}/**/*.{py,sql}") : f => "${local.repo_root}/${f}" if length(regexall(local.install_leftovers, f)) == 0 },
   )
 

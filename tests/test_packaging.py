@@ -164,6 +164,7 @@ def expected_files(worktree: Path, artifact: str) -> set[str]:
         return {
             "main.py",
             "requirements.txt",
+            "requirements.lock",
             *project_files(worktree, "processor", build=False),
             *project_files(worktree, "clickstream_contract", build=False),
         }
@@ -190,7 +191,13 @@ def expected_files(worktree: Path, artifact: str) -> set[str]:
 
 
 EXPECTED_TOP_LEVEL = {
-    "processor": {"main.py", "requirements.txt", "processor", "clickstream_contract"},
+    "processor": {
+        "main.py",
+        "requirements.txt",
+        "requirements.lock",
+        "processor",
+        "clickstream_contract",
+    },
     "dashboard": {"requirements.lock", "clickstream_contract", "dashboard"},
     "operations": {"pyproject.toml", "README.md", "requirements.lock", *FIRST_PARTY},
     "gateway-image": {"requirements.lock", "clickstream_contract", "gateway", "terraform"},
@@ -507,11 +514,26 @@ def requirement_closure(python: Path, roots: Iterable[str]) -> set[str]:
     return found
 
 
+def locked_versions() -> dict[str, str]:
+    lines = (REPO / "requirements.lock").read_text().splitlines()
+    pins = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+    return {canonicalize_name(pin.name): str(pin.specifier).removeprefix("==") for pin in pins}
+
+
 def check_only_declared(python: Path, roots: Iterable[str]) -> set[str]:
-    """The venv holds what `roots` need and nothing else (pip and setuptools aside)."""
-    installed = set(distributions(python)) - {"pip", "setuptools"}
+    """The venv holds what `roots` need and nothing else (pip and setuptools aside), each
+    third-party distribution at its version in requirements.lock."""
+    found = distributions(python)
+    installed = set(found) - {"pip", "setuptools"}
     needed = requirement_closure(python, roots)
     assert installed == needed, f"extra {installed - needed}, missing {needed - installed}"
+    locked = locked_versions()
+    unlocked = {
+        name: found[name].version
+        for name in installed - set(first_party(installed))
+        if locked.get(name) != found[name].version
+    }
+    assert unlocked == {}, "installed at a version requirements.lock does not pin"
     return installed
 
 
@@ -545,7 +567,7 @@ def test_function_imports_from_its_archive_with_its_requirements_alone(
     python, source = venvs["function"].result()
     requirements = (source / "requirements.txt").read_text().splitlines()
     installed = check_only_declared(
-        python, [r for r in requirements if r.strip() and not r.startswith("#")]
+        python, [r for r in requirements if r.strip() and r[0] not in "#-"]
     )
     assert not first_party(installed), "the parts ride in the archive as sources"
     build = tf.resources[("google_cloudfunctions2_function", "processor")]["build_config"][0]

@@ -677,7 +677,7 @@ def first_party_imports(entry: Path) -> tuple[set[str], set[Path]]:
 
 def function_requirements() -> dict[str, Requirement]:
     lines = (TERRAFORM_DIR / "function" / "requirements.txt").read_text().splitlines()
-    parsed = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+    parsed = [Requirement(line) for line in lines if line.strip() and line[0] not in "#-"]
     return {canonicalize_name(r.name): r for r in parsed}
 
 
