@@ -34,10 +34,13 @@ from gateway.types import Publish, Receive, Scope, Send
 WRITE_KEY = "test-key"  # source "web"
 
 
+# Where the gateway must publish each kind of envelope (the settings `serving()` gives it).
+TOPICS: dict[Kind, str] = {"events": Settings.events_topic, "bad": Settings.bad_events_topic}
+
+
 @dataclass
 class Message:
     topic: str
-    attributes: dict[str, str]
     envelope: envelope.Envelope
 
 
@@ -62,7 +65,7 @@ class MemoryTransport:
 
     def publish_to(self, topic: str) -> Publish:
         async def publish(data: bytes, attributes: dict[str, str]) -> None:
-            message = Message(topic, attributes, envelope.decode(data, attributes))
+            message = Message(topic, envelope.decode(data, attributes))
             if message.envelope.kind == "events" and self.fail_next > 0:
                 self.fail_next -= 1
                 self.failed.append(message)
@@ -85,10 +88,11 @@ class MemoryTransport:
         self._released.set()
 
     def groups(self, kind: Kind = "events") -> list[Group]:
-        """The published groups (one per request) of `kind`, in publish order."""
-        return [
-            g for m in list(self.messages) if m.envelope.kind == kind for g in m.envelope.groups
-        ]
+        """The groups (one per request) published to `kind`'s topic, in publish order; every
+        message there must be an envelope of that kind."""
+        found = [m for m in list(self.messages) if m.topic == TOPICS[kind]]
+        assert all(m.envelope.kind == kind for m in found), f"another kind on {TOPICS[kind]}"
+        return [g for m in found for g in m.envelope.groups]
 
     def failed_groups(self) -> list[Group]:
         return [g for m in list(self.failed) for g in m.envelope.groups]
