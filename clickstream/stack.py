@@ -161,6 +161,11 @@ class Options:
 
 
 async def run(options: Options) -> int:
+    # The supervisor speaks gRPC (topics, tables) and then forks its services. With gRPC's fork
+    # support on, its fork handlers ran in each child between fork and exec and crashed one now
+    # and then (an `epoll_wait` error, then a gateway that exited without a word). Nothing here
+    # forks to go on using gRPC, so they are off; set before gRPC is first imported.
+    os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
     options.state_dir.mkdir(parents=True, exist_ok=True)
     log("starting PostgreSQL")
     # DATABASE_URL when set, else the embedded server, kept in the state folder; it stops last.
