@@ -28,10 +28,20 @@ from pathlib import Path
 from typing import Any
 
 from clickstream.local_postgres import postgres_url
+from clickstream.local_state import remove_stack_env, write_stack_env
 
 PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF_MAX = 30.0
 STOP_TIMEOUT = 30.0
+# What another process needs to join the running stack (written to the state folder).
+STACK_VARIABLES = (
+    "GOOGLE_CLOUD_PROJECT",
+    "DATABASE_URL",
+    "PUBSUB_EMULATOR_HOST",
+    "BIGQUERY_EMULATOR_HOST",
+    "BIGQUERY_STORAGE_EMULATOR_HOST",
+    "CLICKSTREAM_WRITE_KEYS",
+)
 
 
 def die_with_parent() -> None:
@@ -273,10 +283,14 @@ async def serve(options: Options, database_url: str) -> None:
         )
         for child in started:
             child.watcher = asyncio.create_task(child.supervise())
+        write_stack_env(
+            options.state_dir, {name: env[name] for name in STACK_VARIABLES if env.get(name)}
+        )
         print_banner(gateway_url, dashboard_url, write_key, options.state_dir, env)
         await stop.wait()
         log("stopping")
     finally:
+        remove_stack_env(options.state_dir)
         # In the order events flow: the gateway drains into Pub/Sub before the processor
         # finishes its last batch; the emulators go after everything that uses them.
         order = [c for c in started if c.name == "loadgen"]
