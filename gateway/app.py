@@ -120,6 +120,10 @@ class Gateway:
         self.ingest_routes.update(segment.routes(limits, self.ingest_routes["/v1/batch"]))
         self.router = Router(
             routes=[
+                # Cloud Run's front end keeps some paths ending in `z` for itself: the public
+                # URL serves /health and /ready; probes, which reach the container, may use both.
+                Route("/health", self.healthz, methods=["GET"]),
+                Route("/ready", self.readyz, methods=["GET"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/readyz", self.readyz, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),

@@ -309,8 +309,10 @@ async def test_wrong_method_and_unknown_path(client: httpx.AsyncClient) -> None:
 async def test_health_readiness_metrics_and_openapi(
     gateway: GatewayProcess, client: httpx.AsyncClient
 ) -> None:
-    assert (await client.get("/healthz")).status_code == 200
-    assert (await client.get("/readyz")).status_code == 200
+    for path in ("/health", "/healthz"):
+        assert (await client.get(path)).text == "ok"
+    for path in ("/ready", "/readyz"):
+        assert (await client.get(path)).text == "ready"
 
     await client.post("/v1/events", content=b"{broken", headers=BEARER)
     raw = dumps(event())
@@ -326,7 +328,7 @@ async def test_health_readiness_metrics_and_openapi(
 
     document = (await client.get("/openapi.json")).json()
     assert document["openapi"].startswith("3.1")
-    assert {"/v1/events", "/v1/batch", "/healthz", "/readyz", "/metrics"} <= set(document["paths"])
+    assert {"/v1/events", "/v1/batch", "/health", "/ready", "/metrics"} <= set(document["paths"])
     responses = document["paths"]["/v1/batch"]["post"]["responses"]
     assert {"202", "400", "401", "413", "415", "429", "503"} <= set(responses)
     event_schema = document["components"]["schemas"]["Event"]

@@ -78,8 +78,9 @@ async def test_failing_pubsub_answers_503_and_recovers(
                 again = await client.post("/v1/events", content=dumps(event()), headers=HEADERS)
                 assert again.status_code == 503
                 await asyncio.sleep(1.1)  # readiness is cached for a second
-                assert (await client.get("/readyz")).status_code == 503
-                assert (await client.get("/healthz")).status_code == 200
+                for ready, health in (("/ready", "/health"), ("/readyz", "/healthz")):
+                    assert (await client.get(ready)).status_code == 503
+                    assert (await client.get(health)).status_code == 200
 
                 await admin.create_topic(name=topic)
                 deadline = time.monotonic() + 15
