@@ -12,7 +12,7 @@ handlers reach it through `app_state(request)`, so each one can be called on its
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,9 +30,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from clickstream_contract.config import connect_options
-from dashboard import queries
+from dashboard import listing, queries
 from dashboard.auth import KeySource, http_key_source, sign_session, verify_password
 from dashboard.config import DashboardConfig
+from dashboard.listing import ListError, parse_customer_query
 from dashboard.ranges import PRESETS, RangeError, TimeRange, parse_range
 from dashboard.security import (
     SESSION_COOKIE,
@@ -155,9 +156,51 @@ async def bad_events_page(request: Request) -> Response:
     return page(request, "bad_events.html", page_name="bad-events")
 
 
+async def read_customers(request: Request) -> dict[str, Any]:
+    """The page of customers the query string asks for (raises RangeError / ListError)."""
+    query = request.query_params
+    time_range = parse_range(query, app_state(request).clock())
+    return await queries.list_customers(pool(request), time_range, parse_customer_query(query))
+
+
+def list_params(request: Request) -> dict[str, str]:
+    """The customer list's own query parameters (range, search, sort, page) of this request."""
+    names = ("range", "from", "to", *listing.PARAMETERS)
+    return {name: request.query_params[name] for name in names if request.query_params.get(name)}
+
+
+def customers_url(params: Mapping[str, str], **changes: str | None) -> str:
+    merged = {name: value for name, value in {**params, **changes}.items() if value}
+    return f"/customers?{urlencode(merged)}"
+
+
 async def customers_page(request: Request) -> Response:
-    found = await queries.search_customers(pool(request), request.query_params.get("q", ""))
-    return page(request, "customers.html", page_name="customers", search=found)
+    """The customer list; its links carry the list's parameters, so going to a customer and
+    back returns to the same range, order and page."""
+    params = list_params(request)
+    try:
+        found: dict[str, Any] | None = await read_customers(request)
+        error = None
+    except RangeError:
+        found, error = None, None  # page() shows the range's error
+    except ListError as problem:
+        found, error = None, str(problem)
+    following, preceding = (found["next"], found["previous"]) if found else (None, None)
+    fresh = {"after": None, "before": None}  # a new order or search starts at the first page
+    return page(
+        request,
+        "customers.html",
+        page_name="customers",
+        customers=found,
+        list_error=error,
+        list_query=urlencode(params),
+        sort_urls={sort: customers_url(params, sort=sort, **fresh) for sort in listing.SORTS},
+        clear_search_url=customers_url(params, q=None, **fresh),
+        next_url=following and customers_url(params, after=following, before=None),
+        previous_url=preceding and customers_url(params, before=preceding, after=None),
+        keep={name: params[name] for name in ("range", "from", "to", "sort") if name in params},
+        **({"status_code": 400} if error else {}),
+    )
 
 
 async def customer_page(request: Request) -> Response:
@@ -169,6 +212,7 @@ async def customer_page(request: Request) -> Response:
         page_name="customers",
         profile=profile,
         visitor_key=key,
+        back_url=customers_url(list_params(request)),
         status_code=200 if profile else 404,
     )
 
@@ -210,7 +254,10 @@ async def api_bad_events(request: Request) -> Response:
 
 
 async def api_customers(request: Request) -> Response:
-    return json(await queries.search_customers(pool(request), request.query_params.get("q", "")))
+    try:
+        return json(await read_customers(request))
+    except (RangeError, ListError) as problem:
+        return JSONResponse({"error": str(problem)}, status_code=400)
 
 
 async def api_customer(request: Request) -> Response:

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from dashboard.listing import CustomerQuery, encode_cursor
 from dashboard.ranges import DAY, EPOCH, HOUR, MINUTE, Piece, TimeRange, ceil, cover, floor
 
 FUNNEL_STEPS = ("product_view", "add_to_cart", "begin_checkout", "purchase")
@@ -96,6 +97,7 @@ def describe_range(r: TimeRange) -> dict[str, Any]:
         "name": r.name,
         "from": iso(r.start),
         "to": iso(r.end),
+        "until": iso(r.until),
         "bucket_seconds": int(r.bucket.total_seconds()),
     }
 
@@ -532,27 +534,62 @@ def _customer(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-async def search_customers(pool: asyncpg.Pool, query: str, limit: int = 20) -> dict[str, Any]:
-    """Customers whose id (user id, else anonymous id) starts with `query`; newest first if empty.
+async def list_customers(pool: asyncpg.Pool, r: TimeRange, q: CustomerQuery) -> dict[str, Any]:
+    """One page of customers in the chosen order, with the total and the neighbouring pages.
 
-    A byte-order range (~>=~ / ~<~) rather than LIKE so the prepared statement's generic plan
-    still uses the text_pattern_ops index; results sort in that index's byte order.
+    Without a search: the customers last seen in the range (for a range that ends now, those
+    active in it). A search is an id lookup (user id, else anonymous id, by prefix) over all
+    time, so a customer is found whatever the range; its byte-order bounds (~>=~ / ~<~) rather
+    than LIKE keep the text_pattern_ops index in the prepared statement's generic plan.
     """
-    query = query.strip()
-    if query:
-        rows = await pool.fetch(
-            f"SELECT {CUSTOMER_COLUMNS} FROM customers"
-            " WHERE visitor_key ~>=~ $1 AND visitor_key ~<~ $2"
-            " ORDER BY visitor_key USING ~<~ LIMIT $3",
-            query,
-            query + PREFIX_END,
-            limit,
-        )
+    params: list[object] = []
+
+    def param(value: object) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    if q.search:
+        where = [
+            f"visitor_key ~>=~ {param(q.search)}",
+            f"visitor_key ~<~ {param(q.search + PREFIX_END)}",
+        ]
     else:
-        rows = await pool.fetch(
-            f"SELECT {CUSTOMER_COLUMNS} FROM customers ORDER BY last_seen_at DESC LIMIT $1", limit
+        where = [f"last_seen_at >= {param(r.start)}", f"last_seen_at < {param(r.end)}"]
+    matching, count_params = " AND ".join(where), list(params)
+    cursor = q.after or q.before
+    backwards = q.before is not None
+    if cursor is not None:
+        # Both keys descend, so one row comparison finds the rows past the cursor.
+        past = ">" if backwards else "<"
+        where.append(
+            f"({q.column}, visitor_key) {past} ({param(cursor.value)}, {param(cursor.visitor_key)})"
         )
-    return {"query": query, "customers": [_customer(row) for row in rows]}
+    order = "ASC" if backwards else "DESC"
+    total, rows = await asyncio.gather(
+        pool.fetchval(f"SELECT count(*) FROM customers WHERE {matching}", *count_params),
+        pool.fetch(
+            f"SELECT {CUSTOMER_COLUMNS} FROM customers WHERE {' AND '.join(where)}"
+            f" ORDER BY {q.column} {order}, visitor_key {order} LIMIT {param(q.limit + 1)}",
+            *params,
+        ),
+    )
+    more = len(rows) > q.limit
+    page = list(reversed(rows[: q.limit])) if backwards else rows[: q.limit]
+    has_next = True if backwards else more
+    has_previous = more if backwards else cursor is not None
+    return {
+        "query": q.search,
+        "sort": q.sort,
+        "range": describe_range(r),
+        "total": int(total),
+        "customers": [_customer(row) for row in page],
+        "next": _cursor(q, page[-1]) if page and has_next else None,
+        "previous": _cursor(q, page[0]) if page and has_previous else None,
+    }
+
+
+def _cursor(q: CustomerQuery, row: asyncpg.Record) -> str:
+    return encode_cursor(q.sort, row[q.column], row["visitor_key"])
 
 
 async def customer_profile(

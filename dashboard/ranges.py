@@ -38,6 +38,14 @@ class TimeRange:
     start: datetime
     end: datetime
     name: str  # a preset name or "custom"
+    # When the range was asked for: a range that reaches past it is still filling up.
+    read_at: datetime | None = None
+
+    @property
+    def until(self) -> datetime:
+        """The end of what the range can hold so far: its end, or the time it was read at
+        while it is still running. Chart buckets past it are incomplete, not a drop."""
+        return min(self.end, self.read_at) if self.read_at else self.end
 
     @property
     def span(self) -> timedelta:
@@ -93,7 +101,7 @@ def parse_range(query: Mapping[str, str], now: datetime) -> TimeRange:
     name = query.get("range") or DEFAULT_PRESET
     if name in PRESETS:
         end = floor(now, MINUTE) + MINUTE
-        return TimeRange(end - PRESETS[name], end, name)
+        return TimeRange(end - PRESETS[name], end, name, now)
     if name != "custom":
         choices = ", ".join([*PRESETS, "custom"])
         raise RangeError(f"range: {name!r} is not one of {choices}")
@@ -105,7 +113,7 @@ def parse_range(query: Mapping[str, str], now: datetime) -> TimeRange:
         raise RangeError("to: must be at least a minute after `from`")
     if end - start > MAX_SPAN:
         raise RangeError(f"from/to: a range may span at most {MAX_SPAN.days} days")
-    return TimeRange(start, end, "custom")
+    return TimeRange(start, end, "custom", now)
 
 
 Piece = tuple[timedelta, datetime, datetime]

@@ -203,6 +203,7 @@ def test_kpis_last_hour(client: TestClient) -> None:
         "name": "1h",
         "from": "2026-05-01T11:31:00+00:00",
         "to": "2026-05-01T12:31:00+00:00",
+        "until": "2026-05-01T12:30:30+00:00",  # read at NOW: the last minute is still filling
         "bucket_seconds": 60,
     }
     assert data["has_data"] is True
@@ -393,20 +394,81 @@ def test_bad_events(client: TestClient) -> None:
     assert [s["reason_class"] for s in only["samples"]] == ["validation", "validation"]
 
 
-def test_customers(client: TestClient) -> None:
-    found = get(client, "/api/customers?q=a")
-    assert [c["visitor_key"] for c in found["customers"]] == ["alice@example.com", "anon-dave"]
+def keys(data: dict[str, Any]) -> list[str]:
+    return [c["visitor_key"] for c in data["customers"]]
+
+
+def test_customer_search_is_an_id_lookup_over_all_time(client: TestClient) -> None:
+    found = get(client, "/api/customers?q=a&range=15m")  # nobody was seen in the last 15m
+    assert keys(found) == ["alice@example.com", "anon-dave"]
+    assert (found["query"], found["total"]) == ("a", 2)
     assert found["customers"][1]["known"] is False
-    assert [c["visitor_key"] for c in get(client, "/api/customers?q=al")["customers"]] == [
-        "alice@example.com"
+    assert keys(get(client, "/api/customers?q=al")) == ["alice@example.com"]
+    assert keys(get(client, "/api/customers?q=a&sort=lifetime_value")) == [
+        "alice@example.com",
+        "anon-dave",
     ]
     assert get(client, "/api/customers?q=zed")["customers"] == []
-    recent = get(client, "/api/customers")["customers"]
-    assert [c["visitor_key"] for c in recent] == [
+
+
+def test_customers_last_seen_in_the_range_in_each_order(client: TestClient) -> None:
+    day = get(client, "/api/customers")  # range=24h, newest first
+    assert keys(day) == ["alice@example.com", "bob@example.com", "anon-dave"]
+    assert (day["total"], day["next"], day["previous"]) == (3, None, None)
+    hour = get(client, "/api/customers?range=1h")  # [11:31, 12:31): dave left at 11:05
+    assert (keys(hour), hour["total"]) == (["alice@example.com", "bob@example.com"], 2)
+    # Ties (no orders, no value) follow the visitor key, in the same direction.
+    assert keys(get(client, "/api/customers?sort=lifetime_value")) == [
         "alice@example.com",
         "bob@example.com",
         "anon-dave",
     ]
+    past = get(client, "/api/customers?range=custom&from=2026-05-01T11:00&to=2026-05-01T12:00")
+    assert keys(past) == ["anon-dave"]
+
+
+def test_customers_page_through_all_and_back(client: TestClient) -> None:
+    seen, cursor, page = [], None, {}
+    while True:
+        page = get(
+            client, "/api/customers?sort=orders&limit=1" + (f"&after={cursor}" if cursor else "")
+        )
+        seen += keys(page)
+        assert page["total"] == 3
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert seen == ["alice@example.com", "bob@example.com", "anon-dave"]
+    back = []
+    while page["previous"] is not None:
+        page = get(client, f"/api/customers?sort=orders&limit=1&before={page['previous']}")
+        back += keys(page)
+    assert back == ["bob@example.com", "alice@example.com"]
+    two = get(client, "/api/customers?sort=orders&limit=2")
+    rest = get(client, f"/api/customers?sort=orders&limit=2&after={two['next']}")
+    assert (keys(rest), rest["next"]) == (["anon-dave"], None)
+    before = get(client, f"/api/customers?sort=orders&limit=2&before={rest['previous']}")
+    assert (keys(before), before["previous"]) == (keys(two), None)
+
+
+def test_customer_list_parameters_are_checked(client: TestClient) -> None:
+    cursor = get(client, "/api/customers?limit=1")["next"]
+    for query, field in [
+        ("sort=name", "sort:"),
+        ("limit=0", "limit:"),
+        ("limit=lots", "limit:"),
+        ("after=not-a-cursor", "after:"),
+        (f"sort=orders&after={cursor}", "after:"),  # a cursor of another order
+        (f"after={cursor}&before={cursor}", "after/before:"),
+        ("range=2w", "range:"),
+    ]:
+        response = client.get(f"/api/customers?{query}")
+        assert response.status_code == 400, query
+        assert response.json()["error"].startswith(field), query
+    assert client.get("/customers?sort=name").status_code == 400
+
+
+def test_customer_profile(client: TestClient) -> None:
     profile = get(client, "/api/customers/alice@example.com")
     assert profile["customer"]["orders"] == 2
     assert profile["customer"]["lifetime_value"] == 150.5
@@ -417,10 +479,11 @@ def test_customers(client: TestClient) -> None:
     ]
     assert profile["timeline"][0]["revenue"] == 100.0
     assert client.get("/api/customers/nobody").status_code == 404
-    page = client.get("/customers/alice@example.com")
+    page = client.get("/customers/alice@example.com?range=7d&sort=orders")
     assert page.status_code == 200
     assert "150.50 USD" in page.text
     assert "/checkout/complete" in page.text
+    assert 'href="/customers?range=7d&amp;sort=orders" id="back-to-list"' in page.text
 
 
 def test_bad_range_is_a_clear_400(client: TestClient) -> None:

@@ -30,6 +30,7 @@ from dashboard.app import (
     api_kpis,
     create_app,
     customer_page,
+    customers_page,
     lifespan,
     login,
     login_form,
@@ -193,6 +194,28 @@ async def test_customer_endpoint_and_page(app: Starlette) -> None:
     page = await customer_page(make_request(app, "/customers/x", "range=2w", path_params=nobody))
     assert page.status_code == 404
     assert "nobody" in bytes(page.body).decode()
+
+
+async def test_customer_links_carry_the_list_there_and_back(app: Starlette) -> None:
+    query = "range=7d&sort=orders&limit=1&other=x"
+    listed = await customers_page(make_request(app, "/customers", query))
+    context = listed.context  # type: ignore[attr-defined]
+    assert context["list_query"] == "range=7d&sort=orders&limit=1"  # the list's own parameters
+    html = bytes(listed.body).decode()
+    assert 'href="/customers/alice%40example.com?range=7d&amp;sort=orders&amp;limit=1"' in html
+    # A new order starts at the first page, in the same range.
+    assert (
+        context["sort_urls"]["lifetime_value"] == "/customers?range=7d&sort=lifetime_value&limit=1"
+    )
+    alice = {"key": "alice@example.com"}
+    shown = await customer_page(
+        make_request(app, "/customers/x", f"{query}&after=c", path_params=alice)
+    )
+    back = shown.context["back_url"]  # type: ignore[attr-defined]
+    assert back == "/customers?range=7d&sort=orders&after=c&limit=1"
+    refused = await customers_page(make_request(app, "/customers", "sort=name"))
+    assert refused.status_code == 400
+    assert "sort: &#39;name&#39; is not one of" in bytes(refused.body).decode()
 
 
 async def test_page_with_a_bad_range_still_renders_with_400(app: Starlette) -> None:

@@ -36,6 +36,14 @@ def test_buckets_cover_the_range() -> None:
     assert len(parse_range({"range": "1h"}, NOW).buckets()) == 60
 
 
+def test_a_range_holds_data_until_it_was_read() -> None:
+    running = parse_range({"range": "24h"}, NOW)
+    assert running.until == NOW  # buckets ending after NOW are still filling
+    past = parse_range({"range": "custom", "from": "2026-04-01", "to": "2026-04-02"}, NOW)
+    assert past.until == past.end
+    assert running.previous.until == running.start
+
+
 def test_custom_ranges() -> None:
     r = parse_range(
         {"range": "custom", "from": "2026-04-01T10:15:59", "to": "2026-04-02T00:00Z"}, NOW

@@ -66,13 +66,26 @@ function bucketWord(seconds) {
   return { 60: "minute", 900: "15 minutes", 3600: "hour", 86400: "day" }[seconds] || `${seconds} s`;
 }
 
+// Buckets the range cuts at either end, or that are still filling (past `until`): their sums
+// are not comparable with the others', so charts mark them instead of showing a drop.
+function partialBuckets(data) {
+  const from = Date.parse(data.range.from), until = Date.parse(data.range.until);
+  const step = data.range.bucket_seconds * 1000;
+  return data.buckets.map((bucket) => {
+    const start = Date.parse(bucket);
+    return start < from || start + step > until;
+  });
+}
+
 function renderTimeseries(data) {
   const seconds = data.range.bucket_seconds;
+  const partial = partialBuckets(data);
   lineChart(document.getElementById("chart-events"), {
     buckets: data.buckets,
     bucketSeconds: seconds,
     series: Object.entries(data.events).map(([name, values]) => ({ name, values })),
     unit: `events per ${bucketWord(seconds)}`,
+    partial,
   });
   lineChart(document.getElementById("chart-revenue"), {
     buckets: data.buckets,
@@ -80,6 +93,7 @@ function renderTimeseries(data) {
     series: [{ name: "revenue", values: data.revenue }],
     unit: `revenue (${CURRENCY}) per ${bucketWord(seconds)}`,
     format: moneyCompact,
+    partial,
   });
 }
 
@@ -140,6 +154,7 @@ async function refreshBadEvents() {
     bucketSeconds: data.range.bucket_seconds,
     series: Object.entries(data.counts).map(([name, values]) => ({ name, values })),
     unit: `bad events per ${bucketWord(data.range.bucket_seconds)}`,
+    partial: partialBuckets(data),
   });
   const tbody = document.querySelector("#bad-samples tbody");
   tbody.replaceChildren();
@@ -179,15 +194,32 @@ async function refresh() {
   timer = setTimeout(refresh, POLL_MS);
 }
 
+// A new range keeps the page's other parameters (search, order, filters) and starts its
+// paging over. Live pages redraw in place; the others (the customer list) load it anew.
+const RANGE_PARAMS = ["range", "from", "to"];
+const PAGING_PARAMS = ["after", "before", "page"];
+
+function withRange(range) {
+  const params = new URLSearchParams(location.search);
+  for (const name of [...RANGE_PARAMS, ...PAGING_PARAMS]) params.delete(name);
+  for (const [name, value] of range) params.set(name, value);
+  return params;
+}
+
 function setupRangeForm() {
   const form = document.getElementById("range-form");
   if (!form) return;
   const select = document.getElementById("range-select");
   const custom = document.getElementById("custom-range");
-  const apply = (params) => {
-    history.pushState(null, "", `${location.pathname}?${params}`);
+  const apply = (range) => {
+    const url = `${location.pathname}?${withRange(range)}`;
+    if (!PAGES[body.dataset.page]) {
+      location.assign(url);
+      return;
+    }
+    history.pushState(null, "", url);
     for (const link of document.querySelectorAll("header nav a, .brand")) {
-      link.search = params.toString();
+      link.search = range.toString();
     }
     refresh();
   };
@@ -197,12 +229,12 @@ function setupRangeForm() {
   });
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    const params = new URLSearchParams({ range: select.value });
+    const range = new URLSearchParams({ range: select.value });
     if (select.value === "custom") {
-      params.set("from", document.getElementById("range-from").value);
-      params.set("to", document.getElementById("range-to").value);
+      range.set("from", document.getElementById("range-from").value);
+      range.set("to", document.getElementById("range-to").value);
     }
-    apply(params);
+    apply(range);
   });
   window.addEventListener("popstate", () => {
     const params = new URLSearchParams(location.search);
