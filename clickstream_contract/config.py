@@ -7,6 +7,7 @@ exists (`GOOGLE_CLOUD_PROJECT`, `PUBSUB_EMULATOR_HOST`); the rest are `CLICKSTRE
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +98,10 @@ class Settings:
 # then uses (it wins over one in the URL). The password never appears in logs: only the URL's
 # host and database do (`describe_database`).
 DB_PASSWORD_ENV = "CLICKSTREAM_DB_PASSWORD"
+# The server's CA certificate (PEM), to verify the server (libpq's `verify-ca`): in the cloud,
+# the Cloud SQL instance's CA. Cloud SQL names the instance in its certificate, not the private
+# IP clients dial, so the host name is not checked; the chain is.
+DB_SERVER_CA_ENV = "CLICKSTREAM_DB_SERVER_CA"
 
 
 class DatabaseConfigError(ValueError):
@@ -106,7 +111,8 @@ class DatabaseConfigError(ValueError):
 def connect_options(
     database_url: str | None, env: Mapping[str, str] = os.environ
 ) -> dict[str, Any]:
-    """asyncpg keyword arguments for `DATABASE_URL` plus the optional password secret."""
+    """asyncpg keyword arguments for `DATABASE_URL` plus the optional password secret and
+    server CA (which, when set, replaces the URL's sslmode with verification against it)."""
     if not database_url:
         raise DatabaseConfigError(
             "DATABASE_URL is not set (e.g. postgresql://clickstream@127.0.0.1:5432/clickstream)"
@@ -115,6 +121,14 @@ def connect_options(
     password = env.get(DB_PASSWORD_ENV)
     if password:
         options["password"] = password
+    server_ca = env.get(DB_SERVER_CA_ENV)
+    if server_ca:
+        try:
+            context = ssl.create_default_context(cadata=server_ca)
+        except ssl.SSLError as exc:
+            raise DatabaseConfigError(f"{DB_SERVER_CA_ENV}: not a PEM certificate ({exc})") from exc
+        context.check_hostname = False
+        options["ssl"] = context
     return options
 
 
