@@ -1,7 +1,9 @@
 """Create the platform's Pub/Sub topics and subscriptions, idempotently.
 
-In Google Cloud, Terraform owns these; locally `clickstream up` (and the tests) call
-`ensure_topology` before any service starts: the services themselves never create them.
+In Google Cloud, Terraform owns these (terraform/pubsub.tf); locally `clickstream up` (and the
+tests) call `ensure_topology` before any service starts: the services themselves never create
+them. The delivery settings below are the one local copy of Terraform's; tests/test_pubsub_admin.py
+holds the two equal.
 """
 
 from __future__ import annotations
@@ -9,15 +11,30 @@ from __future__ import annotations
 import contextlib
 
 from google.api_core.exceptions import AlreadyExists
-from google.pubsub_v1 import DeadLetterPolicy, SubscriberAsyncClient, Subscription
+from google.protobuf.duration_pb2 import Duration
+from google.pubsub_v1 import (
+    DeadLetterPolicy,
+    PushConfig,
+    RetryPolicy,
+    SubscriberAsyncClient,
+    Subscription,
+)
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
 
 from clickstream_contract.config import Settings
 from gateway.pubsub import emulator_channel, publisher_async_client
 
-# Match terraform: a message the processor fails this often goes to the dead-letter topic.
-MAX_DELIVERY_ATTEMPTS = 5
-ACK_DEADLINE_SECONDS = 60
+# How the processor's subscriptions deliver, as Terraform deploys them.
+# A message the processor fails this often goes to the dead-letter topic.
+MAX_DELIVERY_ATTEMPTS = 10
+# Terraform sets it to the function's timeout: a push unanswered this long is retried.
+ACK_DEADLINE_SECONDS = 300
+# Pub/Sub's exponential redelivery delay after a nack, a failed push or an expired deadline.
+MINIMUM_BACKOFF_SECONDS = 10
+MAXIMUM_BACKOFF_SECONDS = 600
+# Where on the function's URL the push lands: Terraform pushes to the service URI itself.
+PUSH_PATH = "/"
+HOLD_ACK_DEADLINE_SECONDS = 60  # the dead-letter hold subscription, read by people
 
 
 def subscriber_async_client(settings: Settings) -> SubscriberAsyncClient:
@@ -28,40 +45,71 @@ def subscriber_async_client(settings: Settings) -> SubscriberAsyncClient:
     return SubscriberAsyncClient(transport=SubscriberGrpcAsyncIOTransport(channel=channel))
 
 
-def subscriptions(settings: Settings) -> list[Subscription]:
-    events = Subscription(
-        name=settings.subscription_path(settings.events_subscription),
-        topic=settings.topic_path(settings.events_topic),
+def push_config(push_endpoint: str | None) -> PushConfig:
+    """Push to `push_endpoint` (a base URL such as http://127.0.0.1:8090), or pull when None."""
+    if push_endpoint is None:
+        return PushConfig()
+    return PushConfig(push_endpoint=push_endpoint.rstrip("/") + PUSH_PATH)
+
+
+def processor_subscription(
+    settings: Settings, name: str, topic: str, push_endpoint: str | None
+) -> Subscription:
+    return Subscription(
+        name=settings.subscription_path(name),
+        topic=settings.topic_path(topic),
         ack_deadline_seconds=ACK_DEADLINE_SECONDS,
+        push_config=push_config(push_endpoint),
+        retry_policy=RetryPolicy(
+            minimum_backoff=Duration(seconds=MINIMUM_BACKOFF_SECONDS),
+            maximum_backoff=Duration(seconds=MAXIMUM_BACKOFF_SECONDS),
+        ),
         dead_letter_policy=DeadLetterPolicy(
             dead_letter_topic=settings.topic_path(settings.dead_letter_topic),
             max_delivery_attempts=MAX_DELIVERY_ATTEMPTS,
         ),
     )
-    bad_events = Subscription(
-        name=settings.subscription_path(settings.bad_events_subscription),
-        topic=settings.topic_path(settings.bad_events_topic),
-        ack_deadline_seconds=ACK_DEADLINE_SECONDS,
-    )
+
+
+def processor_subscriptions(settings: Settings, push_endpoint: str | None) -> list[Subscription]:
+    """events and events-bad, delivered to the processor alike (pushed when an endpoint is
+    given, else pulled by the streaming-pull worker)."""
+    return [
+        processor_subscription(
+            settings, settings.events_subscription, settings.events_topic, push_endpoint
+        ),
+        processor_subscription(
+            settings, settings.bad_events_subscription, settings.bad_events_topic, push_endpoint
+        ),
+    ]
+
+
+def subscriptions(settings: Settings, push_endpoint: str | None = None) -> list[Subscription]:
     dead_letters = Subscription(
         name=settings.subscription_path(settings.dead_letter_subscription),
         topic=settings.topic_path(settings.dead_letter_topic),
-        ack_deadline_seconds=ACK_DEADLINE_SECONDS,
+        ack_deadline_seconds=HOLD_ACK_DEADLINE_SECONDS,
     )
-    return [events, bad_events, dead_letters]
+    return [*processor_subscriptions(settings, push_endpoint), dead_letters]
 
 
-async def ensure_topology(settings: Settings) -> None:
-    """Topics events, events-bad, dead-letter and their subscriptions; existing ones are kept."""
+async def ensure_topology(settings: Settings, push_endpoint: str | None = None) -> None:
+    """Topics events, events-bad, dead-letter and their subscriptions; existing ones are kept,
+    but the processor's are switched to push to `push_endpoint` (or to pull when None), so one
+    emulator serves either topology."""
     publisher = publisher_async_client(settings)
     subscriber = subscriber_async_client(settings)
     try:
         for topic in (settings.events_topic, settings.bad_events_topic, settings.dead_letter_topic):
             with contextlib.suppress(AlreadyExists):
                 await publisher.create_topic(name=settings.topic_path(topic))
-        for subscription in subscriptions(settings):
+        for subscription in subscriptions(settings, push_endpoint):
             with contextlib.suppress(AlreadyExists):
                 await subscriber.create_subscription(request=subscription)
+        for subscription in processor_subscriptions(settings, push_endpoint):
+            await subscriber.modify_push_config(
+                subscription=subscription.name, push_config=subscription.push_config
+            )
     finally:
         await publisher.transport.close()
         await subscriber.transport.close()

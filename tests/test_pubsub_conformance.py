@@ -6,19 +6,31 @@ emulator does, the built-in one must do too.
 
 from __future__ import annotations
 
+import base64
+import itertools
+import json
 import threading
 import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from google.api_core import exceptions
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
 from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
-from google.pubsub_v1 import DeadLetterPolicy, PubsubMessage, ReceivedMessage
+from google.protobuf.duration_pb2 import Duration
+from google.pubsub_v1 import (
+    DeadLetterPolicy,
+    PubsubMessage,
+    PushConfig,
+    ReceivedMessage,
+    RetryPolicy,
+)
 from google.pubsub_v1 import PublisherClient as GapicPublisher
 
 from clickstream.emulators.google_pubsub import find_emulator
@@ -311,3 +323,130 @@ def test_ordering_keys_deliver_in_order_per_key(pubsub: PubSub) -> None:
     collect(pubsub, subscription, on_message, until=lambda: sum(map(len, seen.values())) >= 600)
     for key in keys:
         assert seen[key] == list(range(200)), key
+
+
+# Push subscriptions: the emulator POSTs to an HTTP endpoint of ours.
+
+
+@dataclass
+class Push:
+    at: float
+    path: str
+    body: dict[str, object]
+
+
+@dataclass
+class PushEndpoint:
+    """A loopback HTTP server recording every push; `answer(n)` is (status, seconds to wait
+    before answering) for the n-th push (from 1)."""
+
+    answer: Callable[[int], tuple[int, float]] = lambda n: (204, 0.0)
+    pushes: list[Push] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def serve(self) -> ThreadingHTTPServer:
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with endpoint.lock:
+                    endpoint.pushes.append(Push(time.monotonic(), self.path, body))
+                    status, wait = endpoint.answer(len(endpoint.pushes))
+                time.sleep(wait)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    def wait_for(self, count: int, timeout: float = WAIT) -> list[Push]:
+        give_up = time.monotonic() + timeout
+        while len(self.pushes) < count and time.monotonic() < give_up:
+            time.sleep(0.02)
+        return list(self.pushes)
+
+
+@pytest.fixture
+def push_endpoint() -> Iterator[tuple[PushEndpoint, str]]:
+    endpoint = PushEndpoint()
+    server = endpoint.serve()
+    try:
+        yield endpoint, f"http://127.0.0.1:{server.server_port}/push/here"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def backoff(low: float, high: float) -> RetryPolicy:
+    return RetryPolicy(
+        minimum_backoff=Duration(seconds=low), maximum_backoff=Duration(seconds=high)
+    )
+
+
+def test_push_posts_the_wrapped_message_and_a_2xx_acks_it(
+    pubsub: PubSub, push_endpoint: tuple[PushEndpoint, str]
+) -> None:
+    endpoint, url = push_endpoint
+    topic = pubsub.topic()
+    subscription = pubsub.subscription(topic, push_config=PushConfig(push_endpoint=url))
+    message_id = pubsub.publisher.publish(topic, b"\x00binary\xff", kind="a").result(timeout=WAIT)
+    [push] = endpoint.wait_for(1)
+    assert push.path == "/push/here"
+    assert push.body["subscription"] == subscription
+    message = push.body["message"]
+    assert isinstance(message, dict)
+    assert base64.b64decode(message["data"]) == b"\x00binary\xff"
+    assert message["attributes"] == {"kind": "a"}
+    assert message["messageId"] == message["message_id"] == message_id
+    assert datetime.fromisoformat(message["publishTime"]).tzinfo is not None
+    # Acked by the 204: back to pull, nothing is left to deliver.
+    pubsub.subscriber.modify_push_config(subscription=subscription, push_config=PushConfig())
+    assert pubsub.pull_now(subscription) == []
+    assert len(endpoint.pushes) == 1
+
+
+def test_failed_pushes_are_retried_with_backoff_then_dead_lettered(
+    pubsub: PubSub, push_endpoint: tuple[PushEndpoint, str]
+) -> None:
+    endpoint, url = push_endpoint
+    endpoint.answer = lambda n: (500, 0.0)
+    topic = pubsub.topic()
+    dead_letter_topic = pubsub.topic()
+    dead_letters = pubsub.subscription(dead_letter_topic)
+    subscription = pubsub.subscription(
+        topic,
+        push_config=PushConfig(push_endpoint=url),
+        retry_policy=backoff(1, 2),
+        dead_letter_policy=DeadLetterPolicy(
+            dead_letter_topic=dead_letter_topic, max_delivery_attempts=5
+        ),
+    )
+    pubsub.publisher.publish(topic, b"refused").result(timeout=WAIT)
+    [dead] = pubsub.pull(dead_letters, 1)
+    assert dead.message.data == b"refused"
+    assert dead.message.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
+    pushes = endpoint.pushes
+    assert len(pushes) == 5
+    # Not before the minimum backoff (1 s), whatever the emulator's schedule above it.
+    assert min(b.at - a.at for a, b in itertools.pairwise(pushes)) >= 0.9
+    assert pubsub.subscriber.get_subscription(subscription=subscription).push_config.push_endpoint
+
+
+def test_a_push_unanswered_within_the_ack_deadline_is_redelivered(
+    pubsub: PubSub, push_endpoint: tuple[PushEndpoint, str]
+) -> None:
+    endpoint, url = push_endpoint
+    endpoint.answer = lambda n: (200, 12.0) if n == 1 else (200, 0.0)  # the first one hangs
+    topic = pubsub.topic()
+    pubsub.subscription(topic, ack_deadline_seconds=10, push_config=PushConfig(push_endpoint=url))
+    pubsub.publisher.publish(topic, b"slow endpoint").result(timeout=WAIT)
+    first, second = endpoint.wait_for(2)
+    assert second.at - first.at >= 9.5  # the push timed out with the ack deadline, not before
+    assert second.body["message"] == first.body["message"]

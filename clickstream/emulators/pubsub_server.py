@@ -1,5 +1,6 @@
 """The built-in Pub/Sub emulator's gRPC face: google.pubsub.v1 Publisher and Subscriber.
 
+Pull and streaming pull are served here; push subscriptions are delivered by pubsub_push.py.
 Services are registered with generic handlers over the official message types
 (`google.pubsub_v1.types.X.pb()`), so no generated code is needed. Pull responses are written
 straight from each message's stored bytes (`encode_received`), never re-serialized.
@@ -17,6 +18,7 @@ import grpc
 from google.protobuf import empty_pb2
 from google.pubsub_v1 import types
 
+from clickstream.emulators.pubsub_push import Pushers
 from clickstream.emulators.pubsub_state import (
     MAX_ACK_DEADLINE,
     MAX_REQUEST_BYTES,
@@ -104,6 +106,7 @@ def validate_stream_deadline(seconds: int) -> None:
 class Servicer:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
+        self.pushers = Pushers(broker)
 
     # Publisher
 
@@ -138,7 +141,14 @@ class Servicer:
     # Subscriber
 
     def create_subscription(self, request: Any) -> Any:
-        return self.broker.create_subscription(request)
+        config = self.broker.create_subscription(request)
+        self.pushers.refresh(self.broker.subscription(config.name))
+        return config
+
+    def modify_push_config(self, request: Any) -> Any:
+        subscription = self.broker.modify_push_config(request.subscription, request.push_config)
+        self.pushers.refresh(subscription)
+        return empty_pb2.Empty()
 
     def get_subscription(self, request: Any) -> Any:
         return self.broker.subscription(request.subscription).config
@@ -337,6 +347,9 @@ def handlers(servicer: Servicer) -> list[grpc.GenericRpcHandler]:
             types.ListSubscriptionsRequest,
             types.ListSubscriptionsResponse,
         ),
+        "ModifyPushConfig": rpc(
+            unary(servicer.modify_push_config), types.ModifyPushConfigRequest, empty
+        ),
         "Acknowledge": rpc(unary(servicer.acknowledge), types.AcknowledgeRequest, empty),
         "ModifyAckDeadline": rpc(
             unary(servicer.modify_ack_deadline), types.ModifyAckDeadlineRequest, empty
@@ -365,11 +378,12 @@ async def serve(
 ) -> None:
     """Serve until SIGINT/SIGTERM; `on_listening(host:port)` runs once the server is up."""
     broker = Broker()
+    servicer = Servicer(broker)
     # Requests over 10 MB must reach us to get the real service's INVALID_ARGUMENT.
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
     )
-    server.add_generic_rpc_handlers(handlers(Servicer(broker)))
+    server.add_generic_rpc_handlers(handlers(servicer))
     bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:
         raise SystemExit(f"cannot listen on {host}:{port}")
@@ -387,6 +401,7 @@ async def serve(
         await stop.wait()
     finally:
         expiry.cancel()
+        servicer.pushers.stop()
         await server.stop(grace=1)
 
 

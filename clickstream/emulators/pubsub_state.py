@@ -34,6 +34,9 @@ MIN_DELIVERY_ATTEMPTS, MAX_DELIVERY_ATTEMPTS = 5, 100
 MAX_RESPONSE_BYTES = 3 * 1024 * 1024
 MAX_RESPONSE_MESSAGES = 1000
 DELETED_TOPIC = "_deleted-topic_"
+# A retry policy whose bounds are left unset gets the real service's defaults.
+DEFAULT_MIN_BACKOFF, DEFAULT_MAX_BACKOFF = 10.0, 600.0
+MAX_BACKOFF_LIMIT = 600.0
 
 RESOURCE_ID = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
 PROJECT_ID = re.compile(r"[^/]+")
@@ -120,6 +123,9 @@ class SubscriptionState:
         self.ordered = config.enable_message_ordering
         self.dead_letter_topic = config.dead_letter_policy.dead_letter_topic or None
         self.max_attempts = config.dead_letter_policy.max_delivery_attempts
+        self.backoff = retry_backoff(config)
+        # Nacked or expired messages waiting out their retry backoff: (due, seq, entry).
+        self.delayed: list[tuple[float, int, Entry]] = []
         self.backlog: deque[Entry] = deque()
         # Ordering: queued messages per key; a key is ready when none of its messages is out.
         self.keyed: dict[str, list[Entry]] = {}
@@ -133,6 +139,17 @@ class SubscriptionState:
     @property
     def name(self) -> str:
         return str(self.config.name)
+
+    @property
+    def push_endpoint(self) -> str:
+        return str(self.config.push_config.push_endpoint)
+
+    def retry_delay(self, attempts: int) -> float:
+        """The retry policy's exponential backoff after the `attempts`-th delivery failed."""
+        if self.backoff is None:
+            return 0.0
+        low, high = self.backoff
+        return float(min(high, low * 2 ** max(attempts - 1, 0)))
 
     def enqueue(self, entry: Entry, *, first: bool = False) -> None:
         if self.ordered and entry.key:
@@ -218,6 +235,42 @@ class TopicState:
     subscriptions: list[SubscriptionState] = field(default_factory=list)
 
 
+def seconds(duration: Proto) -> float:
+    return float(duration.seconds + duration.nanos / 1e9)
+
+
+def retry_backoff(config: Proto) -> tuple[float, float] | None:
+    """A subscription's (minimum, maximum) redelivery delay, None without a retry policy."""
+    if not config.HasField("retry_policy"):
+        return None
+    policy = config.retry_policy
+    low = seconds(policy.minimum_backoff) if policy.HasField("minimum_backoff") else None
+    high = seconds(policy.maximum_backoff) if policy.HasField("maximum_backoff") else None
+    low = DEFAULT_MIN_BACKOFF if low is None else low
+    high = DEFAULT_MAX_BACKOFF if high is None else high
+    if not 0 <= low <= high <= MAX_BACKOFF_LIMIT:
+        raise RpcError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"Invalid retry_policy: need 0 <= minimum_backoff ({low:g}s) <= maximum_backoff "
+            f"({high:g}s) <= {MAX_BACKOFF_LIMIT:g}s.",
+        )
+    return low, high
+
+
+def validate_push_config(config: Proto) -> None:
+    endpoint = config.push_endpoint
+    if endpoint and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", endpoint):
+        raise RpcError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"Invalid push_config.push_endpoint ({endpoint!r}): must be an http(s) URL.",
+        )
+    if config.HasField("no_wrapper"):
+        raise RpcError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "push_config.no_wrapper: the built-in emulator pushes wrapped messages only.",
+        )
+
+
 class Broker:
     def __init__(self) -> None:
         self.topics: dict[str, TopicState] = {}
@@ -275,6 +328,8 @@ class Broker:
                     f"Invalid max_delivery_attempts ({policy.max_delivery_attempts}): must be "
                     f"between {MIN_DELIVERY_ATTEMPTS} and {MAX_DELIVERY_ATTEMPTS}.",
                 )
+        validate_push_config(config.push_config)
+        retry_backoff(config)
         topic = self.topic(config.topic)
         if config.name in self.subscriptions:
             raise RpcError(grpc.StatusCode.ALREADY_EXISTS, "Subscription already exists")
@@ -297,6 +352,14 @@ class Broker:
             state.topic.subscriptions.remove(state)
         state.deleted = True
         state.notify()
+
+    def modify_push_config(self, name: str, push_config: Proto) -> SubscriptionState:
+        """Switch between push (an endpoint) and pull (an empty config)."""
+        state = self.subscription(name)
+        validate_push_config(push_config)
+        state.config.push_config.CopyFrom(push_config)
+        state.notify()
+        return state
 
     def list_subscriptions(self, project: str) -> list[Proto]:
         prefix = f"projects/{parse_project(project)}/subscriptions/"
@@ -355,10 +418,16 @@ class Broker:
             subscription.notify()
 
     def return_entry(self, subscription: SubscriptionState, entry: Entry) -> None:
-        """Nacked or expired: redeliver, or dead-letter once it used up its attempts."""
+        """Nacked, failed or expired: redeliver after the retry policy's backoff, or dead-letter
+        once it used up its attempts."""
         subscription.release(entry)
         if subscription.dead_letter_topic and entry.attempts >= subscription.max_attempts:
             self.dead_letter(subscription, entry)
+            return
+        delay = subscription.retry_delay(entry.attempts)
+        if delay > 0:
+            due = time.monotonic() + delay
+            heapq.heappush(subscription.delayed, (due, next(self.sequence), entry))
         else:
             subscription.enqueue(entry, first=True)
 
@@ -380,11 +449,16 @@ class Broker:
         self.publish(target.config.name, [message])
 
     def expire_leases(self) -> None:
-        """Return every message whose ack deadline passed (lazy heap: stale items skipped)."""
+        """Return every message whose ack deadline passed (lazy heap: stale items skipped), and
+        requeue those whose retry backoff is over."""
         now = time.monotonic()
         for subscription in self.subscriptions.values():
             expiries = subscription.expiries
             returned = False
+            delayed = subscription.delayed
+            while delayed and delayed[0][0] <= now:
+                subscription.enqueue(heapq.heappop(delayed)[2], first=True)
+                returned = True
             while expiries and expiries[0][0] <= now:
                 deadline, ack_id = heapq.heappop(expiries)
                 entry = subscription.outstanding.get(ack_id)
