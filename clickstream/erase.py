@@ -161,7 +161,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="delete one person's data from PostgreSQL and BigQuery (erasure requests)",
         description="Delete everything stored about a user_id and the anonymous ids linked to "
         "it. DATABASE_URL for PostgreSQL; BigQuery when BIGQUERY_EMULATOR_HOST or "
-        "GOOGLE_CLOUD_PROJECT is set. Prints what was deleted as JSON. See docs/erasure.md.",
+        "GOOGLE_CLOUD_PROJECT is set (unset variables come from the local stack when one "
+        "runs). Prints what was deleted as JSON. See docs/erasure.md.",
     )
     parser.add_argument("--user-id", required=True, help="the person's user_id")
     parser.add_argument(
@@ -172,12 +173,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from clickstream.local_state import missing_setting, stack_env
+
     if not args.user_id.strip():
         raise SystemExit("clickstream erase: --user-id must not be empty")
-    erased = asyncio.run(
-        erase(
-            Settings.from_env(), args.user_id, dry_run=args.dry_run, bigquery=not args.no_bigquery
+    settings = Settings.from_env(stack_env())
+    if settings.database_url is None:
+        raise missing_setting("erase", "DATABASE_URL")
+    try:
+        erased = asyncio.run(
+            erase(settings, args.user_id, dry_run=args.dry_run, bigquery=not args.no_bigquery)
         )
-    )
+    except OSError as error:  # PostgreSQL or BigQuery unreachable
+        raise SystemExit(f"clickstream erase: {error}") from None
     print(json.dumps({"dry_run": args.dry_run, **erased.__dict__}, indent=2))
     return 0

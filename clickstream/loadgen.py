@@ -5,6 +5,7 @@ take; `concurrency` bounds the requests in flight), or as fast as `concurrency` 
 rate is given. Retries follow the SDK's policy (`clickstream_sdk.delivery`): 429/503 honour
 `Retry-After`, the same bytes are resent, so a retry never double counts. The ids of accepted
 events (minus those a 202 lists as rejected) go to `ids_file`, for `clickstream audit`.
+The options and their defaults are in clickstream.loadgen_options.
 """
 
 from __future__ import annotations
@@ -19,48 +20,19 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any
 
 import httpx
 
+from clickstream.loadgen_options import Options
 from clickstream.shoppers import Generated, Traffic
 from clickstream_contract.answers import IngestResponse
 from clickstream_sdk.delivery import (
-    MAX_BATCH_EVENTS,
-    Backoff,
     Reply,
     Sleep,
     auth_headers,
     delivery_plan,
 )
-
-LOADGEN_BACKOFF: Final = Backoff(base=0.1, cap=10.0, max_retries=8)
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    url: str = "http://127.0.0.1:8080"
-    write_key: str = "dev"
-    rate: float | None = None  # events per second; None: as fast as `concurrency` allows
-    duration: float | None = None  # seconds
-    count: int | None = None  # events
-    batch_size: int = 1
-    concurrency: int = 32
-    ids_file: Path | None = None
-    seed: int | None = None
-    invalid_share: float = 0.0
-    gzip: bool = False
-    timeout: float = 10.0
-    backoff: Backoff = LOADGEN_BACKOFF
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.batch_size <= MAX_BATCH_EVENTS:
-            raise ValueError(f"--batch-size must be between 1 and {MAX_BATCH_EVENTS}")
-        if self.concurrency < 1:
-            raise ValueError("--concurrency must be at least 1")
-        if self.rate is not None and self.rate <= 0:
-            raise ValueError("--rate must be positive (omit it for no limit)")
 
 
 @dataclass

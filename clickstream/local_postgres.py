@@ -2,13 +2,21 @@
 
 The embedded server comes from the `pgserver` package (a PostgreSQL that pip installs), listens
 on a Unix socket inside its data folder, and is stopped when the context exits.
+
+pgserver daemonizes the server and stops it when the last process holding it exits cleanly; it
+keeps the holders' process ids in the data folder. A holder killed outright (SIGKILL, a closed
+terminal) never leaves that list, so the server would outlive every later holder too. The dead
+holders are dropped before the server is opened: a server left running is then adopted, and
+stopped when this holder exits.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,14 +26,47 @@ from typing import Any
 @contextmanager
 def embedded_postgres(data_dir: Path | None = None) -> Iterator[Any]:
     """A running `pgserver` server with its data in `data_dir` (a throwaway folder if None)."""
-    import pgserver
+    with warnings.catch_warnings():
+        # pgserver asks platformdirs for a runtime folder at import; without XDG_RUNTIME_DIR
+        # (containers, CI, ssh sessions) that warns and falls back to /tmp, which serves.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver
 
     with tempfile.TemporaryDirectory(prefix="clickstream-pg-") as scratch:
+        if data_dir is not None:
+            drop_dead_holders(data_dir)
         server = pgserver.get_server(data_dir or scratch, cleanup_mode="stop")
         try:
             yield server
         finally:
             server.cleanup()
+
+
+def drop_dead_holders(data_dir: Path) -> list[int]:
+    """Remove the processes that no longer exist from pgserver's holders of the server in
+    `data_dir` (under pgserver's own lock); returns the ones removed."""
+    from pgserver.postgres_server import PostgresServer
+
+    holders = data_dir / ".handle_pids.json"
+    with PostgresServer._lock:
+        try:
+            pids = [int(pid) for pid in json.loads(holders.read_text())]
+        except (OSError, ValueError, TypeError):
+            return []
+        dead = [pid for pid in pids if not process_exists(pid)]
+        if dead:
+            holders.write_text(json.dumps([pid for pid in pids if pid not in dead]))
+    return dead
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user
+        return True
+    return True
 
 
 @contextmanager

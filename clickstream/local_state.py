@@ -59,3 +59,11 @@ def stack_env(env: Mapping[str, str] = os.environ) -> dict[str, str]:
         merged = {}
     merged.update({name: value for name, value in env.items() if value})
     return merged
+
+
+def missing_setting(command: str, setting: str) -> SystemExit:
+    """The one-line error of a tool that found `setting` neither set nor in a running stack."""
+    return SystemExit(
+        f"clickstream {command}: {setting} is not set, and no `clickstream up` runs with the "
+        f"state folder {state_dir().resolve()}: set {setting}, or start ./dev up"
+    )

@@ -7,8 +7,15 @@ children: a child that dies is reported and restarted; Ctrl-C or SIGTERM stops t
 (load generator, gateway drains, processor finishes, dashboard, emulators, database).
 
 Children run in their own sessions so Ctrl-C reaches only this supervisor, which then stops
-them one by one; each also gets SIGKILL from the kernel if the supervisor itself dies, so no
-orphan is ever left behind.
+them one by one; each also gets SIGKILL from the kernel if the supervisor itself dies. Killed
+outright (SIGKILL, a closed terminal), the supervisor cannot stop what its children started
+(the gateway's Granian workers) nor the embedded PostgreSQL (pgserver daemonizes it): the next
+`up` in the same state folder stops those leftovers (clickstream.leftovers) and adopts the
+PostgreSQL server (clickstream.local_postgres) before it starts anything.
+
+`--demo` first fills the database with a week of history (dashboard.seed, the seeder of
+`clickstream dashboard seed`, when the database has no events yet) and then simulates shoppers
+at about the history's own rate, so the dashboard's first look shows a shape.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import contextlib
 import ctypes
 import os
 import secrets
+import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -27,8 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clickstream.leftovers import MARKER, StateDirBusy, claim_state_dir, stop_leftovers
 from clickstream.local_postgres import postgres_url
-from clickstream.local_state import remove_stack_env, write_stack_env
+from clickstream.local_state import remove_stack_env, state_dir, write_stack_env
+from clickstream_contract.config import LOCAL_PROJECT
 
 PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF_MAX = 30.0
@@ -41,6 +52,7 @@ STACK_VARIABLES = (
     "BIGQUERY_EMULATOR_HOST",
     "BIGQUERY_STORAGE_EMULATOR_HOST",
     "CLICKSTREAM_WRITE_KEYS",
+    "CLICKSTREAM_GATEWAY_URL",
 )
 
 
@@ -167,7 +179,11 @@ class Options:
     bigquery_port: int = 9050
     bigquery_grpc_port: int = 9060
     demo: bool = False
-    demo_rate: float = 50.0
+    # The seeded week averages ~0.8 events/s (busier afternoons); live shoppers at about that
+    # rate continue it instead of towering over it.
+    demo_rate: float = 1.0
+    demo_days: int = 7
+    demo_events: int = 500_000
 
 
 async def run(options: Options) -> int:
@@ -177,10 +193,18 @@ async def run(options: Options) -> int:
     # forks to go on using gRPC, so they are off; set before gRPC is first imported.
     os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
     options.state_dir.mkdir(parents=True, exist_ok=True)
-    log("starting PostgreSQL")
-    # DATABASE_URL when set, else the embedded server, kept in the state folder; it stops last.
-    with postgres_url(options.state_dir / "postgres") as database_url:
-        await serve(options, database_url)
+    try:
+        lock = claim_state_dir(options.state_dir)
+    except StateDirBusy as error:
+        raise SystemExit(f"clickstream up: {error}") from None
+    with lock:
+        if leftovers := stop_leftovers(options.state_dir):
+            log(f"stopped {len(leftovers)} processes left running by an earlier, killed run")
+        log("starting PostgreSQL")
+        # DATABASE_URL when set, else the embedded server, kept in the state folder (one left
+        # running by a killed run is adopted); it stops last.
+        with postgres_url(options.state_dir / "postgres") as database_url:
+            await serve(options, database_url)
     log("stopped")
     return 0
 
@@ -195,6 +219,9 @@ async def serve(options: Options, database_url: str) -> None:
         CLICKSTREAM_DASHBOARD_PASSWORD=dashboard_password,
         PYTHONUNBUFFERED="1",
     )
+    env.setdefault("GOOGLE_CLOUD_PROJECT", LOCAL_PROJECT)
+    # Inherited by whatever the children start: how the next `up` finds leftovers of this one.
+    env[MARKER] = str(options.state_dir.resolve())
     # The emulators' own chatter (Google's logs every connection) goes to files, not the console.
     logs = options.state_dir / "logs"
     emulators: list[Child] = []
@@ -232,6 +259,7 @@ async def serve(options: Options, database_url: str) -> None:
         )
     gateway_url = f"http://{options.host}:{options.gateway_port}"
     dashboard_url = f"http://{options.host}:{options.dashboard_port}"
+    env["CLICKSTREAM_GATEWAY_URL"] = gateway_url
     services = [
         Child(
             "gateway", ["gateway", "--host", options.host, "--port", str(options.gateway_port)], env
@@ -274,6 +302,8 @@ async def serve(options: Options, database_url: str) -> None:
             started.append(child)
         await asyncio.to_thread(wait_for_ports, emulators, options)
         await prepare(env)
+        if options.demo:
+            await seed_demo_history(database_url, options)
         for child in services:
             await child.start()
             started.append(child)
@@ -286,7 +316,7 @@ async def serve(options: Options, database_url: str) -> None:
         write_stack_env(
             options.state_dir, {name: env[name] for name in STACK_VARIABLES if env.get(name)}
         )
-        print_banner(gateway_url, dashboard_url, write_key, options.state_dir, env)
+        print_banner(gateway_url, dashboard_url, options, env)
         await stop.wait()
         log("stopping")
     finally:
@@ -326,22 +356,76 @@ async def prepare(env: dict[str, str]) -> None:
     await asyncio.to_thread(ensure_tables, settings)
 
 
+async def seed_demo_history(database_url: str, options: Options) -> None:
+    """A week of history before the demo's live shoppers, unless the database has events."""
+    from dashboard.seed import HAS_DATA_SQL, seed_database
+    from processor.db import connect
+
+    conn = await connect(database_url)
+    try:
+        if await conn.fetchval(HAS_DATA_SQL):
+            log("demo: the database has events already; no history seeded")
+            return
+    finally:
+        await conn.close()
+    log(
+        f"demo: seeding {options.demo_days} days of history "
+        f"({options.demo_events:,} events; once, the first time)"
+    )
+    log(
+        "demo: "
+        + await seed_database(database_url, events=options.demo_events, days=options.demo_days)
+    )
+
+
+def cli_command() -> str:
+    """How the person who started `up` runs the other commands: `./dev` when it started `up`
+    (it says so in CLICKSTREAM_CLI), else `clickstream` if that is what PATH finds, else the
+    script's full path."""
+    if command := os.environ.get("CLICKSTREAM_CLI"):
+        return command
+    script = Path(sys.executable).parent / "clickstream"
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m clickstream_contract.cli"
+    found = shutil.which("clickstream")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "clickstream"
+    return shlex.quote(str(script))
+
+
 def print_banner(
-    gateway_url: str, dashboard_url: str, write_key: str, state_dir: Path, env: dict[str, str]
+    gateway_url: str, dashboard_url: str, options: Options, env: dict[str, str]
 ) -> None:
+    folder = options.state_dir
+    command = cli_command()
+    if folder.resolve() != state_dir().resolve():
+        # The tools look for ./.clickstream (or CLICKSTREAM_STATE_DIR): name this one.
+        command = f"CLICKSTREAM_STATE_DIR={shlex.quote(str(folder.resolve()))} {command}"
+    variables = "\n".join(
+        f"  {name:<31} {env[name]}"
+        for name in STACK_VARIABLES
+        if env.get(name) and name != "CLICKSTREAM_WRITE_KEYS"
+    )
+    demo = ""
+    if options.demo:
+        demo = (
+            f"\nDEMO MODE: {options.demo_days} days of seeded history, and simulated shoppers "
+            f"sending events at about {options.demo_rate:g}/s (--demo-rate).\n"
+        )
     print(
         f"""
 clickstream is running.
+{demo}
+  gateway                         {gateway_url}   (POST /v1/events, /v1/batch; /openapi.json)
+  dashboard                       {dashboard_url}   (password in {folder / "dashboard-password"})
+  dev write key                   {(folder / "write-key").read_text().strip()}
+{variables}
+  logs of the emulators           {folder / "logs"}
 
-  gateway               {gateway_url}   (POST /v1/events, /v1/batch; docs at /openapi.json)
-  dashboard             {dashboard_url}   (password in {state_dir / "dashboard-password"})
-  dev write key         {write_key}
-  PUBSUB_EMULATOR_HOST  {env["PUBSUB_EMULATOR_HOST"]}
-  BIGQUERY_EMULATOR_HOST {env["BIGQUERY_EMULATOR_HOST"]}
-  DATABASE_URL          {env["DATABASE_URL"]}
-  emulator logs         {state_dir / "logs"}
-
-  Simulate shoppers:  clickstream loadgen --write-key {write_key} --rate 200
+Commands, runnable as printed from this folder (they find this stack through {folder}):
+  {command} loadgen --rate 200 --duration 60        simulate shoppers for a minute
+  {command} loadgen --count 1000 --ids-file ids.txt && {command} audit ids.txt
+  eval "$({command} env)"     this stack's variables, to start another part by hand
 
 Stop with Ctrl-C (or SIGTERM): everything stops in order and nothing is left running.
 """,
@@ -351,18 +435,59 @@ Stop with Ctrl-C (or SIGTERM): everything stops in order and nothing is left run
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "up", help="run the whole platform locally (gateway, processor, dashboard, emulators)"
+        "up",
+        help="run the whole platform locally (gateway, processor, dashboard, emulators)",
+        description="Run the whole platform on this machine: PostgreSQL (DATABASE_URL, else an "
+        "embedded server), the Pub/Sub and BigQuery emulators (unless PUBSUB_EMULATOR_HOST / "
+        "BIGQUERY_EMULATOR_HOST name others), then gateway, processor and dashboard, "
+        "restarted when they die. Ctrl-C stops everything in order.",
     )
-    parser.add_argument("--state-dir", type=Path, default=Path(".clickstream"))
-    parser.add_argument("--host", default=Options.host)
-    parser.add_argument("--gateway-port", type=int, default=Options.gateway_port)
-    parser.add_argument("--dashboard-port", type=int, default=Options.dashboard_port)
-    parser.add_argument("--pubsub-port", type=int, default=Options.pubsub_port)
-    parser.add_argument("--bigquery-port", type=int, default=Options.bigquery_port)
-    parser.add_argument("--bigquery-grpc-port", type=int, default=Options.bigquery_grpc_port)
-    parser.add_argument("--demo", action="store_true", help="also simulate shoppers")
     parser.add_argument(
-        "--demo-rate", type=float, default=Options.demo_rate, help="demo events per second"
+        "--state-dir",
+        type=Path,
+        default=state_dir(),
+        help="data, secrets and logs of the local stack; the other commands find the running "
+        "stack there (default: %(default)s, or CLICKSTREAM_STATE_DIR)",
+    )
+    parser.add_argument(
+        "--host", default=Options.host, help="address every service binds (default: %(default)s)"
+    )
+    ports = (
+        ("--gateway-port", Options.gateway_port, "the gateway's HTTP port"),
+        ("--dashboard-port", Options.dashboard_port, "the dashboard's HTTP port"),
+        ("--pubsub-port", Options.pubsub_port, "the Pub/Sub emulator's port"),
+        ("--bigquery-port", Options.bigquery_port, "the BigQuery emulator's REST port"),
+        (
+            "--bigquery-grpc-port",
+            Options.bigquery_grpc_port,
+            "the BigQuery emulator's Storage Write API (gRPC) port",
+        ),
+    )
+    for flag, default, what in ports:
+        parser.add_argument(flag, type=int, default=default, help=f"{what} (default: %(default)s)")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="demo mode: seed --demo-days of history (when the database has no events) and "
+        "simulate shoppers at --demo-rate (default: off)",
+    )
+    parser.add_argument(
+        "--demo-rate",
+        type=float,
+        default=Options.demo_rate,
+        help="events per second the demo's shoppers send (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--demo-days",
+        type=int,
+        default=Options.demo_days,
+        help="days of history the demo seeds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--demo-events",
+        type=int,
+        default=Options.demo_events,
+        help="events in the demo's seeded history (default: %(default)s)",
     )
     parser.set_defaults(
         func=lambda args: asyncio.run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -81,6 +82,11 @@ async def serve(config: DashboardConfig, host: str, port: int) -> None:
     # The embedded server runs the app object in this process: the config (and its random
     # per-start secret) is built once, not once per worker process.
     server = Server(create_app(config), address=host, port=port, interface=Interfaces.ASGI)
+    # Granian warns on every start that its embedded mode is experimental: it is the mode this
+    # dashboard is built and tested on, and the notice only crowds `clickstream up`'s console.
+    logging.getLogger("_granian").addFilter(
+        lambda record: record.getMessage() != "Embedded server is experimental!"
+    )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, server.stop)

@@ -4,8 +4,10 @@ Everything is set-based SQL inside PostgreSQL (generate_series, INSERT ... SELEC
 events take minutes, not hours. The events come first; metrics, visitors, products, funnel,
 traffic, devices, sessions and customers are then computed from them with the same meaning the
 processor gives them, so raw events and aggregates agree (the dashboard's rollup tables follow by
-their triggers). Shapes are realistic enough to look at: a daily rhythm, a long tail of returning
-visitors, Zipf-like product popularity, a funnel of roughly 3% conversion, ~0.2% bad events.
+their triggers). The events are drawn into a temporary table, and copied into `events` where the
+schema has that table of raw events. Shapes are realistic enough to look at: a daily rhythm, a
+long tail of returning visitors, Zipf-like product popularity, a funnel of roughly 3%
+conversion, ~0.2% bad events.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ TABLES = (
     "product_metrics_day",
 )
 PRODUCTS = 500
+# Whether the processor has counted anything yet (aggregates outlive pruned raw events).
+HAS_DATA_SQL = "SELECT EXISTS (SELECT 1 FROM metrics_minute)"
 EVENTS_PER_SESSION = 11.5  # mean of the per-session event count drawn below
 
 STEPS: list[tuple[str, str]] = [
@@ -137,12 +141,16 @@ STEPS: list[tuple[str, str]] = [
     (
         "events",
         """
-        INSERT INTO events (
-            event_id, event_type, occurred_at, received_at, source, visitor_key, anonymous_id,
-            user_id, session_id, page_url, page_path, page_title, referrer, referrer_class,
-            utm_source, utm_medium, utm_campaign, user_agent, device_type, browser, os, is_bot,
-            client_ip, locale, product_id, product_name, category, price, quantity, currency,
-            order_id, revenue, order_items)
+        CREATE TEMP TABLE seed_events (
+            event_id uuid, event_type text, occurred_at timestamptz, received_at timestamptz,
+            source text, visitor_key text, anonymous_id text, user_id text, session_id text,
+            page_url text, page_path text, page_title text, referrer text, referrer_class text,
+            utm_source text, utm_medium text, utm_campaign text, user_agent text,
+            device_type text, browser text, os text, is_bot boolean, client_ip text, locale text,
+            product_id text, product_name text, category text, price numeric(14, 2),
+            quantity integer, currency text, order_id text, revenue numeric(14, 2),
+            order_items jsonb);
+        INSERT INTO seed_events
         SELECT gen_random_uuid(), e.event_type, e.occurred_at,
                e.occurred_at + interval '120 milliseconds', 'web',
                coalesce(c.user_id, c.anonymous_id), c.anonymous_id, c.user_id, c.session_id,
@@ -197,7 +205,20 @@ STEPS: list[tuple[str, str]] = [
         ) e
         LEFT JOIN seed_products p ON p.i = e.product
         WHERE e.occurred_at < '{now}'::timestamptz
-        ORDER BY e.occurred_at  -- the arrival order: BRIN indexes rely on it
+        """,
+    ),
+    (
+        "raw events",
+        # Only where PostgreSQL keeps raw events (the `events` table, when it exists).
+        """
+        INSERT INTO events (
+            event_id, event_type, occurred_at, received_at, source, visitor_key, anonymous_id,
+            user_id, session_id, page_url, page_path, page_title, referrer, referrer_class,
+            utm_source, utm_medium, utm_campaign, user_agent, device_type, browser, os, is_bot,
+            client_ip, locale, product_id, product_name, category, price, quantity, currency,
+            order_id, revenue, order_items)
+        SELECT * FROM seed_events
+        ORDER BY occurred_at  -- the arrival order: BRIN indexes rely on it
         """,
     ),
     (
@@ -206,28 +227,28 @@ STEPS: list[tuple[str, str]] = [
         INSERT INTO metrics_minute (minute, event_type, events, revenue, unique_visitors)
         SELECT date_trunc('minute', occurred_at), event_type, count(*),
                coalesce(sum(revenue), 0), count(DISTINCT visitor_key)
-        FROM events GROUP BY 1, 2
+        FROM seed_events GROUP BY 1, 2
         """,
     ),
     (
         "visitor_minutes",
         """
         INSERT INTO visitor_minutes (minute, event_type, visitor_key)
-        SELECT DISTINCT date_trunc('minute', occurred_at), event_type, visitor_key FROM events
+        SELECT DISTINCT date_trunc('minute', occurred_at), event_type, visitor_key FROM seed_events
         """,
     ),
     (
         "visitor_hours",
         """
         INSERT INTO visitor_hours (hour, visitor_key)
-        SELECT DISTINCT date_trunc('hour', occurred_at, 'UTC'), visitor_key FROM events
+        SELECT DISTINCT date_trunc('hour', occurred_at, 'UTC'), visitor_key FROM seed_events
         """,
     ),
     (
         "visitor_days",
         """
         INSERT INTO visitor_days (day, visitor_key)
-        SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date, visitor_key FROM events
+        SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date, visitor_key FROM seed_events
         """,
     ),
     (
@@ -242,14 +263,14 @@ STEPS: list[tuple[str, str]] = [
                count(*) FILTER (WHERE event_type = 'remove_from_cart'),
                coalesce(sum(quantity) FILTER (WHERE event_type = 'purchase'), 0),
                coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0)
-        FROM events WHERE product_id IS NOT NULL GROUP BY 1, 2
+        FROM seed_events WHERE product_id IS NOT NULL GROUP BY 1, 2
         """,
     ),
     (
         "funnel_steps",
         """
         INSERT INTO funnel_steps (session_id, step, reached_at)
-        SELECT session_id, event_type, min(occurred_at) FROM events
+        SELECT session_id, event_type, min(occurred_at) FROM seed_events
         WHERE event_type IN ('product_view', 'add_to_cart', 'begin_checkout', 'purchase')
         GROUP BY 1, 2 ORDER BY 3
         """,
@@ -272,7 +293,7 @@ STEPS: list[tuple[str, str]] = [
                    (array_agg(page_url ORDER BY occurred_at))[1] AS landing_url,
                    bool_or(event_type = 'purchase') AS purchased,
                    coalesce(sum(revenue), 0) AS revenue
-            FROM events GROUP BY session_id
+            FROM seed_events GROUP BY session_id
         ) e JOIN seed_cut c USING (session_id)
         ORDER BY e.started_at
         """,
@@ -368,20 +389,23 @@ async def seed_database(
             "SET synchronous_commit = off; SET work_mem = '256MB';"
             " SET max_parallel_workers_per_gather = 0"
         )
+        tables = [t for t in TABLES if await conn.fetchval("SELECT to_regclass($1)", t)]
         if reset:
-            await conn.execute(f"TRUNCATE {', '.join(TABLES)}")
-        elif await conn.fetchval("SELECT EXISTS (SELECT 1 FROM events)"):
+            await conn.execute(f"TRUNCATE {', '.join(tables)}")
+        elif await conn.fetchval(HAS_DATA_SQL):
             raise SystemExit("the database already has events: pass --reset to replace them")
         await conn.fetchval("SELECT setseed($1)", random_seed)
         started = time.monotonic()
         async with conn.transaction():
             for name, sql in STEPS:
+                if name == "raw events" and "events" not in tables:
+                    continue
                 step_started = time.monotonic()
                 await conn.execute(sql.format(**values))
                 progress(f"seeded {name} in {time.monotonic() - step_started:.1f}s")
         # The rollup triggers updated the same rows many times over: reclaim that before use.
-        await conn.execute(f"VACUUM ANALYZE {', '.join(TABLES)}")
-        count = await conn.fetchval("SELECT count(*) FROM events")
+        await conn.execute(f"VACUUM ANALYZE {', '.join(tables)}")
+        count = await conn.fetchval("SELECT count(*) FROM seed_events")
         n_sessions = await conn.fetchval("SELECT count(*) FROM sessions")
     finally:
         await conn.close()
