@@ -97,6 +97,7 @@ class Client(Tracking):
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH_EVENTS:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_EVENTS}")
+        super().__init__()
         self.stats = Stats()
         self.batch_size = batch_size
         self.flush_interval = flush_interval

@@ -259,9 +259,13 @@ export function createTracker(options) {
         order: { revenue: Math.round(sum * 100) / 100, ...order, items },
       });
     },
-    identify(id) {
-      userId = id;
-      store.set("cs_uid", id);
+    // After sign-in: an `identify` event carrying both ids links this visitor's anonymous
+    // history to the user (the platform merges the profiles); later events carry the user id.
+    identify(id, traits) {
+      if (!id) throw new Error("clickstream: identify needs a user id");
+      userId = String(id);
+      store.set("cs_uid", userId);
+      return track("identify", traits ? { properties: traits } : {});
     },
     reset() {
       userId = null;

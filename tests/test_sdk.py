@@ -221,3 +221,43 @@ def test_a_timed_out_request_is_resent_with_the_same_event_ids() -> None:
         assert [json.loads(e)["event_id"] for e in first.events] == ids
         assert [json.loads(e)["event_id"] for e in second.events] == ids
         assert client.stats.accepted == 20 and client.stats.retries == 1
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["Client", "AsyncClient"])
+async def test_identify_links_the_ids_and_later_events_of_that_visitor_carry_the_user(
+    asynchronous: bool,
+) -> None:
+    with serving() as gateway:
+        client: Client | AsyncClient
+        client = (AsyncClient if asynchronous else Client)(gateway.write_key, url=gateway.url)
+        before = client.product_view(SHOE, anonymous_id="a-1")
+        linked = client.identify("u-42", anonymous_id="a-1", traits={"plan": "gold"})
+        after = client.add_to_cart(SHOE, anonymous_id="a-1")
+        other = client.add_to_cart(SHOE, anonymous_id="a-2")
+        explicit = client.track("review", anonymous_id="a-1", user_id="u-7")
+        if isinstance(client, AsyncClient):
+            await client.aclose()
+        else:
+            client.close()
+        assert client.stats.accepted == 5
+        events = {e["event_id"]: e for e in gateway.transport.events()}
+
+    def ids(event_id: object) -> tuple[str | None, str | None]:
+        event = events[str(event_id)]
+        return event.get("anonymous_id"), event.get("user_id")
+
+    assert events[str(linked)]["event_type"] == "identify"
+    assert events[str(linked)]["properties"] == {"plan": "gold"}
+    assert ids(linked) == ("a-1", "u-42")
+    assert ids(before) == ("a-1", None)
+    assert ids(after) == ("a-1", "u-42")
+    assert ids(other) == ("a-2", None)
+    assert ids(explicit) == ("a-1", "u-7")  # an explicit user id wins
+
+
+def test_identify_needs_both_ids() -> None:
+    with Client("key", url="http://127.0.0.1:9") as client:
+        with pytest.raises(ValueError, match="user_id"):
+            client.identify("", anonymous_id="a-1")
+        with pytest.raises(ValueError, match="anonymous_id"):
+            client.identify("u-1", anonymous_id="")

@@ -141,3 +141,29 @@ async def test_page_view_helpers_and_beacon_reach_the_gateway(
     counts = gateway.transport.published_counts()
     assert len(counts) == 5 and max(counts.values()) == 1
     assert [group.source for group in gateway.transport.groups()] == ["web"] * 4
+
+
+async def test_identify_links_the_visitor_and_later_events_carry_the_user(
+    shop: tuple[Shop, LocalGateway, Any],
+) -> None:
+    site, gateway, page = shop
+    await page.goto(f"{site.url}/shop")
+    await page.wait_for_function("window.cs !== undefined")
+    await page.evaluate(
+        "(p) => { window.cs.identify('u-42', {plan: 'gold'}); window.cs.productView(p);"
+        " return window.cs.flush(); }",
+        SHOE,
+    )
+    [(_, [view, identify, product])] = await wait_for(gateway, 1)
+    assert "user_id" not in view  # the automatic page view came before the sign-in
+    assert identify["event_type"] == "identify"
+    assert (identify["anonymous_id"], identify["user_id"]) == (view["anonymous_id"], "u-42")
+    assert identify["properties"] == {"plan": "gold"}
+    assert (product["anonymous_id"], product["user_id"]) == (view["anonymous_id"], "u-42")
+
+    # The next page of the same browser still knows the user.
+    await page.goto(f"{site.url}/checkout")
+    await page.wait_for_function("window.cs !== undefined")
+    await page.evaluate("window.cs.flush()")
+    _, [second] = (await wait_for(gateway, 2))[1]
+    assert (second["anonymous_id"], second["user_id"]) == (view["anonymous_id"], "u-42")
