@@ -5,6 +5,7 @@ test-artifacts/."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
@@ -65,10 +66,12 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.fixture
-def page(browser: Any, server: DashboardProcess) -> Iterator[Any]:
-    """A signed-in page; fails the test on any script error."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=server.url)
+@contextlib.contextmanager
+def signed_in(
+    browser: Any, server: DashboardProcess, width: int = 1400, height: int = 1000
+) -> Iterator[Any]:
+    """A signed-in page of a screen this size; fails the test on any script error."""
+    context = browser.new_context(viewport={"width": width, "height": height}, base_url=server.url)
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
@@ -80,6 +83,12 @@ def page(browser: Any, server: DashboardProcess) -> Iterator[Any]:
     yield tab
     context.close()
     assert errors == []
+
+
+@pytest.fixture
+def page(browser: Any, server: DashboardProcess) -> Iterator[Any]:
+    with signed_in(browser, server) as tab:
+        yield tab
 
 
 def shot(page: Any, name: str) -> None:
@@ -119,16 +128,80 @@ def test_overview_renders_charts_from_the_database(page: Any, server: DashboardP
     expected = api(page, "/api/kpis?range=30d")["kpis"]
     assert kpi_text(page, "events") == f"{expected['events']['value']:,}"
     assert kpi_text(page, "orders") == f"{expected['orders']['value']:,}"
-    assert page.locator('#chart-events polyline[data-series="page_view"]').count() == 1
-    assert page.locator("#chart-revenue polyline").count() == 1
+    assert page.locator('#chart-events g.series[data-series="page_view"]').count() == 1
+    assert page.locator("#chart-revenue g.series").count() == 1
     assert page.locator("#chart-funnel .bar").count() == 4
     assert page.locator("#chart-products-views .bar").count() == 10
     assert page.locator("#chart-devices .bar").count() == 3
     assert page.locator("#chart-events svg .axis text").count() > 5  # labelled axes
-    tooltip = page.locator("#chart-events .hover title").first.text_content()
-    assert "UTC" in tooltip and "page_view:" in tooltip
     assert page.locator("#empty-state").is_hidden()
     shot(page, "overview")
+
+
+def hover_bucket(page: Any, chart: str, index: int, count: int) -> Any:
+    """Point at bucket `index` (of `count`) of a line chart; its hover box."""
+    area = page.locator(f"{chart} .hover-area").bounding_box()
+    page.mouse.move(area["x"] + area["width"] * index / (count - 1), area["y"] + 20)
+    box = page.locator(f"{chart} .chart-tooltip")
+    box.wait_for(state="visible")
+    return box
+
+
+def test_charts_show_every_series_on_hover_and_mark_partial_buckets(
+    page: Any, server: DashboardProcess
+) -> None:
+    page.goto(f"{server.url}/?range=30d")
+    page.wait_for_selector("body[data-loaded=true]")
+    data = api(page, "/api/timeseries?range=30d")
+    buckets, series = data["buckets"], data["events"]
+    i = len(buckets) // 2
+    box = hover_bucket(page, "#chart-events", i, len(buckets))
+    assert datetime.fromisoformat(box.get_attribute("data-bucket")) == datetime.fromisoformat(
+        buckets[i]
+    )
+    assert page.locator("#chart-events .crosshair").get_attribute("visibility") == "visible"
+    rows = box.locator("[data-series]")
+    assert [row.get_attribute("data-series") for row in rows.all()] == list(series)
+    expected = page.evaluate(
+        "values => values.map((v) => new Intl.NumberFormat('en',"
+        " { notation: 'compact', maximumFractionDigits: 1 }).format(v))",
+        [values[i] for values in series.values()],
+    )
+    assert rows.locator("b").all_inner_texts() == expected
+    assert "partial" not in box.locator("strong").inner_text()
+    # The range cuts the first day, and today is still filling: both marked, neither a drop.
+    bands = page.locator("#chart-events .partial-band").all()
+    assert [band.get_attribute("data-bucket") for band in bands] == [buckets[0], buckets[-1]]
+    dashed = page.locator('#chart-events g.series[data-series="page_view"] polyline.partial')
+    assert dashed.count() == 2
+    assert "partial bucket" in page.locator("#chart-events .legend").inner_text()
+    last = hover_bucket(page, "#chart-events", len(buckets) - 1, len(buckets))
+    assert last.locator("strong").inner_text().endswith("UTC · partial")
+    page.mouse.move(0, 0)
+    last.wait_for(state="hidden")
+
+
+def test_funnel_notes_read_in_the_bars_words(page: Any, server: DashboardProcess) -> None:
+    page.goto(f"{server.url}/?range=30d")
+    page.wait_for_selector("body[data-loaded=true]")
+    labels = page.locator("#chart-funnel .bar text.label").all_text_contents()
+    assert labels == ["product view", "add to cart", "begin checkout", "purchase"]
+    notes = page.locator("#chart-funnel .funnel-notes li").all_inner_texts()
+    assert len(notes) == 3
+    for note, before, step in zip(notes, labels[:-1], labels[1:], strict=True):
+        assert re.fullmatch(rf"{before} → {step}: \d+\.\d%", note), note
+    # A step after one no session reached has no rate, said in the same words.
+    quiet = page.evaluate(
+        """async () => (await import("/static/charts.js")).funnelNotes([
+            { step: "product_view", rate_from_previous: null },
+            { step: "add_to_cart", rate_from_previous: null },
+            { step: "begin_checkout", rate_from_previous: 0 },
+        ])"""
+    )
+    assert quiet == [
+        "product view → add to cart: no rate (no product view)",
+        "add to cart → begin checkout: 0.0%",
+    ]
 
 
 def test_range_change_updates_url_and_numbers(page: Any, server: DashboardProcess) -> None:
@@ -223,8 +296,111 @@ def test_bad_events_page_shows_payloads_as_text(page: Any, server: DashboardProc
     data = api(page, "/api/bad-events?range=30d")
     assert data["total"] > 0
     assert page.locator("#bad-samples tbody tr").count() == len(data["samples"])
-    assert page.locator("#chart-bad polyline").count() == len(data["counts"])
+    assert page.locator("#chart-bad g.series").count() == len(data["counts"])
+    legend = page.locator("#chart-bad .legend li:not(.partial-key)").all_inner_texts()
+    assert legend == list(data["counts"])  # every reason named, even when there is one
     scripted = page.locator("#bad-samples pre", has_text="<script>alert(1)</script>")
     assert scripted.count() > 0  # shown as text; a dialog would have failed the test
     assert page.locator("#bad-samples script").count() == 0
     shot(page, "bad-events")
+
+
+def listed_keys(page: Any) -> list[str]:
+    return list(page.locator("#customer-results tbody td:first-child a").all_inner_texts())
+
+
+def test_customer_list_sorts_pages_and_keeps_its_range(page: Any, server: DashboardProcess) -> None:
+    page.goto(f"{server.url}/customers?range=30d")
+    page.click('th a[data-sort="lifetime_value"]')
+    page.wait_for_url(re.compile(r"/customers\?range=30d&sort=lifetime_value$"))
+    assert page.locator("th[aria-sort=descending]").inner_text().startswith("Lifetime value")
+    values = [
+        float(text.split()[0])
+        for text in page.locator("#customer-results tbody td:nth-child(5)").all_inner_texts()
+    ]
+    assert len(values) == 50 and values == sorted(values, reverse=True)
+    first = listed_keys(page)
+    page.click("#page-next")
+    page.wait_for_url(re.compile(r"&after="))
+    second = listed_keys(page)
+    assert second and not set(first) & set(second)
+    page.click("#page-previous")
+    page.wait_for_url(re.compile(r"&before="))
+    assert listed_keys(page) == first
+    page.click("#page-next")
+    page.wait_for_url(re.compile(r"&after="))
+    list_url = page.url
+    page.locator("#customer-results tbody a").nth(3).click()
+    page.wait_for_selector("#profile")
+    assert page.locator("#profile h1").inner_text().startswith(second[3])
+    page.click("#back-to-list")
+    page.wait_for_url(list_url)
+    assert listed_keys(page) == second
+    assert page.locator("#range-select").input_value() == "30d"
+    # A new range keeps the order and starts at the first page.
+    page.select_option("#range-select", "24h")
+    page.wait_for_url(re.compile(r"/customers\?sort=lifetime_value&range=24h$"))
+    expected = api(page, "/api/customers?range=24h&sort=lifetime_value")
+    assert listed_keys(page) == [c["visitor_key"] for c in expected["customers"]]
+    count = page.locator("#customer-count").inner_text()
+    assert count.startswith(f"{expected['total']:,} customer")
+    assert count.endswith("last seen in the last 24h")
+
+
+# Every element that sticks out of the window and is not inside a scrolling box of its own.
+OVERFLOWING = """() => {
+  const width = document.documentElement.clientWidth;
+  const scrolls = (node) => {
+    for (let up = node.parentElement; up; up = up.parentElement) {
+      if (["auto", "scroll", "hidden"].includes(getComputedStyle(up).overflowX)) return true;
+    }
+    return false;
+  };
+  const found = [];
+  for (const node of document.body.querySelectorAll("*")) {
+    const box = node.getBoundingClientRect();
+    if (!box.width && !box.height) continue;
+    if ((box.right > width + 0.5 || box.left < -0.5) && !scrolls(node)) {
+      found.push(`${node.tagName.toLowerCase()}.${node.getAttribute("class") || ""}#${node.id}`
+        + ` [${Math.round(box.left)}, ${Math.round(box.right)}] of ${width}`);
+    }
+  }
+  const page = document.documentElement.scrollWidth;
+  if (page > width) found.push(`page ${page} wide`);
+  return found;
+}"""
+# True when every child of the header shares one line (their vertical extents all overlap).
+HEADER_ON_ONE_LINE = """() => {
+  const boxes = [...document.querySelector("header.top").children]
+    .map((child) => child.getBoundingClientRect()).filter((box) => box.height);
+  return Math.max(...boxes.map((b) => b.top)) < Math.min(...boxes.map((b) => b.bottom));
+}"""
+SCREENS = {"laptop": (1366, 768), "phone": (390, 844)}
+
+
+@pytest.mark.parametrize("screen", SCREENS)
+def test_layout_holds_at_laptop_and_phone_width(
+    browser: Any, server: DashboardProcess, screen: str
+) -> None:
+    width, height = SCREENS[screen]
+    with signed_in(browser, server, width, height) as page:
+        key = api(page, "/api/customers?range=30d&limit=1")["customers"][0]["visitor_key"]
+        for name, path in [
+            ("overview", "/?range=30d"),
+            ("customers", "/customers?range=30d"),
+            ("customer", f"/customers/{key}?range=30d"),
+            ("bad-events", "/bad-events?range=30d"),
+        ]:
+            page.goto(f"{server.url}{path}")
+            if name in ("overview", "bad-events"):
+                page.wait_for_selector("body[data-loaded=true]")
+            if name == "overview":  # the hover box at the right edge stays inside too
+                count = len(api(page, "/api/timeseries?range=30d")["buckets"])
+                hover_bucket(page, "#chart-events", count - 1, count)
+            shot(page, f"{name}-{screen}")
+            assert page.evaluate(OVERFLOWING) == [], name
+            if screen == "laptop":
+                assert page.evaluate(HEADER_ON_ONE_LINE), name
+            if screen == "laptop" and name != "customer":  # a customer has no range
+                page.select_option("#range-select", "custom")  # the widest header there is
+                assert page.evaluate(HEADER_ON_ONE_LINE), f"{name}, custom range"

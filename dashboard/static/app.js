@@ -186,7 +186,7 @@ async function refresh() {
   clearTimeout(timer);
   try {
     await page();
-    setStatus(`live · updated ${new Date().toISOString().slice(11, 19)} UTC`);
+    setStatus(`live · ${new Date().toISOString().slice(11, 19)} UTC`);
     body.dataset.loaded = "true";
   } catch (error) {
     setStatus(`update failed: ${error.message}`, true);

@@ -1,5 +1,5 @@
 // SVG charts for the dashboard, written for it: time series (lines), horizontal bars, funnel.
-// Every mark carries an SVG <title>, which browsers show as a tooltip on hover.
+// Line charts show a crosshair with every series' value on hover; bars carry an SVG <title>.
 
 const SVG = "http://www.w3.org/2000/svg";
 export const PALETTE = ["#2563eb", "#16a34a", "#f59e0b", "#dc2626", "#7c3aed", "#0891b2",
@@ -51,8 +51,31 @@ function emptyNote(container, text) {
   container.appendChild(note);
 }
 
-// series: [{name, values}], buckets: ISO strings; unit: axis title; format: value -> text.
-export function lineChart(container, { buckets, series, bucketSeconds, unit, format = compact }) {
+// Where the line runs between neighbouring points: one polyline per run of solid (complete)
+// or dashed (touching a partial bucket) segments.
+function runs(count, partial) {
+  const result = [];
+  for (let i = 0; i < count - 1; i += 1) {
+    const dashed = Boolean(partial[i] || partial[i + 1]);
+    const last = result[result.length - 1];
+    if (last && last.dashed === dashed) last.to = i + 1;
+    else result.push({ from: i, to: i + 1, dashed });
+  }
+  return result;
+}
+
+// The bucket a point stands for: its day, or its first minute.
+function bucketName(date, bucketSeconds) {
+  const iso = date.toISOString();
+  return `${bucketSeconds >= 86400 ? iso.slice(0, 10) : iso.slice(0, 16).replace("T", " ")} UTC`;
+}
+
+// series: [{name, values}], buckets: ISO strings; unit: axis title; format: value -> text;
+// partial: per bucket, true where the bucket is incomplete (still filling, or cut by the
+// range): drawn dashed and named in the legend and the hover box, so it never reads as a drop.
+export function lineChart(container, {
+  buckets, series, bucketSeconds, unit, format = compact, partial = [],
+}) {
   const total = series.reduce((sum, s) => sum + s.values.reduce((a, b) => a + b, 0), 0);
   if (!buckets.length || total === 0) {
     emptyNote(container, "No data in this range.");
@@ -60,7 +83,7 @@ export function lineChart(container, { buckets, series, bucketSeconds, unit, for
   }
   clear(container);
   // Drawn at the container's pixel width, so text keeps its size on any screen.
-  const width = Math.max(320, container.clientWidth || 640);
+  const width = Math.max(200, container.clientWidth || 640);
   const height = 220, left = 64, right = 12, top = 12, bottom = 34;
   const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img",
     class: "line-chart" }, container);
@@ -69,7 +92,8 @@ export function lineChart(container, { buckets, series, bucketSeconds, unit, for
   const ticks = niceTicks(max);
   const yMax = ticks[ticks.length - 1];
   const plotW = width - left - right, plotH = height - top - bottom;
-  const x = (i) => left + (buckets.length === 1 ? plotW / 2 : (i / (buckets.length - 1)) * plotW);
+  const step = buckets.length > 1 ? plotW / (buckets.length - 1) : plotW;
+  const x = (i) => left + (buckets.length === 1 ? plotW / 2 : i * step);
   const y = (v) => top + plotH - (v / yMax) * plotH;
   const axis = el("g", { class: "axis" }, svg);
   for (const tick of ticks) {
@@ -86,28 +110,84 @@ export function lineChart(container, { buckets, series, bucketSeconds, unit, for
       timeLabel(dates[i], bucketSeconds);
   }
   el("text", { x: left, y: height - 2, class: "unit" }, axis).textContent = `${unit} (UTC)`;
+  // Partial buckets get a shaded band half a step either side (inside the plot).
+  partial.forEach((isPartial, i) => {
+    if (!isPartial) return;
+    const from = Math.max(left, x(i) - step / 2), to = Math.min(width - right, x(i) + step / 2);
+    el("rect", { x: from, y: top, width: to - from, height: plotH, class: "partial-band",
+      "data-bucket": buckets[i] }, svg);
+  });
+  const segments = runs(buckets.length, partial);
   series.forEach((s, index) => {
-    const points = s.values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
-    const line = el("polyline", {
-      points, fill: "none", stroke: PALETTE[index % PALETTE.length], "stroke-width": 2,
-      class: "series", "data-series": s.name,
-    }, svg);
-    titled(line, s.name);
+    const g = el("g", { class: "series", "data-series": s.name }, svg);
+    for (const run of segments) {
+      const points = s.values.slice(run.from, run.to + 1)
+        .map((v, k) => `${x(run.from + k).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+      el("polyline", {
+        points, fill: "none", stroke: PALETTE[index % PALETTE.length], "stroke-width": 2,
+        ...(run.dashed ? { "stroke-dasharray": "4 4", class: "partial" } : {}),
+      }, g);
+    }
   });
-  // One transparent column per bucket: hovering shows every series' value at that time.
-  const hover = el("g", { class: "hover" }, svg);
-  const columnW = buckets.length > 1 ? plotW / (buckets.length - 1) : plotW;
-  dates.forEach((date, i) => {
-    const column = el("rect", {
-      x: x(i) - columnW / 2, y: top, width: columnW, height: plotH, fill: "transparent",
-    }, hover);
-    const lines = series.map((s) => `${s.name}: ${format(s.values[i])}`);
-    titled(column, `${date.toISOString().slice(0, 16).replace("T", " ")} UTC\n${lines.join("\n")}`);
-  });
-  if (series.length > 1) legend(container, series.map((s) => s.name));
+  crosshair(container, svg, { buckets: dates, bucketSeconds, series, partial, format, x, y, step,
+    plot: { left, top, width: plotW, height: plotH } });
+  legend(container, series.map((s) => s.name), partial.some(Boolean));
 }
 
-function legend(container, names) {
+// Hovering (or touching) the plot shows a vertical line at the nearest bucket, a dot on every
+// series there, and a box with the time and every series' value.
+function crosshair(container, svg, {
+  buckets, bucketSeconds, series, partial, format, x, y, step, plot,
+}) {
+  const group = el("g", { class: "crosshair", visibility: "hidden" }, svg);
+  const line = el("line", { y1: plot.top, y2: plot.top + plot.height }, group);
+  const dots = series.map((s, index) => el("circle", { r: 3.5,
+    fill: PALETTE[index % PALETTE.length] }, group));
+  const box = document.createElement("div");
+  box.className = "chart-tooltip";
+  box.hidden = true;
+  container.appendChild(box);
+  const area = el("rect", { x: plot.left, y: plot.top, width: plot.width, height: plot.height,
+    fill: "transparent", class: "hover-area" }, svg);
+  const show = (event) => {
+    const offset = event.clientX - svg.getBoundingClientRect().left;
+    const i = Math.min(buckets.length - 1, Math.max(0, Math.round((offset - plot.left) / step)));
+    line.setAttribute("x1", x(i));
+    line.setAttribute("x2", x(i));
+    series.forEach((s, index) => {
+      dots[index].setAttribute("cx", x(i));
+      dots[index].setAttribute("cy", y(s.values[i]));
+    });
+    group.setAttribute("visibility", "visible");
+    const heading = document.createElement("strong");
+    heading.textContent = bucketName(buckets[i], bucketSeconds) + (partial[i] ? " · partial" : "");
+    const rows = series.map((s, index) => {
+      const row = document.createElement("div");
+      const swatch = document.createElement("span");
+      swatch.className = `swatch swatch-${index % PALETTE.length}`;
+      const value = document.createElement("b");
+      value.textContent = format(s.values[i]);
+      row.append(swatch, `${s.name} `, value);
+      row.dataset.series = s.name;
+      return row;
+    });
+    box.replaceChildren(heading, ...rows);
+    box.dataset.bucket = buckets[i].toISOString();
+    box.hidden = false;
+    // Beside the line, on whichever side has room.
+    const room = container.clientWidth - x(i) - 12;
+    box.style.left = room > box.offsetWidth ? `${x(i) + 12}px` : "";
+    box.style.right = room > box.offsetWidth ? "" : `${container.clientWidth - x(i) + 12}px`;
+  };
+  area.addEventListener("pointermove", show);
+  area.addEventListener("pointerdown", show);
+  area.addEventListener("pointerleave", () => {
+    group.setAttribute("visibility", "hidden");
+    box.hidden = true;
+  });
+}
+
+function legend(container, names, withPartial) {
   const list = document.createElement("ul");
   list.className = "legend";
   names.forEach((name, index) => {
@@ -117,6 +197,14 @@ function legend(container, names) {
     item.append(swatch, name);
     list.appendChild(item);
   });
+  if (withPartial) {
+    const item = document.createElement("li");
+    item.className = "partial-key";
+    const swatch = document.createElement("span");
+    swatch.className = "swatch swatch-partial";
+    item.append(swatch, "partial bucket (still filling, or cut by the range)");
+    list.appendChild(item);
+  }
   container.appendChild(list);
 }
 
@@ -127,15 +215,17 @@ export function barChart(container, items, { format = compact, empty = "No data 
     return;
   }
   clear(container);
-  const rowH = 24, labelW = 150, valueW = 80;
-  const width = Math.max(300, container.clientWidth || 420);
+  const width = Math.max(200, container.clientWidth || 420);
+  // Labels get up to 150 px, less on a narrow screen; about 6.5 px a character at 11 px.
+  const rowH = 24, labelW = Math.min(150, Math.round(width * 0.38)), valueW = 80;
+  const chars = Math.floor(labelW / 6.5);
   const height = items.length * rowH + 4;
   const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "bar-chart" },
     container);
   const max = Math.max(...items.map((item) => item.value), 1e-9);
   items.forEach((item, i) => {
     const g = el("g", { class: "bar", transform: `translate(0 ${i * rowH})` }, svg);
-    const label = item.label.length > 22 ? `${item.label.slice(0, 21)}…` : item.label;
+    const label = item.label.length > chars ? `${item.label.slice(0, chars - 1)}…` : item.label;
     el("text", { x: 0, y: 16, class: "label" }, g).textContent = label;
     const barW = Math.max(1, ((width - labelW - valueW) * item.value) / max);
     el("rect", { x: labelW, y: 4, width: barW, height: rowH - 8, rx: 2,
@@ -146,21 +236,38 @@ export function barChart(container, items, { format = compact, empty = "No data 
   });
 }
 
+const stepLabel = (step) => step.replaceAll("_", " ");
+const percentOf = (rate) => `${(rate * 100).toFixed(1)}%`;
+
+// One line per step after the first, in the bars' words: "product view → add to cart: 12.1%",
+// or, when no session reached the step before, "... : no rate (no product view)".
+export function funnelNotes(steps) {
+  return steps.slice(1).map((s, i) => {
+    const before = stepLabel(steps[i].step);
+    const rate = s.rate_from_previous === null ? `no rate (no ${before})` : percentOf(s.rate_from_previous);
+    return `${before} → ${stepLabel(s.step)}: ${rate}`;
+  });
+}
+
 // steps: [{step, sessions, rate_from_previous, drop_off}]
 export function funnelChart(container, steps) {
-  const items = steps.map((s) => ({
-    label: s.step.replaceAll("_", " "),
+  const items = steps.map((s, i) => ({
+    label: stepLabel(s.step),
     value: s.sessions,
-    detail: s.drop_off === null ? "entry" : `${(s.drop_off * 100).toFixed(1)}% drop-off`,
+    detail: i === 0 ? "first step" : s.drop_off === null ? `no ${stepLabel(steps[i - 1].step)}`
+      : `${percentOf(s.drop_off)} dropped off after ${stepLabel(steps[i - 1].step)}`,
   }));
   if (!steps.some((s) => s.sessions > 0)) {
     emptyNote(container, "No sessions reached the funnel in this range.");
     return;
   }
   barChart(container, items, { format: (v) => v.toLocaleString("en") });
-  const notes = document.createElement("p");
+  const notes = document.createElement("ul");
   notes.className = "funnel-notes";
-  notes.textContent = steps.slice(1).map((s) => (s.rate_from_previous === null
-    ? `${s.step}: –` : `→ ${s.step.replaceAll("_", " ")} ${(s.rate_from_previous * 100).toFixed(1)}%`)).join("  ");
+  for (const text of funnelNotes(steps)) {
+    const item = document.createElement("li");
+    item.textContent = text;
+    notes.appendChild(item);
+  }
   container.appendChild(notes);
 }
