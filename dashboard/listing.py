@@ -1,9 +1,10 @@
 """How the customer list is asked for in a URL: search prefix, sort order, page size, page cursor.
 
 Pages are keyset pages: a cursor names the last (or first) row shown by its sort value and
-visitor key, so paging stays cheap deep into the list and a customer who moves while someone
-pages (a new order, a new visit) is never shown twice on one page nor skips the rows behind it.
-Cursors are opaque to the browser (base64url JSON) and checked on the way back in.
+visitor key, so a page deep in the list costs what the first does, and paging forward never
+shows a customer twice even while the list moves (sort values only grow: a customer with a new
+visit or order moves ahead of the cursor). Cursors are opaque to the browser (base64url JSON)
+and checked on the way back in.
 """
 
 from __future__ import annotations
