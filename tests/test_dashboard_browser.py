@@ -169,6 +169,12 @@ def test_charts_show_every_series_on_hover_and_mark_partial_buckets(
     )
     assert rows.locator("b").all_inner_texts() == expected
     assert "partial" not in box.locator("strong").inner_text()
+    # The next poll redraws the chart under the still pointer: the box stays.
+    status = page.locator("#live-status").inner_text()
+    page.wait_for_function(
+        "before => document.getElementById('live-status').textContent !== before", arg=status
+    )
+    assert box.is_visible() and box.get_attribute("data-bucket") is not None
     # The range cuts the first day, and today is still filling: both marked, neither a drop.
     bands = page.locator("#chart-events .partial-band").all()
     assert [band.get_attribute("data-bucket") for band in bands] == [buckets[0], buckets[-1]]

@@ -179,12 +179,19 @@ function crosshair(container, svg, {
     box.style.left = room > box.offsetWidth ? `${x(i) + 12}px` : "";
     box.style.right = room > box.offsetWidth ? "" : `${container.clientWidth - x(i) + 12}px`;
   };
-  area.addEventListener("pointermove", show);
-  area.addEventListener("pointerdown", show);
+  const follow = (event) => {
+    container.hoverX = event.clientX;
+    show(event);
+  };
+  area.addEventListener("pointermove", follow);
+  area.addEventListener("pointerdown", follow);
   area.addEventListener("pointerleave", () => {
+    container.hoverX = null;
     group.setAttribute("visibility", "hidden");
     box.hidden = true;
   });
+  // Polling redraws the chart under a still pointer: keep showing what it points at.
+  if (container.hoverX != null) show({ clientX: container.hoverX });
 }
 
 function legend(container, names, withPartial) {
