@@ -39,6 +39,7 @@ from typing import Any
 from clickstream.leftovers import MARKER, StateDirBusy, claim_state_dir, stop_leftovers
 from clickstream.local_postgres import postgres_url
 from clickstream.local_state import remove_stack_env, state_dir, write_stack_env
+from clickstream.push import positive
 from clickstream_contract.config import LOCAL_PROJECT
 
 PR_SET_PDEATHSIG = 1
@@ -178,6 +179,12 @@ class Options:
     pubsub_port: int = 8085
     bigquery_port: int = 9050
     bigquery_grpc_port: int = 9060
+    # pull: the streaming-pull worker, batches of up to 20,000 events per transaction, the
+    # fastest on one machine (see benchmarks/README.md, push topology). push: Pub/Sub pushes
+    # into the Cloud Function as deployed, `instances` processes behind `function_port`.
+    processor: str = "pull"
+    instances: int = 2
+    function_port: int = 8090
     demo: bool = False
     # The seeded week averages ~0.8 events/s (busier afternoons); live shoppers at about that
     # rate continue it instead of towering over it.
@@ -264,7 +271,7 @@ async def serve(options: Options, database_url: str) -> None:
         Child(
             "gateway", ["gateway", "--host", options.host, "--port", str(options.gateway_port)], env
         ),
-        Child("processor", ["processor"], env),
+        Child("processor", processor_args(options), env),
         Child(
             "dashboard",
             ["dashboard", "--host", options.host, "--port", str(options.dashboard_port)],
@@ -301,7 +308,7 @@ async def serve(options: Options, database_url: str) -> None:
             await child.start()
             started.append(child)
         await asyncio.to_thread(wait_for_ports, emulators, options)
-        await prepare(env)
+        await prepare(env, push_endpoint(options))
         if options.demo:
             await seed_demo_history(database_url, options)
         for child in services:
@@ -311,6 +318,10 @@ async def serve(options: Options, database_url: str) -> None:
         await asyncio.to_thread(
             wait_for_port, options.host, options.dashboard_port, 60, services[2]
         )
+        if options.processor == "push":
+            await asyncio.to_thread(
+                wait_for_port, options.host, options.function_port, 60, services[1]
+            )
         for child in started:
             child.watcher = asyncio.create_task(child.supervise())
         write_stack_env(
@@ -333,14 +344,37 @@ async def serve(options: Options, database_url: str) -> None:
             await child.stop()
 
 
+def processor_args(options: Options) -> list[str]:
+    """The streaming-pull worker, or the function's instances that Pub/Sub pushes to."""
+    if options.processor == "pull":
+        return ["processor"]
+    return [
+        "function",
+        "--host",
+        options.host,
+        "--port",
+        str(options.function_port),
+        "--instances",
+        str(options.instances),
+    ]
+
+
+def push_endpoint(options: Options) -> str | None:
+    if options.processor == "pull":
+        return None
+    host = f"[{options.host}]" if ":" in options.host else options.host
+    return f"http://{host}:{options.function_port}"
+
+
 def wait_for_ports(emulators: list[Child], options: Options) -> None:
     ports = {"pubsub-emulator": options.pubsub_port, "bigquery-emulator": options.bigquery_port}
     for child in emulators:
         wait_for_port(options.host, ports[child.name], 120, child)
 
 
-async def prepare(env: dict[str, str]) -> None:
-    """Schema, topics, subscriptions and BigQuery tables, before any service starts."""
+async def prepare(env: dict[str, str], push_endpoint: str | None = None) -> None:
+    """Schema, topics, subscriptions (pushing to `push_endpoint`, else pulled) and BigQuery
+    tables, before any service starts."""
     from clickstream.pubsub_admin import ensure_topology
     from clickstream_contract.config import Settings
     from processor.bigquery import ensure_tables
@@ -351,7 +385,7 @@ async def prepare(env: dict[str, str]) -> None:
     assert settings.database_url is not None
     await migrate(settings.database_url)
     log("creating Pub/Sub topics and subscriptions")
-    await ensure_topology(settings)
+    await ensure_topology(settings, push_endpoint)
     log("creating BigQuery dataset and tables")
     await asyncio.to_thread(ensure_tables, settings)
 
@@ -423,9 +457,13 @@ clickstream is running.
   logs of the emulators           {folder / "logs"}
 
 Commands, runnable as printed from this folder (they find this stack through {folder}):
-  {command} loadgen --rate 200 --duration 60        simulate shoppers for a minute
-  {command} loadgen --count 1000 --ids-file ids.txt && {command} audit ids.txt
-  eval "$({command} env)"     this stack's variables, to start another part by hand
+  {command} loadgen --rate 200 --duration 60
+      simulated shoppers for a minute
+  {command} loadgen --count 1000 --ids-file ids.txt
+  {command} audit ids.txt
+      send 1,000 events, then check that each one was stored (once the processor caught up)
+  eval "$({command} env)"
+      this stack's variables in your shell, to start another part by hand
 
 Stop with Ctrl-C (or SIGTERM): everything stops in order and nothing is left running.
 """,
@@ -462,9 +500,24 @@ def register(subparsers: Any) -> None:
             Options.bigquery_grpc_port,
             "the BigQuery emulator's Storage Write API (gRPC) port",
         ),
+        ("--function-port", Options.function_port, "the function's port, with --processor push"),
     )
     for flag, default, what in ports:
         parser.add_argument(flag, type=int, default=default, help=f"{what} (default: %(default)s)")
+    parser.add_argument(
+        "--processor",
+        choices=("pull", "push"),
+        default=Options.processor,
+        help="pull: the streaming-pull worker (fastest here); push: Pub/Sub pushes into the "
+        "Cloud Function as Terraform deploys it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--instances",
+        type=positive,
+        default=Options.instances,
+        help="function instances with --processor push, each with its own PostgreSQL pool "
+        "(default: %(default)s)",
+    )
     parser.add_argument(
         "--demo",
         action="store_true",

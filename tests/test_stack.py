@@ -28,14 +28,22 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
+from clickstream.local_state import STATE_DIR_ENV
+from clickstream.stack import STACK_VARIABLES
 from clickstream_sdk import Client, Product
 
 pytestmark = pytest.mark.slow
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without anything that names a stack: what a new shell has."""
+    return {k: v for k, v in os.environ.items() if k not in (*STACK_VARIABLES, STATE_DIR_ENV)}
+
+
 class Stack:
-    def __init__(self, folder: Path, shop_origin: str) -> None:
+    def __init__(self, folder: Path, shop_origin: str, *options: str) -> None:
         self.folder = folder
+        self.options = options
         self.ports = {
             name: free_port()
             for name in ("gateway", "dashboard", "pubsub", "bigquery", "bigquery-grpc")
@@ -57,11 +65,7 @@ class Stack:
         return f"postgresql://postgres:@/postgres?host={self.folder / '.clickstream' / 'postgres'}"
 
     def start(self) -> None:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("DATABASE_URL", "PUBSUB_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST")
-        }
+        env = clean_env()
         env["CLICKSTREAM_CORS_ORIGINS"] = self.shop_origin
         args = [
             sys.executable, "-m", "clickstream_contract.cli", "up",
@@ -70,6 +74,7 @@ class Stack:
             "--pubsub-port", str(self.ports["pubsub"]),
             "--bigquery-port", str(self.ports["bigquery"]),
             "--bigquery-grpc-port", str(self.ports["bigquery-grpc"]),
+            *self.options,
         ]  # fmt: skip
         already_logged = len(self.log())
         with self.log_path.open("ab") as log:
@@ -265,3 +270,132 @@ async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(
         assert {str(row["event_id"]) for row in again} == ids
     finally:
         await asyncio.to_thread(stack.interrupt)
+
+
+def banner_commands(log: str) -> list[str]:
+    """The commands the banner suggests, as printed (the indented lines after its heading)."""
+    lines = log.rsplit("clickstream is running", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Commands, runnable"))
+    commands = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        if not line.startswith("      "):  # deeper lines explain the command above them
+            commands.append(line.strip())
+    return commands
+
+
+def run_printed(command: str, cwd: Path, **kwargs: Any) -> subprocess.Popen[str]:
+    """A printed command line run by a shell, as a person pastes it, in a fresh environment."""
+    return subprocess.Popen(
+        ["bash", "-c", command],
+        cwd=cwd,
+        env=clean_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **kwargs,
+    )
+
+
+def still_running(pids: set[int], within_s: float = 10.0) -> set[int]:
+    """The processes of `pids` still running (not zombies) after up to `within_s` seconds."""
+    deadline = time.monotonic() + within_s
+    while True:
+        running = set()
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                if "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text():
+                    running.add(pid)
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.2)
+
+
+def postmaster_pid(stack: Stack) -> int:
+    return int(
+        (stack.folder / ".clickstream" / "postgres" / "postmaster.pid").read_text().split()[0]
+    )
+
+
+async def test_the_banners_commands_work_as_printed_and_a_killed_up_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """Points 3-8 of issue 17 against one demo stack, then SIGKILL and a second `up`."""
+    stack = Stack(tmp_path, "http://127.0.0.1", "--demo", "--demo-events", "20000")
+    await asyncio.to_thread(stack.start)
+    console = stack.log()
+    # Only the platform's own lines: no dependency's warnings or notices.
+    for noise in ("XDG_RUNTIME_DIR", "experimental", "Warning", "Traceback"):
+        assert noise not in console, f"{noise!r} on the console:\n{console}"
+    assert "DEMO MODE" in console
+
+    # The demo seeded a week of history before its live shoppers.
+    database_url = stack.database_url
+    conn = await asyncpg.connect(database_url)
+    try:
+        first = await conn.fetchval("SELECT min(minute) FROM metrics_minute")
+        age = await conn.fetchval("SELECT now() - $1::timestamptz", first)
+    finally:
+        await conn.close()
+    assert age.days >= 6, f"history starts only {age} ago"
+
+    # The banner's commands, pasted into a shell with no variable set.
+    simulate, send, audit, join = banner_commands(console)
+    cli = send.split(" loadgen ")[0]  # how the banner spells the command
+    assert " loadgen --rate 200 --duration 60" in simulate
+    shoppers = run_printed(simulate, tmp_path)
+    await asyncio.sleep(3)
+    shoppers.send_signal(signal.SIGINT)  # `bash -c` runs the last command in place
+    output, _ = await asyncio.to_thread(shoppers.communicate, timeout=60)
+    assert shoppers.returncode == 0, output
+    assert " 0 failed" in output and " 0 accepted" not in output, output
+
+    sender = run_printed(send, tmp_path)
+    output, _ = await asyncio.to_thread(sender.communicate, timeout=120)
+    assert sender.returncode == 0 and "1,000 accepted" in output, output
+    for _ in range(60):
+        auditor = run_printed(audit, tmp_path)
+        report, _ = await asyncio.to_thread(auditor.communicate, timeout=60)
+        if auditor.returncode == 0:
+            break
+        assert "Traceback" not in report, report
+        await asyncio.sleep(1)
+    assert auditor.returncode == 0 and "OK: every id accounted for" in report, report
+    eraser = run_printed(f"{cli} erase --user-id nobody --dry-run --no-bigquery", tmp_path)
+    erased, _ = await asyncio.to_thread(eraser.communicate, timeout=60)
+    assert eraser.returncode == 0 and '"dry_run": true' in erased, erased
+
+    # Another processor joins with the variables `env` prints (none of them exported here).
+    assert join.startswith('eval "$(') and join.endswith(' env)"')
+    processor = run_printed(f"{join}; exec {cli} processor", tmp_path)
+    assert processor.stdout is not None
+    joined = ""
+    while "processing events-processor" not in joined and processor.poll() is None:
+        joined += await asyncio.to_thread(processor.stdout.readline)
+    assert "processing events-processor" in joined, joined
+    await asyncio.sleep(2)
+    assert processor.poll() is None, "the joined processor died"
+    processor.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(processor.wait, 60) == 0
+
+    # Killed outright: PostgreSQL (daemonized) and a gateway worker outlive the supervisor.
+    children = stack.descendants()
+    server = postmaster_pid(stack)
+    assert stack.process is not None
+    stack.process.kill()
+    stack.process.wait()
+    await asyncio.sleep(1)
+    assert still_running({server}, 0) == {server}
+    assert still_running(children, 0), "nothing outlived up"
+
+    # The next `up` stops the leftovers, adopts the server, and stops it at the end.
+    await asyncio.to_thread(stack.start)
+    assert not still_running(children, 0), "leftovers of the killed run"
+    assert "left running by an earlier, killed run" in stack.log()
+    assert postmaster_pid(stack) == server
+    assert "no history seeded" in stack.log()  # the demo does not seed twice
+    second = stack.descendants()
+    assert await asyncio.to_thread(stack.interrupt) == 0
+    left = still_running(second | {server})
+    assert not left, f"processes left behind: {left}\n{stack.log()[-3000:]}"
