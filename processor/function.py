@@ -7,6 +7,12 @@ background thread that outlives invocations; the first invocation of an instance
 (and applies pending migrations, under the advisory lock). A transient failure raises, so the
 invocation fails and Pub/Sub retries it (the trigger must have retries enabled); a message that
 can never succeed is stored in `bad_events` by the core and the invocation succeeds.
+
+Many instances write one database, so two invocations' transactions may deadlock or fail to
+serialize. Such a conflict is retried here, after a short random wait, a few times before the
+invocation fails: a redelivery from Pub/Sub would come only after the subscription's minimum
+backoff (10 s). Each conflict is logged ("transaction conflict"), and so is the rare one that
+still reaches Pub/Sub, so that a run can count them.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ import base64
 import binascii
 import logging
 import os
+import random
 import threading
 from collections.abc import Coroutine, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
+import asyncpg
 import functions_framework
 from cloudevents.http import CloudEvent
 
@@ -29,6 +37,11 @@ from processor.core import Message, Processor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# What two transactions that touch the same rows in different orders get.
+TRANSACTION_CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+CONFLICT_RETRIES = 5
+CONFLICT_BACKOFF = 0.05  # seconds, doubled per retry, randomized so the two sides part
 
 
 class Runtime:
@@ -92,8 +105,33 @@ def message_from(cloud_event: CloudEvent) -> Message:
     )
 
 
+async def process_retrying_conflicts(processor: Processor, message: Message) -> None:
+    """Process one message; a deadlock or serialization failure is retried in place."""
+    for retry in range(CONFLICT_RETRIES + 1):
+        try:
+            await processor.process([message])
+            return
+        except TRANSACTION_CONFLICTS as exc:
+            if retry == CONFLICT_RETRIES:
+                log.warning(
+                    "transaction conflict (%s) on message %s: giving up after %d retries; "
+                    "Pub/Sub redelivers it",
+                    type(exc).__name__,
+                    message.message_id,
+                    retry,
+                )
+                raise
+            log.warning(
+                "transaction conflict (%s) on message %s: retry %d",
+                type(exc).__name__,
+                message.message_id,
+                retry + 1,
+            )
+            await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF * 2**retry))
+
+
 @functions_framework.cloud_event
 def process_pubsub(cloud_event: CloudEvent) -> None:
     message = message_from(cloud_event)
     rt = runtime()
-    rt.run(rt.processor().process([message]))
+    rt.run(process_retrying_conflicts(rt.processor(), message))

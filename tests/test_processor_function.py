@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -22,6 +23,8 @@ from cloudevents.http import CloudEvent
 from processor_testing import a_day_of_traffic, aggregate_mismatches, envelope_of
 
 from clickstream_contract import envelope
+from processor.core import Message, Processor
+from processor.function import CONFLICT_RETRIES, process_retrying_conflicts
 
 
 def free_port() -> int:
@@ -124,3 +127,33 @@ def test_function_fails_the_invocation_on_transient_errors(tmp_path: Path) -> No
         event = pubsub_cloud_event(envelope_of(a_day_of_traffic(visitors=1)), {}, uuid.uuid4().hex)
         response = post(url, event)
         assert response.status_code == 500  # the trigger retries the message
+
+
+class ConflictingSink:
+    """A sink whose first `conflicts` writes lose a deadlock, as PostgreSQL reports it."""
+
+    def __init__(self, conflicts: int) -> None:
+        self.conflicts = conflicts
+        self.writes = 0
+
+    async def write(self, events: list[Any], bad: list[Any]) -> None:
+        self.writes += 1
+        if self.writes <= self.conflicts:
+            raise asyncpg.DeadlockDetectedError("deadlock detected")
+
+
+async def test_transaction_conflicts_are_retried_in_the_invocation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events = a_day_of_traffic(visitors=1)
+    message = Message("m-1", envelope_of(events), envelope.attributes("events", len(events)))
+    sink = ConflictingSink(conflicts=2)
+    await process_retrying_conflicts(Processor(sink), message)
+    assert sink.writes == 3
+    assert len([r for r in caplog.records if "transaction conflict" in r.message]) == 2
+
+    hopeless = ConflictingSink(conflicts=CONFLICT_RETRIES + 1)
+    with pytest.raises(asyncpg.DeadlockDetectedError):  # the invocation fails: Pub/Sub retries
+        await process_retrying_conflicts(Processor(hopeless), message)
+    assert hopeless.writes == CONFLICT_RETRIES + 1
+    assert "giving up" in caplog.records[-1].message
