@@ -36,18 +36,23 @@ def parse_duration(text: str) -> timedelta:
 
 
 # Retention: (table, key, age column). Session state first, as the sink locks it first.
-_PRUNED = (("session_state", "anonymous_id", "last_seen_at"), ("events", "event_id", "received_at"))
+_PRUNED = (
+    ("session_state", "anonymous_id", "last_seen_at"),
+    ("event_ids", "event_id", "received_at"),
+    ("visitor_activity", "ctid", "received_at"),
+)
 
 
 async def prune(conn: Connection, older_than: timedelta) -> dict[str, int]:
-    """Delete raw events (by server receive time) and idle session state older than `older_than`.
+    """Delete dedup keys and activity rows (by server receive time) and idle session state older
+    than `older_than`.
 
     Aggregates, sessions and customers are kept. The retention must exceed the Pub/Sub
-    subscription's message retention: a message redelivered after its events were pruned would
-    count them again.
+    subscription's message retention: a message redelivered after its event ids were pruned
+    would count its events again.
 
     Each table is pruned in a statement of its own, and rows that a writer holds locked (a
-    batch's session state, events that an identity merge is moving) are skipped, to go next
+    batch's session state, activity rows that an identity merge is moving) are skipped, to go next
     time: prune never waits on a batch, so it can never deadlock with one.
     """
     counts: dict[str, int] = {}

@@ -1,47 +1,41 @@
 """Identity resolution in the PostgreSQL sink: `identify` links an anonymous id to a user id.
 
-Set-based scripts (see processor.postgres and migrations 002 and 005):
+Per batch (see processor.postgres; tables from migrations 002, 005 and 201):
 
-- `ATTRIBUTE_SQL`, in every batch before its events are inserted: an event with only an
-  anonymous id that is already linked counts for its user (`visitor_key` = user id), so a
-  profile does not split again after the merge, even when events arrive late or out of order.
-- `RECORD_LINKS_SQL`, in a batch after its aggregates: records the links that its new
-  `identify` / `alias` events create (first link of an anonymous id wins), pending a merge.
+- `attribute`, before the batch is aggregated: an event with only an anonymous id that is
+  already linked counts for its user (`visitor_key` = user id), so a profile does not split
+  again after the merge, even when events arrive late or out of order.
+- `record_links`, after its aggregates: records the links that its new `identify` / `alias`
+  events create (first link of an anonymous id wins), pending a merge.
 - `MERGE_SQL`, run by `merge_pending` once that batch has committed, in a transaction of its
   own: for each pending link, folds the anonymous customer profile into the user's (counts,
   value, first/last seen, first source, last order, device, anonymous ids), deletes it, moves
-  its sessions, raw events and unique-visitor rows to the user, and marks the link merged.
+  its sessions, activity rows (timeline) and unique-visitor rows to the user, and marks the
+  link merged.
 
-Only events new to `events` can record a link, and a link is merged once (its `merged_at`), so a
+Only events new to `event_ids` can record a link. A merge moves what is stored under the
+anonymous key when it runs, and deletes it there, so running it again moves nothing twice: a
 redelivered message or a repeated identify merges nothing twice. The unique-visitor tables
 (visitor_minutes/hours/days, metrics_minute.unique_visitors) are re-keyed too, so every
-aggregate still equals a recount from `events`. Only anonymous profiles (no user id) are merged;
-an alias of a previous *user* id is recorded but leaves that user's profile as it is.
+aggregate still equals a recount of the events sent. Only anonymous profiles (no user id) are
+merged; an alias of a previous *user* id is recorded but leaves that user's profile as it is.
 
-Concurrency. A merge must see every row of the anonymous id, no batch may add rows for it
-unattributed once it has merged (else the profile splits again and unique-visitor counts drift
-from the recount), and a merge's writes must not wait on rows in another order than a concurrent
-batch's. So every batch locks the `identities` table in ROW EXCLUSIVE mode right before it
-attributes (batches run side by side), and a merge takes SHARE ROW EXCLUSIVE: it waits for the
-batches in flight, which attributed before the link was committed, and holds back the next ones
-(which then see the link and attribute to the user) from that wait until its commit. A
-batch takes that lock after its session-state rows and before any other row lock, and a merge
-holds nothing before it and never touches session state, so whoever waits holds nothing the
-other needs.
-
-Why after the commit: a merge inside the linking batch made that batch run alone from its
-attribution to its commit, and with a sign-in in nearly every batch, batches ran one at a time.
-A merge still holds batches back, for less time: while it waits for the batches in flight no
-new batch starts, and while it runs no batch runs. What that costs, measured: "Identity merges"
-in benchmarks/README.md.
-
-A link recorded by a batch whose merge did not run (the process died after the commit) is merged
-by the next `merge_pending`, after any later batch of any worker, or when a worker starts.
+Concurrency, without a table lock. Batches never wait for merges, nor merges for every batch:
+each takes only the row locks of the keys it writes. A merge first locks the anonymous profiles
+it folds (waiting for a batch that is updating one to commit), then reads them. The one race
+left: a batch that read the links before a new link committed writes the anonymous id's rows
+unattributed, and may commit after that link's merge ran. So after its commit every batch asks
+whether any anonymous id it wrote unattributed is linked by now (`remerge_linked`, an index
+probe per such id) and, if so, marks those links pending again; `merge_pending` then moves
+those rows too. Whichever commits last sees the other: the batch sees the link, or the merge
+sees the batch's rows. A merge and a batch may still lock two rows in opposite orders;
+PostgreSQL then cancels one of them: a batch is retried as any transient failure is, a merge
+by `merge_pending` (its links stay pending until a merge commits).
 
 Plans. The visitor tables are keyed (bucket, visitor_key) and have no index on visitor_key: the
-merge finds the anonymous id's rows by the bucket keys of its events (moved through
-events_visitor_idx), one primary-key probe each. Rows of events already pruned keep the
-anonymous key (they count it as its own visitor, as before the link). benchmarks/
+merge finds the anonymous id's rows by the buckets its activity rows list (moved through
+visitor_activity_visitor_idx), one primary-key probe each. Rows of activity already pruned keep
+the anonymous key (they count it as its own visitor, as before the link). benchmarks/
 identity_merge_plan.py shows the plan on a seeded database.
 """
 
@@ -50,35 +44,102 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
+import asyncpg
+
 from processor.db import Connection
 from processor.records import EnrichedEvent
 
 LINK_EVENT_TYPES: Final = ("identify", "alias")
 
-# Every batch, right before ATTRIBUTE_SQL; a merge, before MERGE_SQL (see "Concurrency" above).
-LOCK_SQL: Final = "LOCK TABLE identities IN ROW EXCLUSIVE MODE;"
-LOCK_MERGING_SQL: Final = "LOCK TABLE identities IN SHARE ROW EXCLUSIVE MODE;"
 # One merger at a time; the others leave the pending links to it (it loops until none are left).
 # Arbitrary constant, as the migrations' lock key.
 MERGER_LOCK_KEY: Final = 0x636C6B6D  # "clkm"
+# Merges a deadlock cancelled, in a row, before `merge_pending` leaves the links pending for
+# the next batch.
+MERGE_ATTEMPTS: Final = 5
 
-ATTRIBUTE_SQL: Final = """
-UPDATE incoming SET visitor_key = l.user_id
-FROM identities l
-WHERE incoming.user_id IS NULL AND incoming.anonymous_id = l.anonymous_id;
+LINKS_SQL: Final = """
+SELECT anonymous_id, user_id FROM identities WHERE anonymous_id = ANY($1::text[])
 """
 
-RECORD_LINKS_SQL: Final = f"""
+RECORD_LINKS_SQL: Final = """
 INSERT INTO identities (anonymous_id, user_id, linked_at)
-SELECT DISTINCT ON (anonymous_id) anonymous_id, user_id, occurred_at
-FROM fresh
-WHERE event_type IN ({", ".join(f"'{t}'" for t in LINK_EVENT_TYPES)})
-  AND anonymous_id IS NOT NULL AND user_id IS NOT NULL AND anonymous_id <> user_id
-ORDER BY anonymous_id, occurred_at, event_id
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
 ON CONFLICT (anonymous_id) DO NOTHING
 """
 
+REMERGE_SQL: Final = """
+UPDATE identities SET merged_at = NULL
+WHERE anonymous_id = ANY($1::text[]) AND merged_at IS NOT NULL
+"""
+
 PENDING_SQL: Final = "SELECT EXISTS (SELECT FROM identities WHERE merged_at IS NULL)"
+PENDING_IDS_SQL: Final = """
+SELECT coalesce(array_agg(anonymous_id ORDER BY anonymous_id), '{}') FROM identities
+WHERE merged_at IS NULL
+"""
+# Before the merge reads the anonymous profiles, in a statement of its own: a batch that is
+# updating one commits first, and the merge's next statement (a new snapshot) sees its counts;
+# no batch changes them until the merge commits (see "Concurrency" above).
+LOCK_PROFILES_SQL: Final = """
+SELECT FROM customers WHERE visitor_key = ANY($1::text[]) ORDER BY visitor_key FOR UPDATE
+"""
+
+
+async def attribute(conn: Connection, events: list[EnrichedEvent]) -> None:
+    """Give the events of linked anonymous ids (and no user id) their user as visitor."""
+    anonymous = {e.anonymous_id for e in events if e.user_id is None and e.anonymous_id}
+    if not anonymous:
+        return
+    links = {row[0]: row[1] for row in await conn.fetch(LINKS_SQL, sorted(anonymous))}
+    if links:
+        for event in events:
+            if event.user_id is None and event.anonymous_id in links:
+                event.visitor_key = links[event.anonymous_id]
+
+
+async def record_links(conn: Connection, events: list[EnrichedEvent]) -> None:
+    """Record the links the batch's new link events create (the first of an anonymous id)."""
+    first: dict[str, EnrichedEvent] = {}
+    for event in events:
+        if event.event_type in LINK_EVENT_TYPES and _links(event):
+            assert event.anonymous_id is not None
+            known = first.get(event.anonymous_id)
+            if known is None or (event.occurred_at, event.event_id.int) < (
+                known.occurred_at,
+                known.event_id.int,
+            ):
+                first[event.anonymous_id] = event
+    if first:
+        ids = sorted(first)
+        await conn.execute(
+            RECORD_LINKS_SQL,
+            ids,
+            [first[i].user_id for i in ids],
+            [first[i].occurred_at for i in ids],
+        )
+
+
+def unattributed_ids(events: Iterable[EnrichedEvent]) -> list[str]:
+    """The anonymous ids under which these events were stored (no user, no link)."""
+    return sorted(
+        {
+            e.anonymous_id
+            for e in events
+            if e.user_id is None and e.anonymous_id and e.visitor_key == e.anonymous_id
+        }
+    )
+
+
+async def remerge_linked(conn: Connection, anonymous_ids: list[str]) -> None:
+    """Outside the batch's transaction, after its commit: mark the links of these ids (if any
+    committed meanwhile) pending, so that the rows the batch wrote under them are merged."""
+    if anonymous_ids:
+        await conn.execute(REMERGE_SQL, anonymous_ids)
+
+
+def _links(event: EnrichedEvent) -> bool:
+    return bool(event.anonymous_id and event.user_id and event.anonymous_id != event.user_id)
 
 
 def _move_visitor_rows(table: str, bucket: str, keys: str) -> str:
@@ -102,7 +163,8 @@ def _move_visitor_rows(table: str, bucket: str, keys: str) -> str:
 
 MERGE_SQL: Final = f"""
 WITH links AS (
-    UPDATE identities SET merged_at = now() WHERE merged_at IS NULL
+    UPDATE identities SET merged_at = now()
+    WHERE merged_at IS NULL AND anonymous_id = ANY($1::text[])
     RETURNING anonymous_id, user_id
 ), anon AS (
     -- The anonymous profiles to merge (a linked id that is some user's own key is left alone).
@@ -155,15 +217,15 @@ WITH links AS (
     UPDATE sessions s SET visitor_key = a.user_id, user_id = coalesce(s.user_id, a.user_id)
     FROM anon a WHERE s.visitor_key = a.visitor_key
     RETURNING s.session_id
-), moved_events AS (
-    UPDATE events e SET visitor_key = a.user_id
-    FROM anon a WHERE e.visitor_key = a.visitor_key AND e.user_id IS NULL
-    RETURNING e.occurred_at, e.event_type, a.visitor_key, a.user_id
+), moved_activity AS (
+    UPDATE visitor_activity v SET visitor_key = a.user_id
+    FROM anon a WHERE v.visitor_key = a.visitor_key
+    RETURNING v.minutes, v.event_types, a.visitor_key, a.user_id
 ), moved_buckets AS (
     -- Where the anonymous id was active: exactly the keys of its unique-visitor rows.
-    SELECT DISTINCT date_trunc('minute', occurred_at, 'UTC') AS minute, event_type,
-           visitor_key, user_id
-    FROM moved_events
+    SELECT DISTINCT b.minute, b.event_type, m.visitor_key, m.user_id
+    FROM moved_activity m CROSS JOIN LATERAL unnest(m.minutes, m.event_types)
+         AS b(minute, event_type)
 ),
 {_move_visitor_rows("visitor_hours", "hour", "date_trunc('hour', minute, 'UTC')")},
 {_move_visitor_rows("visitor_days", "day", "(minute AT TIME ZONE 'UTC')::date")},
@@ -191,25 +253,17 @@ async def merge_pending(conn: Connection) -> int:
     Outside any transaction: each merge is one of its own. When another session is merging,
     this one leaves the pending links to it.
     """
-    merged = 0
+    merged, cancelled = 0, 0
     while await conn.fetchval(PENDING_SQL):
-        async with conn.transaction():
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", MERGER_LOCK_KEY):
+        try:
+            async with conn.transaction():
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", MERGER_LOCK_KEY):
+                    break
+                pending = await conn.fetchval(PENDING_IDS_SQL)
+                await conn.execute(LOCK_PROFILES_SQL, pending)
+                merged += await conn.fetchval(MERGE_SQL, pending)
+        except asyncpg.DeadlockDetectedError:
+            cancelled += 1
+            if cancelled == MERGE_ATTEMPTS:
                 break
-            await conn.execute(LOCK_MERGING_SQL)
-            merged += await conn.fetchval(MERGE_SQL)
     return merged
-
-
-def linked_ids(events: Iterable[EnrichedEvent]) -> list[str]:
-    """The anonymous ids that the batch's link events would link (none: nothing to record)."""
-    return sorted(
-        {
-            event.anonymous_id
-            for event in events
-            if event.event_type in LINK_EVENT_TYPES
-            and event.anonymous_id
-            and event.user_id
-            and event.anonymous_id != event.user_id
-        }
-    )

@@ -1,34 +1,41 @@
-"""The PostgreSQL sink: one transaction per batch, exactly once in effect.
+"""The PostgreSQL sink: one transaction per batch, exactly once in effect, and PostgreSQL's
+work grows with the batch's distinct keys, not its events.
 
 Per batch, on one pooled connection and in one transaction:
 
 1. lock and read the session state of the batch's visitors, assign sessions (`processor.sessions`);
-2. COPY the batch (binary) into the temp table `incoming`;
-3. `INSERT INTO events` from the temp view `fresh` (the rows of `incoming` typed as in
-   `events`): a plain insert, or, when the batch holds an event stored before, `ON CONFLICT
-   (event_id) DO NOTHING`, after which the rows it skipped are deleted from `incoming`; so
-   `fresh` is exactly the rows that are new;
-4. one multi-statement script updates every aggregate from `fresh` only, with set-based
-   `INSERT ... ON CONFLICT DO UPDATE` (no per-row round trips); new sessions go through the temp
-   table `new_sessions` so traffic, devices and customers count each session once;
-5. save the session state, insert bad events (deduplicated by `message_key`), commit.
+2. COPY the batch's event ids into `event_ids` (sorted, so concurrent batches holding the same
+   ids wait for each other instead of deadlocking). Nearly every batch is all new; when one
+   holds an id stored before (a redelivery, the same event in two messages, a concurrent
+   batch), the COPY fails on the key, is rolled back to its savepoint, and the ids go in again
+   with `ON CONFLICT DO NOTHING RETURNING`: the returned ones are the new events. That is the
+   only per-event row PostgreSQL writes;
+3. attribute anonymous events of linked ids to their user (`processor.identities`), then
+   aggregate the new events here, in the processor (`BatchAggregates`): one row per visitor and
+   hour / day, per session, per customer, per session and funnel step, per product and hour,
+   per new session's source and device, per minute x type x visitor and per minute x type;
+4. apply each aggregate with one set-based statement (`INSERT ... SELECT FROM unnest(...)
+   ON CONFLICT DO UPDATE`), keys in sorted order, and write one `visitor_activity` row per
+   visitor (its newest events for the dashboard's timeline, and where it was active);
+5. record new identity links, save the session state, insert bad events (deduplicated by
+   `message_key`), commit. Then merge pending identity links (`identities.merge_pending`).
 
-Identity links (`identify` events, see `processor.identities`) attribute anonymous events before
-step 3 (after a lock on `identities` that every batch takes after its session-state rows), and
-a batch records the links it creates after step 4. Once it has committed, the pending links are
-merged in a short transaction of their own.
-
-A redelivered message, or the same event in two messages, inserts nothing in step 3 and so
-changes no aggregate. Every upsert visits its keys in sorted order, so concurrent batches wait
-for each other instead of deadlocking; rows that every batch touches (this minute's and this
-hour's counters, and the dashboard rollups their triggers keep) come last, so concurrent batches
-wait on each other only at the end. Hours and days are UTC. Revenue sums `order.revenue`
-as sent, whatever the currency.
+A redelivered message, or the same event in two messages, adds no new id in step 2 and so
+changes no aggregate. Every upsert visits its keys in sorted order (Python's `sorted` on str is
+byte order, as COLLATE "C"), so concurrent batches wait for each other instead of
+deadlocking; rows that every batch touches (this hour's and this minute's counters, and the
+dashboard rollups their triggers keep) come last, so batches wait on each other only at the end.
+Hours and days are UTC. Revenue sums `order.revenue` as sent, whatever the currency; amounts are
+rounded to cents as PostgreSQL's numeric(14, 2) rounds them.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Final
 
 import asyncpg
 import msgspec
@@ -38,106 +45,46 @@ from processor import identities, sessions
 from processor.db import Connection
 from processor.records import BadEvent, EnrichedEvent
 
-EVENT_COLUMNS: Final = tuple(EnrichedEvent.__struct_fields__)
-
-# `incoming` mirrors EnrichedEvent field by field with the cheapest wire types (float8, text);
-# the INSERT casts them to the `events` column types.
-INCOMING_TYPES: Final = {
-    "event_id": "uuid",
-    "occurred_at": "timestamptz",
-    "received_at": "timestamptz",
-    "is_bot": "boolean",
-    "price": "float8",
-    "quantity": "integer",
-    "revenue": "float8",
-}
-_CASTS: Final = {
-    "price": "price::numeric(14, 2)",
-    "revenue": "revenue::numeric(14, 2)",
-    "order_items": "order_items::jsonb",
-    "properties": "properties::jsonb",
-}
-
-SETUP_SQL: Final = f"""
-CREATE TEMP TABLE IF NOT EXISTS incoming (
-    {", ".join(f"{name} {INCOMING_TYPES.get(name, 'text')}" for name in EVENT_COLUMNS)}
-) ON COMMIT DELETE ROWS;
-CREATE OR REPLACE TEMP VIEW fresh AS SELECT
-    {", ".join(f"{_CASTS[name]} AS {name}" if name in _CASTS else name for name in EVENT_COLUMNS)}
-FROM incoming;
-CREATE TEMP TABLE IF NOT EXISTS new_sessions (
-    session_id text, visitor_key text, started_at timestamptz, referrer_class text,
-    utm_source text, utm_medium text, device_type text, browser text, os text
-) ON COMMIT DELETE ROWS;
-"""
-
-INSERT_EVENTS_SQL: Final = f"""
-INSERT INTO events ({", ".join(EVENT_COLUMNS)})
-SELECT * FROM fresh ORDER BY event_id
-ON CONFLICT (event_id) DO NOTHING
-"""
-
-# Nearly every batch is all new: a plain INSERT skips ON CONFLICT's speculative insertion (a
-# third of the insert's cost). In a savepoint, so that a duplicate only sends the batch down the
-# ON CONFLICT path (after ROLLBACK_NEW_SQL, which leaves no subtransaction behind).
-INSERT_NEW_EVENTS_SQL: Final = f"""
-SAVEPOINT all_new;
-INSERT INTO events ({", ".join(EVENT_COLUMNS)})
-SELECT * FROM fresh ORDER BY event_id;
-RELEASE SAVEPOINT all_new;
-"""
-ROLLBACK_NEW_SQL: Final = "ROLLBACK TO SAVEPOINT all_new; RELEASE SAVEPOINT all_new"
-
-# The rows the insert skipped (stored before, by an earlier delivery or a concurrent batch)
-# leave `incoming`, with the session id they were stored with. Rows this transaction inserted
-# carry its transaction id (the sink's transaction is a top-level one, never a savepoint).
-DROP_SEEN_SQL: Final = """
-DELETE FROM incoming i USING events e
-WHERE e.event_id = i.event_id AND e.xmin <> pg_current_xact_id()::xid
-RETURNING i.event_id, e.session_id
-"""
+log = logging.getLogger(__name__)
 
 FUNNEL_STEPS: Final = ("product_view", "add_to_cart", "begin_checkout", "purchase")
+PRODUCT_EVENTS: Final = ("product_view", "add_to_cart", "remove_from_cart")
+# How many of a visitor's newest events of a batch its timeline row keeps (the dashboard shows 50).
+TIMELINE_EVENTS: Final = 50
 
-# Text keys are sorted and grouped COLLATE "C" (byte order): much cheaper than a linguistic
-# collation (abbreviated keys, no strcoll), and it is also the order in which every writer
-# locks rows (Python's `sorted` on str agrees), so concurrent batches never deadlock.
-AGGREGATES_SQL: Final = f"""
+INSERT_IDS_SQL: Final = """
+INSERT INTO event_ids (event_id, received_at, session_id)
+SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[])
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
+"""
+STORED_SESSIONS_SQL: Final = """
+SELECT event_id, session_id::text FROM event_ids
+WHERE event_id = ANY($1::uuid[]) AND session_id IS NOT NULL
+"""
+
+VISITOR_HOURS_SQL: Final = """
 INSERT INTO visitor_hours (hour, visitor_key)
-SELECT DISTINCT date_trunc('hour', occurred_at, 'UTC'), visitor_key COLLATE "C" FROM fresh
-ORDER BY 1, 2
-ON CONFLICT DO NOTHING;
-
+SELECT * FROM unnest($1::timestamptz[], $2::text[])
+ON CONFLICT DO NOTHING
+"""
+VISITOR_DAYS_SQL: Final = """
 INSERT INTO visitor_days (day, visitor_key)
-SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date, visitor_key COLLATE "C" FROM fresh
-ORDER BY 1, 2
-ON CONFLICT DO NOTHING;
+SELECT * FROM unnest($1::date[], $2::text[])
+ON CONFLICT DO NOTHING
+"""
 
-WITH per AS (
-    SELECT session_id COLLATE "C" AS session_id,
-           count(*) AS events,
-           count(*) FILTER (WHERE event_type = 'page_view') AS page_views,
-           min(occurred_at) AS started_at,
-           max(occurred_at) AS last_seen_at,
-           bool_or(event_type = 'purchase') AS purchased,
-           coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0) AS revenue
-    FROM fresh GROUP BY 1
-), firsts AS (
-    SELECT DISTINCT ON (session_id COLLATE "C") session_id COLLATE "C" AS session_id,
-           visitor_key, anonymous_id, user_id, page_url, referrer_class, utm_source,
-           utm_medium, utm_campaign, device_type, browser, os
-    FROM fresh ORDER BY session_id COLLATE "C", occurred_at, event_id
-), upserted AS (
+# Returns the sessions it created: traffic, devices and customers count each session once.
+SESSIONS_SQL: Final = """
+WITH upserted AS (
     INSERT INTO sessions (session_id, visitor_key, anonymous_id, user_id, started_at,
                           last_seen_at, events, page_views, landing_url, referrer_class,
                           utm_source, utm_medium, utm_campaign, device_type, browser, os,
                           purchased, revenue)
-    SELECT p.session_id, f.visitor_key, f.anonymous_id, f.user_id, p.started_at,
-           p.last_seen_at, p.events, p.page_views, f.page_url, f.referrer_class,
-           f.utm_source, f.utm_medium, f.utm_campaign, f.device_type, f.browser, f.os,
-           p.purchased, p.revenue
-    FROM per p JOIN firsts f USING (session_id)
-    ORDER BY p.session_id
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                         $6::timestamptz[], $7::bigint[], $8::bigint[], $9::text[], $10::text[],
+                         $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                         $16::text[], $17::boolean[], $18::numeric[])
     ON CONFLICT (session_id) DO UPDATE SET
         started_at = least(sessions.started_at, excluded.started_at),
         last_seen_at = greatest(sessions.last_seen_at, excluded.last_seen_at),
@@ -146,54 +93,30 @@ WITH per AS (
         user_id = coalesce(sessions.user_id, excluded.user_id),
         purchased = sessions.purchased OR excluded.purchased,
         revenue = sessions.revenue + excluded.revenue
-    RETURNING session_id, visitor_key, started_at, referrer_class, utm_source, utm_medium,
-              device_type, browser, os, xmax = 0 AS inserted
+    RETURNING session_id, xmax = 0 AS inserted
 )
-INSERT INTO new_sessions
-SELECT session_id, visitor_key, started_at, referrer_class, utm_source, utm_medium,
-       device_type, browser, os
-FROM upserted WHERE inserted;
+SELECT session_id FROM upserted WHERE inserted
+"""
 
-WITH per AS (
-    SELECT visitor_key COLLATE "C" AS visitor_key,
-           max(user_id) AS user_id,
-           coalesce(array_agg(DISTINCT anonymous_id) FILTER (WHERE anonymous_id IS NOT NULL),
-                    '{{}}') AS anonymous_ids,
-           min(occurred_at) AS first_seen_at,
-           max(occurred_at) AS last_seen_at,
-           count(*) AS events,
-           count(*) FILTER (WHERE event_type = 'purchase') AS orders,
-           coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0) AS lifetime_value
-    FROM fresh GROUP BY 1
-), first_event AS (
-    SELECT DISTINCT ON (visitor_key COLLATE "C") visitor_key COLLATE "C" AS visitor_key,
-           coalesce(utm_source, referrer_class) AS source
-    FROM fresh ORDER BY visitor_key COLLATE "C", occurred_at, event_id
-), last_event AS (
-    SELECT DISTINCT ON (visitor_key COLLATE "C") visitor_key COLLATE "C" AS visitor_key,
-           device_type
-    FROM fresh ORDER BY visitor_key COLLATE "C", occurred_at DESC, event_id
-), last_order AS (
-    SELECT DISTINCT ON (visitor_key COLLATE "C") visitor_key COLLATE "C" AS visitor_key,
-           order_id, occurred_at
-    FROM fresh WHERE event_type = 'purchase'
-    ORDER BY visitor_key COLLATE "C", occurred_at DESC, event_id
-), new_session_counts AS (
-    SELECT visitor_key COLLATE "C" AS visitor_key, count(*) AS sessions
-    FROM new_sessions GROUP BY 1
+CUSTOMERS_SQL: Final = """
+WITH ids AS (
+    SELECT visitor_key, array_agg(anonymous_id ORDER BY anonymous_id) AS anonymous_ids
+    FROM unnest($14::text[], $15::text[]) AS i(visitor_key, anonymous_id)
+    GROUP BY visitor_key
 )
 INSERT INTO customers (visitor_key, user_id, anonymous_ids, first_seen_at, last_seen_at, events,
                        sessions, orders, lifetime_value, last_order_id, last_order_at,
                        first_source, device_type)
-SELECT p.visitor_key, p.user_id, p.anonymous_ids, p.first_seen_at, p.last_seen_at, p.events,
-       coalesce(s.sessions, 0), p.orders, p.lifetime_value, o.order_id, o.occurred_at,
-       fe.source, le.device_type
-FROM per p
-JOIN first_event fe USING (visitor_key)
-JOIN last_event le USING (visitor_key)
-LEFT JOIN last_order o USING (visitor_key)
-LEFT JOIN new_session_counts s USING (visitor_key)
-ORDER BY p.visitor_key
+SELECT c.visitor_key, c.user_id, coalesce(i.anonymous_ids, '{}'), c.first_seen_at,
+       c.last_seen_at, c.events, c.sessions, c.orders, c.lifetime_value, c.last_order_id,
+       c.last_order_at, c.first_source, c.device_type
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[],
+            $6::bigint[], $7::bigint[], $8::numeric[], $9::text[], $10::timestamptz[],
+            $11::text[], $12::text[], $13::int[])
+     AS c(visitor_key, user_id, first_seen_at, last_seen_at, events, sessions, orders,
+          lifetime_value, last_order_id, last_order_at, first_source, device_type, n)
+LEFT JOIN ids i USING (visitor_key)
+ORDER BY c.n
 ON CONFLICT (visitor_key) DO UPDATE SET
     user_id = coalesce(customers.user_id, excluded.user_id),
     anonymous_ids = CASE WHEN excluded.anonymous_ids <@ customers.anonymous_ids
@@ -215,41 +138,23 @@ ON CONFLICT (visitor_key) DO UPDATE SET
     first_source = CASE WHEN excluded.first_seen_at < customers.first_seen_at
                         THEN excluded.first_source ELSE customers.first_source END,
     device_type = CASE WHEN excluded.last_seen_at >= customers.last_seen_at
-                       THEN excluded.device_type ELSE customers.device_type END;
+                       THEN excluded.device_type ELSE customers.device_type END
+"""
 
--- From here on, rows that every batch touches (this hour's, this minute's): last, so
--- their locks are held for the shortest time.
+# From here on, rows that every batch touches (this hour's, this minute's): last, so their
+# locks are held for the shortest time.
+FUNNEL_SQL: Final = """
 INSERT INTO funnel_steps (session_id, step, reached_at)
-SELECT session_id COLLATE "C", event_type COLLATE "C", min(occurred_at) FROM fresh
-WHERE event_type IN ({", ".join(f"'{step}'" for step in FUNNEL_STEPS)})
-GROUP BY 1, 2 ORDER BY 1, 2
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
 ON CONFLICT (session_id, step) DO UPDATE SET reached_at = excluded.reached_at
-WHERE excluded.reached_at < funnel_steps.reached_at;
+WHERE excluded.reached_at < funnel_steps.reached_at
+"""
 
-WITH lines AS (
-    SELECT date_trunc('hour', occurred_at, 'UTC') AS hour, product_id, product_name, category,
-           (event_type = 'product_view')::int AS views,
-           (event_type = 'add_to_cart')::int AS carts,
-           (event_type = 'remove_from_cart')::int AS removals,
-           CASE WHEN event_type = 'purchase' THEN coalesce(quantity, 1) ELSE 0 END AS units,
-           CASE WHEN event_type = 'purchase'
-                THEN coalesce(price, 0) * coalesce(quantity, 1) ELSE 0 END AS revenue
-    FROM fresh
-    WHERE product_id IS NOT NULL
-      AND (event_type IN ('product_view', 'add_to_cart', 'remove_from_cart')
-           OR (event_type = 'purchase' AND order_items IS NULL))
-    UNION ALL
-    SELECT date_trunc('hour', f.occurred_at, 'UTC'), item->>'product_id', item->>'name',
-           item->>'category', 0, 0, 0, coalesce((item->>'quantity')::int, 1),
-           coalesce((item->>'price')::numeric, 0) * coalesce((item->>'quantity')::int, 1)
-    FROM fresh f CROSS JOIN LATERAL jsonb_array_elements(f.order_items) AS item
-    WHERE f.event_type = 'purchase' AND f.order_items IS NOT NULL
-)
+PRODUCTS_SQL: Final = """
 INSERT INTO product_metrics_hour (hour, product_id, product_name, category, views, carts,
                                   removals, units, revenue)
-SELECT hour, product_id COLLATE "C", max(product_name), max(category), sum(views), sum(carts),
-       sum(removals), sum(units), sum(revenue)
-FROM lines GROUP BY 1, 2 ORDER BY 1, 2
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::numeric[])
 ON CONFLICT (hour, product_id) DO UPDATE SET
     product_name = coalesce(excluded.product_name, product_metrics_hour.product_name),
     category = coalesce(excluded.category, product_metrics_hour.category),
@@ -257,45 +162,43 @@ ON CONFLICT (hour, product_id) DO UPDATE SET
     carts = product_metrics_hour.carts + excluded.carts,
     removals = product_metrics_hour.removals + excluded.removals,
     units = product_metrics_hour.units + excluded.units,
-    revenue = product_metrics_hour.revenue + excluded.revenue;
+    revenue = product_metrics_hour.revenue + excluded.revenue
+"""
 
+TRAFFIC_SQL: Final = """
 INSERT INTO traffic_hour (hour, referrer_class, utm_source, utm_medium, sessions)
-SELECT date_trunc('hour', started_at, 'UTC'), referrer_class, coalesce(utm_source, ''),
-       coalesce(utm_medium, ''), count(*)
-FROM new_sessions GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::bigint[])
 ON CONFLICT (hour, referrer_class, utm_source, utm_medium)
-DO UPDATE SET sessions = traffic_hour.sessions + excluded.sessions;
+DO UPDATE SET sessions = traffic_hour.sessions + excluded.sessions
+"""
 
+DEVICES_SQL: Final = """
 INSERT INTO devices_hour (hour, device_type, browser, os, sessions)
-SELECT date_trunc('hour', started_at, 'UTC'), device_type, coalesce(browser, ''),
-       coalesce(os, ''), count(*)
-FROM new_sessions GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::bigint[])
 ON CONFLICT (hour, device_type, browser, os)
-DO UPDATE SET sessions = devices_hour.sessions + excluded.sessions;
+DO UPDATE SET sessions = devices_hour.sessions + excluded.sessions
+"""
 
--- Last of all, the hottest rows (this minute's).
+# Last of all, the hottest rows (this minute's).
+MINUTES_SQL: Final = """
 WITH visitors AS (
     INSERT INTO visitor_minutes (minute, event_type, visitor_key)
-    SELECT DISTINCT date_trunc('minute', occurred_at, 'UTC'), event_type COLLATE "C",
-           visitor_key COLLATE "C"
-    FROM fresh ORDER BY 1, 2, 3
+    SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[])
     ON CONFLICT DO NOTHING
     RETURNING minute, event_type
 ), new_visitors AS (
     SELECT minute, event_type, count(*) AS visitors FROM visitors GROUP BY 1, 2
-), counts AS (
-    SELECT date_trunc('minute', occurred_at, 'UTC') AS minute, event_type, count(*) AS events,
-           coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0) AS revenue
-    FROM fresh GROUP BY 1, 2
 )
 INSERT INTO metrics_minute (minute, event_type, events, revenue, unique_visitors)
 SELECT c.minute, c.event_type, c.events, c.revenue, coalesce(v.visitors, 0)
-FROM counts c LEFT JOIN new_visitors v USING (minute, event_type)
-ORDER BY 1, 2
+FROM unnest($4::timestamptz[], $5::text[], $6::bigint[], $7::numeric[])
+     WITH ORDINALITY AS c(minute, event_type, events, revenue, n)
+LEFT JOIN new_visitors v USING (minute, event_type)
+ORDER BY c.n
 ON CONFLICT (minute, event_type) DO UPDATE SET
     events = metrics_minute.events + excluded.events,
     revenue = metrics_minute.revenue + excluded.revenue,
-    unique_visitors = metrics_minute.unique_visitors + excluded.unique_visitors;
+    unique_visitors = metrics_minute.unique_visitors + excluded.unique_visitors
 """
 
 INSERT_BAD_SQL: Final = """
@@ -306,12 +209,254 @@ SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::
 ON CONFLICT (message_key) DO NOTHING
 """
 
-_astuple = msgspec.structs.astuple
+# A batch that PostgreSQL cancelled to break a deadlock (with an identity merge, whose row order
+# cannot follow the batches' everywhere) is written again at once: it was rolled back whole, and
+# after its commit a rewrite finds every id stored and changes nothing.
+DEADLOCK_ATTEMPTS: Final = 3
+
+ACTIVITY_COLUMNS: Final = ("visitor_key", "received_at", "last_at", "minutes", "event_types",
+                           "events")  # fmt: skip
+
+_CENT: Final = Decimal("0.01")
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-async def setup_connection(conn: Connection) -> None:
-    """Pool `init`: the temp tables live as long as the connection."""
-    await conn.execute(SETUP_SQL)
+def money(value: float | None) -> Decimal:
+    """An amount as PostgreSQL stores a float8 in numeric(14, 2): its 15 significant digits,
+    rounded half away from zero to cents."""
+    if value is None:
+        return Decimal(0)
+    return Decimal(f"{value:.15g}").quantize(_CENT, ROUND_HALF_UP)
+
+
+class TimelineEntry(msgspec.Struct, omit_defaults=True):
+    """One event as the dashboard's customer timeline shows it (`visitor_activity.events`)."""
+
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    session_id: str
+    anonymous_id: str | None = None
+    page_path: str | None = None
+    page_title: str | None = None
+    product_id: str | None = None
+    product_name: str | None = None
+    price: float | None = None
+    quantity: int | None = None
+    order_id: str | None = None
+    revenue: float | None = None
+
+
+_encode_timeline = msgspec.json.Encoder().encode
+_decode_items = msgspec.json.Decoder(list[dict[str, Any]]).decode
+
+
+def _order(event: EnrichedEvent) -> tuple[datetime, int]:
+    """The order in which a key's "first" and "last" events are picked (time, then id)."""
+    return event.occurred_at, event.event_id.int
+
+
+class BatchAggregates:
+    """A batch's new events, aggregated per key as the tables below store them.
+
+    Built once per batch; each `*_columns` method returns the arrays (one per column, rows in
+    key order) of one statement.
+    """
+
+    def __init__(self, events: list[EnrichedEvent]) -> None:
+        self.events = events
+        self._buckets: dict[datetime, tuple[datetime, datetime, Any]] = {}
+        by_visitor: defaultdict[str, list[EnrichedEvent]] = defaultdict(list)
+        by_session: defaultdict[str, list[EnrichedEvent]] = defaultdict(list)
+        minutes: dict[tuple[datetime, str], list[Any]] = {}
+        visitor_minutes: set[tuple[datetime, str, str]] = set()
+        funnel: dict[tuple[str, str], datetime] = {}
+        products: dict[tuple[datetime, str], list[Any]] = {}
+        for event in events:
+            by_visitor[event.visitor_key].append(event)
+            by_session[event.session_id].append(event)
+            minute, hour, _ = self.buckets(event.occurred_at)
+            kind = event.event_type
+            key = (minute, kind)
+            counts = minutes.get(key)
+            if counts is None:
+                counts = minutes[key] = [0, Decimal(0)]
+            counts[0] += 1
+            visitor_minutes.add((minute, kind, event.visitor_key))
+            if kind in FUNNEL_STEPS:
+                step = (event.session_id, kind)
+                reached = funnel.get(step)
+                if reached is None or event.occurred_at < reached:
+                    funnel[step] = event.occurred_at
+            if kind == "purchase":
+                counts[1] += money(event.revenue)
+                if event.order_items is not None:
+                    for item in _decode_items(event.order_items):
+                        quantity = item.get("quantity")
+                        quantity = 1 if quantity is None else quantity
+                        price = item.get("price")
+                        revenue = Decimal(repr(price)) * quantity if price is not None else 0
+                        _add_product(
+                            products, hour, item.get("product_id"), item.get("name"),
+                            item.get("category"), 3, quantity, revenue,
+                        )  # fmt: skip
+                elif event.product_id is not None:
+                    quantity = event.quantity if event.quantity is not None else 1
+                    _add_product(
+                        products, hour, event.product_id, event.product_name, event.category,
+                        3, quantity, money(event.price) * quantity,
+                    )  # fmt: skip
+            elif kind in PRODUCT_EVENTS and event.product_id is not None:
+                _add_product(
+                    products, hour, event.product_id, event.product_name, event.category,
+                    PRODUCT_EVENTS.index(kind), 1, 0,
+                )  # fmt: skip
+        self.by_visitor = by_visitor
+        self.by_session = by_session
+        self.minutes = minutes
+        self.visitor_minutes = visitor_minutes
+        self.funnel = funnel
+        self.products = products
+
+    def buckets(self, at: datetime) -> tuple[datetime, datetime, Any]:
+        """(minute, hour, day) of `at`, in UTC; memoized per minute."""
+        minute = at.replace(second=0, microsecond=0)
+        found = self._buckets.get(minute)
+        if found is None:
+            utc = minute.astimezone(UTC)
+            found = self._buckets[minute] = (utc, utc.replace(minute=0), utc.date())
+        return found
+
+    def visitor_hours_columns(self) -> tuple[list[Any], ...]:
+        return _columns(sorted({(self.buckets(e.occurred_at)[1], e.visitor_key)
+                                for e in self.events}), 2)  # fmt: skip
+
+    def visitor_days_columns(self) -> tuple[list[Any], ...]:
+        return _columns(sorted({(self.buckets(e.occurred_at)[2], e.visitor_key)
+                                for e in self.events}), 2)  # fmt: skip
+
+    def sessions_columns(self) -> tuple[list[Any], ...]:
+        rows = []
+        for session_id in sorted(self.by_session):
+            group = self.by_session[session_id]
+            first = min(group, key=_order)
+            purchases = [e for e in group if e.event_type == "purchase"]
+            rows.append((
+                session_id, first.visitor_key, first.anonymous_id, first.user_id,
+                first.occurred_at, max(e.occurred_at for e in group), len(group),
+                sum(e.event_type == "page_view" for e in group), first.page_url,
+                first.referrer_class, first.utm_source, first.utm_medium, first.utm_campaign,
+                first.device_type, first.browser, first.os, bool(purchases),
+                sum((money(e.revenue) for e in purchases), Decimal(0)),
+            ))  # fmt: skip
+        return _columns(rows, 18)
+
+    def new_session_counts(
+        self, created: list[str]
+    ) -> tuple[dict[str, int], dict[tuple[Any, ...], int], dict[tuple[Any, ...], int]]:
+        """Per visitor, per (hour, source) and per (hour, device): the sessions just created."""
+        per_visitor: defaultdict[str, int] = defaultdict(int)
+        traffic: defaultdict[tuple[Any, ...], int] = defaultdict(int)
+        devices: defaultdict[tuple[Any, ...], int] = defaultdict(int)
+        for session_id in created:
+            first = min(self.by_session[session_id], key=_order)
+            hour = self.buckets(first.occurred_at)[1]
+            per_visitor[first.visitor_key] += 1
+            traffic[(hour, first.referrer_class, first.utm_source or "",
+                     first.utm_medium or "")] += 1  # fmt: skip
+            devices[(hour, first.device_type, first.browser or "", first.os or "")] += 1
+        return per_visitor, traffic, devices
+
+    def customers_columns(self, sessions: dict[str, int]) -> tuple[list[Any], ...]:
+        rows, ids = [], []
+        for n, visitor in enumerate(sorted(self.by_visitor)):
+            group = self.by_visitor[visitor]
+            first, last = min(group, key=_order), max(group, key=_last_order)
+            purchases = [e for e in group if e.event_type == "purchase"]
+            last_order = max(purchases, key=_last_order) if purchases else None
+            user_ids = [e.user_id for e in group if e.user_id is not None]
+            rows.append((
+                visitor, max(user_ids) if user_ids else None, first.occurred_at,
+                last.occurred_at, len(group), sessions.get(visitor, 0), len(purchases),
+                sum((money(e.revenue) for e in purchases), Decimal(0)),
+                last_order.order_id if last_order else None,
+                last_order.occurred_at if last_order else None,
+                first.utm_source or first.referrer_class, last.device_type, n,
+            ))  # fmt: skip
+            for anonymous_id in sorted({e.anonymous_id for e in group if e.anonymous_id}):
+                ids.append((visitor, anonymous_id))
+        return _columns(rows, 13) + _columns(ids, 2)
+
+    def funnel_columns(self) -> tuple[list[Any], ...]:
+        return _columns([(*key, self.funnel[key]) for key in sorted(self.funnel)], 3)
+
+    def products_columns(self) -> tuple[list[Any], ...]:
+        return _columns([(*key, *self.products[key]) for key in sorted(self.products)], 9)
+
+    def minutes_columns(self) -> tuple[list[Any], ...]:
+        counts = [(*key, *self.minutes[key]) for key in sorted(self.minutes)]
+        return _columns(sorted(self.visitor_minutes), 3) + _columns(counts, 4)
+
+    def activity_records(self) -> list[tuple[Any, ...]]:
+        """One `visitor_activity` row per visitor: timeline and where it was active."""
+        records = []
+        for visitor, group in self.by_visitor.items():
+            group.sort(key=_last_order)
+            pairs = sorted({(self.buckets(e.occurred_at)[0], e.event_type) for e in group})
+            timeline = [
+                TimelineEntry(
+                    str(e.event_id), e.event_type, e.occurred_at, e.session_id, e.anonymous_id,
+                    e.page_path, e.page_title, e.product_id, e.product_name, e.price,
+                    e.quantity, e.order_id, e.revenue,
+                )
+                for e in group[-1 : -TIMELINE_EVENTS - 1 : -1]
+            ]  # fmt: skip
+            records.append((
+                visitor, max(e.received_at for e in group), group[-1].occurred_at,
+                [minute for minute, _ in pairs], [kind for _, kind in pairs],
+                _encode_timeline(timeline).decode(),
+            ))  # fmt: skip
+        return records
+
+
+def _last_order(event: EnrichedEvent) -> tuple[datetime, int]:
+    """Newest last; among events at the same time, the smallest id last (as ORDER BY
+    occurred_at DESC, event_id picks it first)."""
+    return event.occurred_at, -event.event_id.int
+
+
+def _add_product(
+    products: dict[tuple[datetime, str], list[Any]],
+    hour: datetime,
+    product_id: str | None,
+    name: str | None,
+    category: str | None,
+    counter: int,
+    amount: int,
+    revenue: Decimal | int,
+) -> None:
+    """Count one product line: `counter` is 0 views, 1 carts, 2 removals, 3 units."""
+    if product_id is None:
+        return
+    row = products.get((hour, product_id))
+    if row is None:
+        row = products[(hour, product_id)] = [None, None, 0, 0, 0, 0, Decimal(0)]
+    row[0] = _max_text(row[0], name)
+    row[1] = _max_text(row[1], category)
+    row[2 + counter] += amount
+    row[6] += revenue
+
+
+def _max_text(a: str | None, b: str | None) -> str | None:
+    """max() as SQL's aggregate takes it: NULLs left out."""
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> tuple[list[Any], ...]:
+    """Rows -> one list per column (what `unnest($1::type[], ...)` takes)."""
+    if not rows:
+        return tuple([] for _ in range(width))
+    return tuple(list(column) for column in zip(*rows, strict=True))
 
 
 async def create_sink_pool(database_url: str | None, *, max_size: int = 4) -> asyncpg.Pool:
@@ -319,8 +464,7 @@ async def create_sink_pool(database_url: str | None, *, max_size: int = 4) -> as
         **connect_options(database_url),
         min_size=1,
         max_size=max_size,
-        init=setup_connection,
-        # The aggregate script is planned fresh for every batch; JIT would only add latency.
+        # Every statement is planned for its arrays; JIT would only add latency.
         server_settings={"jit": "off"},
     )
     assert pool is not None
@@ -337,7 +481,7 @@ def unique_events(events: list[EnrichedEvent]) -> list[EnrichedEvent]:
 
 
 class PostgresSink:
-    """Writes batches through a pool made by `create_sink_pool` (it needs the temp tables)."""
+    """Writes batches through a pool made by `create_sink_pool`."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -349,60 +493,97 @@ class PostgresSink:
         id it was first stored with), ready for the next sink.
         """
         events = unique_events(events)
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                return await self._write_once(events, bad)
+            except asyncpg.DeadlockDetectedError:
+                if attempt == DEADLOCK_ATTEMPTS:
+                    raise
+                log.info("batch cancelled by a deadlock (attempt %d); writing it again", attempt)
+        raise AssertionError("unreachable")
+
+    async def _write_once(self, events: list[EnrichedEvent], bad: list[BadEvent]) -> int:
         pending = [event for event in events if not event.session_id]
         try:
             async with self.pool.acquire() as conn:
                 async with conn.transaction():
-                    inserted = await self._write(conn, events, bad)
+                    fresh = await self._write(conn, events, pending, bad)
+                # Anonymous ids this batch wrote unattributed that are linked by now (a link
+                # committed while this batch ran): their rows are merged again.
+                await identities.remerge_linked(conn, identities.unattributed_ids(fresh))
                 # Links this batch (or one whose process died before this step) recorded.
                 await identities.merge_pending(conn)
-                return inserted
+                return len(fresh)
         except BaseException:
             for event in pending:  # a retry must sessionize these again from committed state
                 event.session_id = ""
             raise
 
     async def _write(
-        self, conn: Connection, events: list[EnrichedEvent], bad: list[BadEvent]
-    ) -> int:
-        inserted = 0
+        self,
+        conn: Connection,
+        events: list[EnrichedEvent],
+        pending: list[EnrichedEvent],
+        bad: list[BadEvent],
+    ) -> list[EnrichedEvent]:
+        fresh: list[EnrichedEvent] = []
         if events:
             state = await sessions.lock_state(conn, sessions.keys_needing_sessions(events))
             after = sessions.assign(events, state)
-            # A generator: 5,000 rows held at once as tuples cost more in garbage collector
-            # passes (each pass walks them all) than the tuples themselves.
-            await conn.copy_records_to_table(
-                "incoming", records=(_astuple(event) for event in events)
-            )
-            inserted = await self._insert_events(conn, len(events))
-            if inserted < len(events):
-                stored = {row[0]: row[1] for row in await conn.fetch(DROP_SEEN_SQL)}
-                for event in events:
-                    event.session_id = stored.get(event.event_id, event.session_id)
-            if inserted:
-                await conn.execute(AGGREGATES_SQL)
-                if identities.linked_ids(events):
-                    await conn.execute(identities.RECORD_LINKS_SQL)
+            fresh = await self._insert_ids(conn, events, pending)
+            if fresh:
+                await identities.attribute(conn, fresh)
+                await self._apply(conn, BatchAggregates(fresh))
+                await identities.record_links(conn, fresh)
             await sessions.save_state(conn, after)
         if bad:
             await conn.execute(INSERT_BAD_SQL, *_bad_columns(bad))
-        return inserted
+        return fresh
 
     @staticmethod
-    async def _insert_events(conn: Connection, staged: int) -> int:
-        """Insert the staged events (linked anonymous ids attributed first); return how many
-        were new."""
+    async def _insert_ids(
+        conn: Connection, events: list[EnrichedEvent], pending: list[EnrichedEvent]
+    ) -> list[EnrichedEvent]:
+        """Store the batch's event ids; return the events that were new."""
+        assigned = {id(event) for event in pending}
+        events = sorted(events, key=lambda event: event.event_id.int)
+        records = [
+            (e.event_id, e.received_at, e.session_id if id(e) in assigned else None) for e in events
+        ]
         try:
-            await conn.execute(
-                identities.LOCK_SQL + identities.ATTRIBUTE_SQL + INSERT_NEW_EVENTS_SQL
-            )
-            return staged
+            async with conn.transaction():  # a savepoint: a duplicate only undoes the COPY
+                await conn.copy_records_to_table("event_ids", records=records)
+            return events
         except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name != "events_pkey":
+            if exc.constraint_name != "event_ids_pkey":
                 raise
-            await conn.execute(ROLLBACK_NEW_SQL)
-        status = await conn.execute(INSERT_EVENTS_SQL)
-        return int(status.split()[-1])
+        rows = await conn.fetch(INSERT_IDS_SQL, *_columns(records, 3))
+        new = {row[0].int for row in rows}
+        seen = [e for e in events if e.event_id.int not in new]
+        rows = await conn.fetch(STORED_SESSIONS_SQL, [e.event_id for e in seen])
+        stored = {row[0]: row[1] for row in rows}
+        for event in seen:
+            if id(event) in assigned:
+                event.session_id = stored.get(event.event_id, event.session_id)
+        return [e for e in events if e.event_id.int in new]
+
+    @staticmethod
+    async def _apply(conn: Connection, batch: BatchAggregates) -> None:
+        """One statement per aggregate, in the order every writer locks rows."""
+        await conn.copy_records_to_table(
+            "visitor_activity", records=batch.activity_records(), columns=ACTIVITY_COLUMNS
+        )
+        await conn.execute(VISITOR_HOURS_SQL, *batch.visitor_hours_columns())
+        await conn.execute(VISITOR_DAYS_SQL, *batch.visitor_days_columns())
+        created = [row[0] for row in await conn.fetch(SESSIONS_SQL, *batch.sessions_columns())]
+        per_visitor, traffic, devices = batch.new_session_counts(created)
+        await conn.execute(CUSTOMERS_SQL, *batch.customers_columns(per_visitor))
+        await conn.execute(FUNNEL_SQL, *batch.funnel_columns())
+        await conn.execute(PRODUCTS_SQL, *batch.products_columns())
+        for sql, counts in ((TRAFFIC_SQL, traffic), (DEVICES_SQL, devices)):
+            if counts:
+                await conn.execute(sql, *_columns([(*k, counts[k]) for k in sorted(counts)], 5))
+        await conn.execute(MINUTES_SQL, *batch.minutes_columns())
 
 
 def _bad_columns(bad: list[BadEvent]) -> tuple[list[object], ...]:

@@ -1,10 +1,11 @@
 """Shared by the processor's tests: build events as clients send them and envelopes as the
 gateway publishes them, run `clickstream processor` as a subprocess, wait for rows, and check
-every aggregate against a recount from `events`."""
+every aggregate against a recount of the events sent."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -123,45 +124,64 @@ def a_day_of_traffic(visitors: int = 20, seed: int = 7) -> list[dict[str, Any]]:
                     "name": "Thing",
                     "price": 5.0,
                 }
+            if kind == "purchase" and rng.random() < 0.5:  # a product and no order items
+                quantity = rng.choice([None, 1, 3])
+                fields["product"] = {"product_id": f"sku-{rng.randrange(4)}", "price": 4.25}
+                if quantity is not None:
+                    fields["product"]["quantity"] = quantity
+                fields["order"] = {
+                    "order_id": f"order-{v}-{at:%H%M}",
+                    "revenue": 12.75,
+                    "currency": "EUR",
+                }
             events.append(event(kind, at=at, anonymous_id=anon, **fields))
     rng.shuffle(events)
     return events
 
 
-# Each pair: the aggregate as stored, and the same computed from scratch from `events` (and,
-# for the per-session counts, from `sessions`). Traffic and devices ignore the hour: a session's
-# start moves earlier when an earlier event arrives later, its hour bucket does not.
+# Each pair: the aggregate as stored, and the same computed from scratch from `sent` (the events
+# the test sent that PostgreSQL accepted, see `load_sent`) and, for the per-session counts, from
+# `sessions`. Traffic and devices ignore the hour: a session's start moves earlier when an
+# earlier event arrives later, its hour bucket does not.
 RECOUNTS: dict[str, tuple[str, str]] = {
     "metrics_minute": (
         "SELECT minute, event_type, events, revenue, unique_visitors FROM metrics_minute",
         """SELECT date_trunc('minute', occurred_at, 'UTC'), event_type, count(*),
                   coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0),
                   count(DISTINCT visitor_key)
-           FROM events GROUP BY 1, 2""",
+           FROM sent GROUP BY 1, 2""",
+    ),
+    "visitor_minutes": (
+        "SELECT minute, event_type, visitor_key FROM visitor_minutes",
+        """SELECT DISTINCT date_trunc('minute', occurred_at, 'UTC'), event_type, visitor_key
+           FROM sent""",
     ),
     "visitor_hours": (
         "SELECT hour, visitor_key FROM visitor_hours",
-        "SELECT DISTINCT date_trunc('hour', occurred_at, 'UTC'), visitor_key FROM events",
+        "SELECT DISTINCT date_trunc('hour', occurred_at, 'UTC'), visitor_key FROM sent",
     ),
     "visitor_days": (
         "SELECT day, visitor_key FROM visitor_days",
-        "SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date, visitor_key FROM events",
+        "SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date, visitor_key FROM sent",
     ),
     "sessions": (
-        """SELECT session_id, started_at, last_seen_at, events, page_views, purchased, revenue
+        """SELECT session_id, visitor_key, started_at, last_seen_at, events, page_views,
+                  purchased, revenue
            FROM sessions""",
-        """SELECT session_id, min(occurred_at), max(occurred_at), count(*),
+        """SELECT session_id, (array_agg(visitor_key ORDER BY occurred_at, event_id))[1],
+                  min(occurred_at), max(occurred_at), count(*),
                   count(*) FILTER (WHERE event_type = 'page_view'),
                   bool_or(event_type = 'purchase'),
                   coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0)
-           FROM events GROUP BY session_id""",
+           FROM sent GROUP BY session_id""",
     ),
     "funnel_steps": (
         "SELECT session_id, step, reached_at FROM funnel_steps",
-        """SELECT session_id, event_type, min(occurred_at) FROM events
+        """SELECT session_id, event_type, min(occurred_at) FROM sent
            WHERE event_type IN ('product_view', 'add_to_cart', 'begin_checkout', 'purchase')
            GROUP BY 1, 2""",
     ),
+    # Purchases count their order's items, or, without items, the product they carry.
     "product_metrics_hour": (
         "SELECT hour, product_id, views, carts, removals, units, revenue FROM product_metrics_hour",
         """WITH lines AS (
@@ -169,14 +189,19 @@ RECOUNTS: dict[str, tuple[str, str]] = {
                       (event_type = 'product_view')::int AS views,
                       (event_type = 'add_to_cart')::int AS carts,
                       (event_type = 'remove_from_cart')::int AS removals,
-                      0 AS units, 0::numeric AS revenue
-               FROM events
-               WHERE event_type IN ('product_view', 'add_to_cart', 'remove_from_cart')
+                      CASE WHEN event_type = 'purchase' THEN coalesce(quantity, 1) ELSE 0 END
+                          AS units,
+                      CASE WHEN event_type = 'purchase'
+                           THEN coalesce(price, 0) * coalesce(quantity, 1) ELSE 0 END AS revenue
+               FROM sent
+               WHERE product_id IS NOT NULL
+                 AND (event_type IN ('product_view', 'add_to_cart', 'remove_from_cart')
+                      OR (event_type = 'purchase' AND order_items IS NULL))
                UNION ALL
                SELECT date_trunc('hour', occurred_at, 'UTC'), item->>'product_id', 0, 0, 0,
                       coalesce((item->>'quantity')::int, 1),
                       (item->>'price')::numeric * coalesce((item->>'quantity')::int, 1)
-               FROM events, jsonb_array_elements(order_items) AS item
+               FROM sent, jsonb_array_elements(order_items) AS item
                WHERE event_type = 'purchase')
            SELECT hour, product_id, sum(views), sum(carts), sum(removals), sum(units),
                   sum(revenue)
@@ -189,7 +214,7 @@ RECOUNTS: dict[str, tuple[str, str]] = {
                   (SELECT count(*) FROM sessions s WHERE s.visitor_key = e.visitor_key),
                   count(*) FILTER (WHERE event_type = 'purchase'),
                   coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0)
-           FROM events e GROUP BY e.visitor_key""",
+           FROM sent e GROUP BY e.visitor_key""",
     ),
     "traffic_hour": (
         """SELECT referrer_class, utm_source, utm_medium, sum(sessions) FROM traffic_hour
@@ -202,19 +227,19 @@ RECOUNTS: dict[str, tuple[str, str]] = {
         """SELECT device_type, coalesce(browser, ''), coalesce(os, ''), count(*)
            FROM sessions GROUP BY 1, 2, 3""",
     ),
-    # The dashboard's rollups (kept by statement triggers): from events, not from the tables
-    # they roll up, so they are exact too. A funnel step that moved to an earlier hour leaves
-    # a zero behind.
+    # The dashboard's rollups (kept by statement triggers): from the events, not from the
+    # tables they roll up, so they are exact too. A funnel step that moved to an earlier hour
+    # leaves a zero behind.
     "metrics_hour": (
         "SELECT hour, event_type, events, revenue FROM metrics_hour",
         """SELECT date_trunc('hour', occurred_at, 'UTC'), event_type, count(*),
                   coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0)
-           FROM events GROUP BY 1, 2""",
+           FROM sent GROUP BY 1, 2""",
     ),
     "funnel_hour": (
         "SELECT hour, step, sessions FROM funnel_hour WHERE sessions <> 0",
         """SELECT date_trunc('hour', reached_at, 'UTC'), event_type, count(*)
-           FROM (SELECT session_id, event_type, min(occurred_at) AS reached_at FROM events
+           FROM (SELECT session_id, event_type, min(occurred_at) AS reached_at FROM sent
                  WHERE event_type IN ('product_view', 'add_to_cart', 'begin_checkout',
                                       'purchase')
                  GROUP BY 1, 2) steps
@@ -228,11 +253,95 @@ RECOUNTS: dict[str, tuple[str, str]] = {
     ),
 }
 
+# Without the events sent (a test that only has the database), what can still be recounted:
+# every aggregate against another one it must agree with.
+CROSS_CHECKS: dict[str, tuple[str, str]] = {
+    **{t: RECOUNTS[t] for t in ("traffic_hour", "devices_hour", "product_metrics_day")},
+    "metrics_minute": (
+        "SELECT minute, event_type, unique_visitors FROM metrics_minute",
+        "SELECT minute, event_type, count(*) FROM visitor_minutes GROUP BY 1, 2",
+    ),
+    "metrics_hour": (
+        "SELECT hour, event_type, events, revenue FROM metrics_hour WHERE events <> 0",
+        """SELECT date_trunc('hour', minute, 'UTC'), event_type, sum(events), sum(revenue)
+           FROM metrics_minute GROUP BY 1, 2""",
+    ),
+    "funnel_hour": (
+        "SELECT hour, step, sessions FROM funnel_hour WHERE sessions <> 0",
+        "SELECT date_trunc('hour', reached_at, 'UTC'), step, count(*) FROM funnel_steps"
+        " GROUP BY 1, 2",
+    ),
+    "customers": (
+        "SELECT visitor_key, events, sessions, orders, lifetime_value FROM customers",
+        """SELECT visitor_key, sum(events), count(*), count(*) FILTER (WHERE purchased),
+                  sum(revenue)
+           FROM sessions GROUP BY 1""",
+    ),
+    "events": (
+        "SELECT coalesce(sum(events), 0) FROM metrics_minute",
+        "SELECT count(*) FROM event_ids",
+    ),
+}
 
-async def aggregate_mismatches(conn: asyncpg.Connection) -> dict[str, Any]:
-    """{table: (rows only stored, rows only recounted)} for every aggregate that is off."""
+# The columns of `sent`: each event as the sink would see it once accepted.
+SENT_COLUMNS = """event_id uuid, event_type text, occurred_at timestamptz, visitor_key text,
+    session_id text, product_id text, price numeric(14, 2), quantity int,
+    revenue numeric(14, 2), order_items jsonb"""
+
+
+async def load_sent(conn: asyncpg.Connection, sent: list[dict[str, Any]]) -> None:
+    """The temp table `sent`: the events the test sent (first of each id) that PostgreSQL
+    accepted (in `event_ids`), with the session the processor assigned when the client sent
+    none, and the user of a linked anonymous id as visitor (the identity merge's promise)."""
+    unique = {str(e["event_id"]): e for e in reversed(sent)}
+    rows = []
+    for event_id, e in unique.items():
+        product, order = e.get("product") or {}, e.get("order") or {}
+        rows.append((
+            event_id, e["event_type"], e["occurred_at"], e.get("user_id"), e.get("anonymous_id"),
+            e.get("session_id"), product.get("product_id"), product.get("price"),
+            product.get("quantity"), order.get("revenue"),
+            json.dumps(order["items"]) if order.get("items") else None,
+        ))  # fmt: skip
+    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS sent ({SENT_COLUMNS})")
+    await conn.execute("TRUNCATE sent")
+    await conn.execute(
+        """INSERT INTO sent
+           SELECT t.event_id::uuid, t.event_type, t.occurred_at::timestamptz,
+                  coalesce(t.user_id, l.user_id, t.anonymous_id),
+                  coalesce(t.session_id, i.session_id::text), t.product_id,
+                  t.price::float8::numeric(14, 2), t.quantity,
+                  t.revenue::float8::numeric(14, 2), t.order_items::jsonb
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::text[], $8::text[], $9::int[], $10::text[], $11::text[])
+                AS t(event_id, event_type, occurred_at, user_id, anonymous_id, session_id,
+                     product_id, price, quantity, revenue, order_items)
+           JOIN event_ids i ON i.event_id = t.event_id::uuid
+           LEFT JOIN identities l ON t.user_id IS NULL AND l.anonymous_id = t.anonymous_id""",
+        *[
+            list(column) if i == 8 else [None if v is None else str(v) for v in column]
+            for i, column in enumerate(zip(*rows, strict=True))
+        ]
+        if rows
+        else [[] for _ in range(11)],
+    )
+
+
+async def aggregate_mismatches(
+    conn: asyncpg.Connection, sent: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """{table: (rows only stored, rows only recounted)} for every aggregate that is off.
+
+    With `sent` (every event the test sent, in any order, duplicates included), each aggregate
+    is recounted from those events; without, the aggregates are checked against each other
+    (`CROSS_CHECKS`).
+    """
+    checks = CROSS_CHECKS
+    if sent is not None:
+        await load_sent(conn, sent)
+        checks = RECOUNTS
     problems: dict[str, Any] = {}
-    for table, (stored_sql, recount_sql) in RECOUNTS.items():
+    for table, (stored_sql, recount_sql) in checks.items():
         stored = {tuple(row) for row in await conn.fetch(stored_sql)}
         recount = {tuple(row) for row in await conn.fetch(recount_sql)}
         if stored != recount:
@@ -241,7 +350,7 @@ async def aggregate_mismatches(conn: asyncpg.Connection) -> dict[str, Any]:
 
 
 async def table_counts(conn: asyncpg.Connection) -> dict[str, int]:
-    tables = ["events", "sessions", "customers", "bad_events", *RECOUNTS]
+    tables = ["event_ids", "visitor_activity", "sessions", "customers", "bad_events", *RECOUNTS]
     return {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in dict.fromkeys(tables)}
 
 

@@ -83,18 +83,22 @@ async def test_events_land_enriched(processor: Processor, pool: asyncpg.Pool) ->
     )  # fmt: skip
     await processor.process([message([view])])
     async with pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT * FROM events")
-    assert str(row["event_id"]) == view["event_id"]
-    assert row["visitor_key"] == "user-9"
-    assert row["page_path"] == "/shoes/red"
-    assert (row["utm_source"], row["utm_medium"]) == ("newsletter", "cpc")
-    assert row["referrer_class"] == "paid"
-    assert (row["device_type"], row["browser"], row["os"]) == ("mobile", "Mobile Safari", "iOS")
-    assert row["is_bot"] is False
-    assert row["client_ip"] == "203.0.113.7"
-    assert row["locale"] == "de-DE"
-    assert row["session_id"]
-    assert json.loads(row["properties"]) == {"ab": "b", "n": 3}
+        assert await conn.fetchval("SELECT event_id::text FROM event_ids") == view["event_id"]
+        session = await conn.fetchrow("SELECT * FROM sessions")
+        activity = await conn.fetchrow("SELECT * FROM visitor_activity")
+    assert session["visitor_key"] == activity["visitor_key"] == "user-9"
+    assert (session["utm_source"], session["utm_medium"]) == ("newsletter", "cpc")
+    assert session["referrer_class"] == "paid"
+    assert (session["device_type"], session["browser"], session["os"]) == (
+        "mobile",
+        "Mobile Safari",
+        "iOS",
+    )
+    [shown] = json.loads(activity["events"])
+    assert shown["event_id"] == view["event_id"]
+    assert (shown["page_path"], shown["page_title"]) == ("/shoes/red", "Red shoes")
+    assert shown["session_id"] == session["session_id"]
+    assert (activity["minutes"], activity["event_types"]) == ([BASE_TIME], ["page_view"])
 
 
 async def test_redelivery_and_duplicates_change_no_aggregate(
@@ -104,7 +108,7 @@ async def test_redelivery_and_duplicates_change_no_aggregate(
     messages = [message(events[i : i + 7]) for i in range(0, len(events), 7)]
     await processor.process(messages[: len(messages) // 2])
     async with pool.acquire() as conn:
-        assert await aggregate_mismatches(conn) == {}
+        assert await aggregate_mismatches(conn, events[: len(messages) // 2 * 7]) == {}
     await processor.process(messages)  # the first half again, with the rest
     async with pool.acquire() as conn:
         first = await table_counts(conn)
@@ -119,8 +123,8 @@ async def test_redelivery_and_duplicates_change_no_aggregate(
         assert await table_counts(conn) == first
         for table, rows in snapshot.items():
             assert await conn.fetch(f"SELECT * FROM {table} ORDER BY 1, 2") == rows, table
-        assert await aggregate_mismatches(conn) == {}
-        assert first["events"] == len(events)
+        assert await aggregate_mismatches(conn, events) == {}
+        assert first["event_ids"] == len(events)
         assert await conn.fetchval("SELECT sum(events) FROM metrics_minute") == len(events)
 
 
@@ -131,8 +135,8 @@ async def test_concurrent_batches_of_the_same_visitors_stay_exact(
     chunks = [[message(events[i::4])] for i in range(4)]
     await asyncio.gather(*(processor.process(chunk) for chunk in chunks + chunks))
     async with pool.acquire() as conn:
-        assert await conn.fetchval("SELECT count(*) FROM events") == len(events)
-        assert await aggregate_mismatches(conn) == {}
+        assert await conn.fetchval("SELECT count(*) FROM event_ids") == len(events)
+        assert await aggregate_mismatches(conn, events) == {}
 
 
 async def test_a_late_event_moves_funnel_step_and_rollups_follow(
@@ -152,7 +156,7 @@ async def test_a_late_event_moves_funnel_step_and_rollups_follow(
             (BASE_TIME, 1),
             (BASE_TIME + timedelta(hours=2), 1),
         ]
-        assert await aggregate_mismatches(conn) == {}
+        assert await aggregate_mismatches(conn, [later, earlier, other]) == {}
 
 
 async def test_customer_profile(processor: Processor, pool: asyncpg.Pool) -> None:
@@ -188,13 +192,10 @@ async def test_sessions_split_after_30_minutes_and_survive_a_new_pool(
     try:
         await Processor(PostgresSink(pool)).process([message(events[3:])])
         async with pool.acquire() as conn:
-            rows = await conn.fetch("SELECT session_id FROM events ORDER BY occurred_at")
             sessions = await conn.fetch("SELECT * FROM sessions ORDER BY started_at")
-            assert await aggregate_mismatches(conn) == {}
+            assert await aggregate_mismatches(conn, events) == {}
     finally:
         await pool.close()
-    ids = [row["session_id"] for row in rows]
-    assert ids[0] == ids[1] == ids[2] != ids[3] == ids[4]
     assert [(s["events"], s["started_at"]) for s in sessions] == [
         (3, BASE_TIME),
         (2, BASE_TIME + timedelta(minutes=70)),
@@ -208,9 +209,8 @@ async def test_client_session_ids_are_kept(processor: Processor, pool: asyncpg.P
     ]
     await processor.process([message(events)])
     async with pool.acquire() as conn:
-        assert await conn.fetchval("SELECT array_agg(DISTINCT session_id) FROM events") == [
-            "client-s1"
-        ]
+        assert await conn.fetchval("SELECT array_agg(session_id) FROM sessions") == ["client-s1"]
+        assert await conn.fetchval("SELECT count(session_id) FROM event_ids") == 0
         assert await conn.fetchval("SELECT count(*) FROM session_state") == 0
 
 
@@ -246,7 +246,7 @@ async def test_an_event_the_contract_refuses_is_kept_as_bad(
     broken = {**event("page_view"), "event_type": "Not Valid"}
     await processor.process([message([good, broken], message_id="m1")])
     async with pool.acquire() as conn:
-        assert await conn.fetchval("SELECT count(*) FROM events") == 1
+        assert await conn.fetchval("SELECT count(*) FROM event_ids") == 1
         bad = await conn.fetchrow("SELECT * FROM bad_events")
     assert bad["message_key"] == "m1/0/1"
     assert bad["reason_class"] == "validation"
@@ -258,51 +258,60 @@ async def test_a_message_the_database_refuses_does_not_hold_back_others(
 ) -> None:
     # PostgreSQL text cannot hold NUL: valid JSON, valid contract, but never storable.
     poison = message([event("page_view", page={"title": "a\u0000b"})], message_id="poison")
-    fine = message([event("page_view"), event("search")])
+    sent = [event("page_view"), event("search")]
+    fine = message(sent)
     await processor.process([fine, poison])
     async with pool.acquire() as conn:
-        assert await conn.fetchval("SELECT count(*) FROM events") == 2
+        assert await conn.fetchval("SELECT count(*) FROM event_ids") == 2
         bad = await conn.fetchrow("SELECT * FROM bad_events")
-        assert await aggregate_mismatches(conn) == {}
+        assert await aggregate_mismatches(conn, sent) == {}
     assert (bad["message_key"], bad["reason_class"]) == ("poison", "processing")
     assert bad["raw"] == poison.data
 
 
-async def test_prune_deletes_old_events_only(processor: Processor, pool: asyncpg.Pool) -> None:
-    await processor.process([message([event("page_view"), event("search")])])
+async def test_prune_deletes_old_keys_and_activity_only(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    await processor.process([message([event("page_view"), event("search", anonymous_id="b")])])
     async with pool.acquire() as conn:
+        for table in ("event_ids", "visitor_activity"):
+            await conn.execute(f"UPDATE {table} SET received_at = now() - interval '6 days'")
         await conn.execute(
-            "UPDATE events SET received_at = now() - CASE event_type"
-            " WHEN 'search' THEN interval '8 days' ELSE interval '6 days' END"
+            "UPDATE event_ids SET received_at = now() - interval '8 days'"
+            " WHERE event_id = (SELECT event_id FROM event_ids ORDER BY 1 LIMIT 1)"
+        )
+        await conn.execute(
+            "UPDATE visitor_activity SET received_at = now() - interval '8 days'"
+            " WHERE visitor_key = 'b'"
         )
         counts = await db.prune(conn, db.parse_duration("7d"))
-        assert counts["events"] == 1
-        assert await conn.fetchval("SELECT event_type FROM events") == "page_view"
+        assert (counts["event_ids"], counts["visitor_activity"]) == (1, 1)
+        assert await conn.fetchval("SELECT count(*) FROM event_ids") == 1
+        assert await conn.fetchval("SELECT visitor_key FROM visitor_activity") == "anon-1"
         assert await conn.fetchval("SELECT sum(events) FROM metrics_minute") == 2
 
 
 async def test_prune_skips_rows_a_writer_holds(
     processor: Processor, pool: asyncpg.Pool, fresh_database_url: str
 ) -> None:
-    """A batch holding old rows (its session state, events a merge moves) is never waited on:
-    those rows are left for the next prune, so prune cannot deadlock with the sink."""
+    """A batch holding old rows (its session state, activity a merge moves) is never waited
+    on: those rows are left for the next prune, so prune cannot deadlock with the sink."""
     await processor.process([message([event("page_view"), event("search")])])
     async with pool.acquire() as conn:
-        await conn.execute("UPDATE events SET received_at = now() - interval '8 days'")
+        await conn.execute("UPDATE event_ids SET received_at = now() - interval '8 days'")
+        await conn.execute("UPDATE visitor_activity SET received_at = now() - interval '8 days'")
         await conn.execute("UPDATE session_state SET last_seen_at = now() - interval '8 days'")
-        held = await conn.fetchval("SELECT event_id FROM events WHERE event_type = 'search'")
     writer = await db.connect(fresh_database_url)
     try:
         async with writer.transaction():
-            await writer.execute("SELECT FROM events WHERE event_id = $1 FOR UPDATE", held)
+            await writer.execute("SELECT FROM visitor_activity FOR UPDATE")
             await writer.execute("SELECT FROM session_state FOR UPDATE")
             async with pool.acquire() as conn:
                 counts = await asyncio.wait_for(db.prune(conn, db.parse_duration("7d")), 30)
-        assert counts == {"session_state": 0, "events": 1}
+        assert counts == {"session_state": 0, "event_ids": 2, "visitor_activity": 0}
         async with pool.acquire() as conn:
-            assert await conn.fetchval("SELECT event_id FROM events") == held
             counts = await db.prune(conn, db.parse_duration("7d"))
-        assert counts == {"session_state": 1, "events": 1}
+        assert counts == {"session_state": 1, "event_ids": 0, "visitor_activity": 1}
     finally:
         await writer.close()
 

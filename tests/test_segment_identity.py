@@ -1,7 +1,7 @@
 """Identity merge in the PostgreSQL sink: `identify` folds an anonymous profile into the user's.
 
 Real PostgreSQL, the processing core as the worker runs it; every aggregate is checked against a
-recount from `events` after the merge (processor_testing.aggregate_mismatches).
+recount of the events sent after the merge (processor_testing.aggregate_mismatches).
 """
 
 from __future__ import annotations
@@ -18,11 +18,20 @@ import pytest
 from processor_testing import BASE_TIME, IPHONE, aggregate_mismatches, envelope_of, event
 
 from clickstream_contract import envelope
-from processor import identities
 from processor.core import Message, Processor
+
+# Every event this module's tests sent, for the recount (each test has a database of its own;
+# the recount keeps the events stored there).
+SENT: list[dict[str, Any]] = []
+
+
+@pytest.fixture(autouse=True)
+def forget_sent() -> None:
+    SENT.clear()
 
 
 def message(events: list[dict[str, Any]], message_id: str | None = None) -> Message:
+    SENT.extend(events)
     return Message(
         message_id=message_id or uuid.uuid4().hex,
         data=envelope_of(events),
@@ -51,8 +60,9 @@ def anonymous_history(anonymous_id: str = "anon-1") -> list[dict[str, Any]]:
 
 
 async def mismatches(pool: asyncpg.Pool) -> dict[str, Any]:
+    """The aggregates against a recount of every event this module's tests sent (`message`)."""
     async with pool.acquire() as conn:
-        return await aggregate_mismatches(cast(asyncpg.Connection, conn))
+        return await aggregate_mismatches(cast(asyncpg.Connection, conn), SENT)
 
 
 async def customers(pool: asyncpg.Pool) -> dict[str, dict[str, Any]]:
@@ -87,8 +97,11 @@ async def test_identify_merges_the_anonymous_profile_into_the_user(
     assert float(user["lifetime_value"]) == 38.0
     assert user["first_seen_at"] == BASE_TIME
     assert user["first_source"] == before["first_source"]
-    # The anonymous history now belongs to the user: sessions and the raw timeline.
-    assert await pool.fetchval("SELECT count(*) FROM events WHERE visitor_key <> 'user-1'") == 0
+    # The anonymous history now belongs to the user: sessions and the timeline.
+    assert (
+        await pool.fetchval("SELECT count(*) FROM visitor_activity WHERE visitor_key <> 'user-1'")
+        == 0
+    )
     assert await pool.fetchval("SELECT count(*) FROM sessions WHERE visitor_key <> 'user-1'") == 0
     assert await pool.fetchval("SELECT count(*) FROM sessions WHERE user_id = 'user-1'") == (
         await pool.fetchval("SELECT count(*) FROM sessions")
@@ -130,12 +143,12 @@ async def test_late_anonymous_events_count_for_the_linked_user(
     assert list(profiles) == ["user-1"]
     assert profiles["user-1"]["events"] == 5
     assert profiles["user-1"]["orders"] == 1
-    rows = await pool.fetch("SELECT DISTINCT visitor_key, anonymous_id, user_id FROM events")
+    rows = await pool.fetch(
+        "SELECT DISTINCT visitor_key, e.anonymous_id FROM visitor_activity,"
+        " jsonb_to_recordset(events) AS e(anonymous_id text)"
+    )
     # The anonymous events keep what the client sent; only their visitor is the user.
-    assert {tuple(row) for row in rows} == {
-        ("user-1", "anon-1", None),
-        ("user-1", "anon-1", "user-1"),
-    }
+    assert {tuple(row) for row in rows} == {("user-1", "anon-1")}
     assert await mismatches(pool) == {}
 
 
@@ -232,22 +245,35 @@ async def test_an_identify_racing_events_of_the_same_visitors_never_deadlocks_or
 async def linking_beside_a_batch_in_flight(
     processor: Processor, pool: asyncpg.Pool
 ) -> AsyncIterator[asyncio.Task[None]]:
-    """anon-1's history, then a batch linking anon-1 to user-1 while a transaction holding the
-    lock every batch takes stands for a batch in flight, until the block ends. Yields the
-    linking batch once it has committed (batches run side by side); its merge waits."""
+    """anon-1's history; then a batch of anon-1's events that read the links before the link
+    existed, held in flight (a transaction locks the minute row it writes last); then a batch
+    linking anon-1 to user-1. Yields the linking batch once it has committed (it does not wait
+    for the batch in flight); its merge waits for the anonymous profile that batch updates.
+    The batch in flight commits when the block ends."""
     await processor.process([message(anonymous_history())])
-    async with pool.acquire() as in_flight, in_flight.transaction():
-        await in_flight.execute(identities.LOCK_SQL)
+    minute = BASE_TIME + timedelta(hours=3)  # an hour of its own: no hourly row shared
+    async with pool.acquire() as blocker, blocker.transaction():
+        await blocker.execute(
+            "INSERT INTO metrics_minute (minute, event_type) VALUES ($1, 'page_view')", minute
+        )
+        in_flight = asyncio.create_task(
+            processor.process(
+                [message([event("page_view", at=minute, anonymous_id="anon-1", session_id="s")])]
+            )
+        )
+        await asyncio.sleep(0.5)
+        assert not in_flight.done()
         linking = asyncio.create_task(
             processor.process([message([identify("anon-1", "user-1", minutes=10)])])
         )
         for _ in range(300):
-            if await pool.fetchval("SELECT count(*) FROM events WHERE user_id = 'user-1'"):
+            if await pool.fetchval("SELECT count(*) FROM identities"):
                 break
             await asyncio.sleep(0.05)
         else:
             pytest.fail("the linking batch waited for the batch in flight")
         yield linking
+    await asyncio.wait_for(in_flight, 30)
 
 
 async def test_a_linking_batch_commits_beside_batches_in_flight_and_merges_after_them(
@@ -256,12 +282,39 @@ async def test_a_linking_batch_commits_beside_batches_in_flight_and_merges_after
     # Its merge waits for the batch in flight, which attributed before the link existed, and
     # then leaves nothing split.
     async with linking_beside_a_batch_in_flight(processor, pool) as linking:
+        await asyncio.sleep(0.3)
         assert not linking.done()
         assert await pool.fetchval("SELECT merged_at FROM identities") is None
         assert "anon-1" in await customers(pool)
     await asyncio.wait_for(linking, 30)
     assert list(await customers(pool)) == ["user-1"]
+    assert (await customers(pool))["user-1"]["events"] == 6
     assert await pool.fetchval("SELECT merged_at IS NOT NULL FROM identities")
+    assert await mismatches(pool) == {}
+
+
+async def test_a_batch_that_missed_a_link_and_committed_after_its_merge_is_merged_too(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    # The merge ran first (anon-2's profile, created by the batch in flight, was not committed
+    # yet), then that batch committed rows under anon-2: its own check after the commit merges
+    # them.
+    await processor.process([message(anonymous_history())])
+    minute = BASE_TIME + timedelta(hours=3)  # an hour of its own: no hourly row shared
+    async with pool.acquire() as blocker, blocker.transaction():
+        await blocker.execute(
+            "INSERT INTO metrics_minute (minute, event_type) VALUES ($1, 'page_view')", minute
+        )
+        late = event("page_view", at=minute, anonymous_id="anon-2", session_id="s")
+        in_flight = asyncio.create_task(processor.process([message([late])]))
+        await asyncio.sleep(0.5)
+        await asyncio.wait_for(
+            processor.process([message([identify("anon-2", "user-2", minutes=10)])]), 30
+        )
+        assert await pool.fetchval("SELECT merged_at IS NOT NULL FROM identities")
+    await asyncio.wait_for(in_flight, 30)
+    profiles = await customers(pool)
+    assert "anon-2" not in profiles and profiles["user-2"]["events"] == 2
     assert await mismatches(pool) == {}
 
 
@@ -272,10 +325,9 @@ async def test_a_link_left_unmerged_by_a_crash_is_merged_by_the_next_batch(
         linking.cancel()  # the worker dies while its merge waits
         with contextlib.suppress(asyncio.CancelledError):
             await linking
-    assert await pool.fetchval("SELECT merged_at FROM identities") is None
-    assert set(await customers(pool)) == {"anon-1", "user-1"}
-
-    await processor.process([message([event("page_view", anonymous_id="someone-else")])])
+        assert await pool.fetchval("SELECT merged_at FROM identities") is None
+        assert set(await customers(pool)) == {"anon-1", "user-1"}
+    # The batch in flight committed next, and merged what the dead worker left.
     profiles = await customers(pool)
-    assert "anon-1" not in profiles and profiles["user-1"]["events"] == 5
+    assert "anon-1" not in profiles and profiles["user-1"]["events"] == 6
     assert await mismatches(pool) == {}
