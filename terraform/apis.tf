@@ -6,6 +6,8 @@ locals {
     "billingbudgets.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
+    # data.google_project, project IAM members and the audit config call it.
+    "cloudresourcemanager.googleapis.com",
     "compute.googleapis.com",
     "iam.googleapis.com",
     "iap.googleapis.com",
@@ -31,4 +33,15 @@ resource "google_project_service" "apis" {
 # The project number names Google's service agents (Pub/Sub, Cloud Run, ...).
 data "google_project" "this" {
   project_id = var.project_id
+  depends_on = [google_project_service.apis]
+}
+
+# Pub/Sub's service agent is created lazily, after the API is enabled; granting it roles before
+# it exists fails. This creates it (and waits for it) so the grants in iam.tf and pubsub.tf can
+# depend on it.
+resource "google_project_service_identity" "pubsub" {
+  provider = google-beta
+
+  service    = "pubsub.googleapis.com"
+  depends_on = [google_project_service.apis]
 }

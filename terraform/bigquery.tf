@@ -27,11 +27,8 @@ resource "google_bigquery_dataset_access" "admin" {
   user_by_email = var.admin_email
 }
 
-resource "google_bigquery_dataset_access" "organization_readers" {
-  dataset_id = google_bigquery_dataset.main.dataset_id
-  role       = "READER"
-  domain     = var.organization_domain
-}
+# Nobody else reads this dataset: its events carry client addresses and user ids. Analysts
+# read the views of the analyst dataset below, which leave those columns out.
 
 # The processor appends rows with the Storage Write API (bigquery.tables.updateData) and
 # creates missing tables; dataEditor on this dataset grants both. It runs no query jobs.
@@ -111,4 +108,88 @@ resource "google_bigquery_table" "customer_analytics" {
   }
 
   depends_on = [google_bigquery_table.events_dedup]
+}
+
+# --- what analysts read -------------------------------------------------------------------------
+# A dataset of views over the one above without the columns that identify a person (client
+# address, user agent, user and anonymous ids). The views are authorised on the source dataset,
+# so var.analysts_group reads them without any access to the source tables.
+
+locals {
+  # Each view: its source and the identifying columns the source has.
+  analyst_views = {
+    events = {
+      source      = google_bigquery_table.events_dedup.table_id
+      leave_out   = ["client_ip", "user_agent", "user_id", "anonymous_id"]
+      description = "events_dedup without the columns that identify a person."
+    }
+    customer_analytics = {
+      source      = google_bigquery_table.customer_analytics.table_id
+      leave_out   = ["user_id"]
+      description = "customer_analytics without the columns that identify a person."
+    }
+  }
+}
+
+resource "google_bigquery_dataset" "analyst" {
+  dataset_id    = "clickstream_analyst"
+  friendly_name = "clickstream for analysts"
+  description   = "Views of the clickstream dataset without the columns that identify a person."
+  location      = local.bigquery_location
+
+  dynamic "default_encryption_configuration" {
+    for_each = var.bigquery_kms_key_name == null ? [] : [var.bigquery_kms_key_name]
+    content {
+      kms_key_name = default_encryption_configuration.value
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_bigquery_table" "analyst" {
+  #checkov:skip=CKV_GCP_80:a view stores no data; the tables it reads follow bigquery_kms_key_name
+  for_each = local.analyst_views
+
+  dataset_id          = google_bigquery_dataset.analyst.dataset_id
+  table_id            = each.key
+  description         = each.value.description
+  deletion_protection = var.deletion_protection
+
+  view {
+    query          = "SELECT * EXCEPT (${join(", ", each.value.leave_out)}) FROM `${var.project_id}.${google_bigquery_dataset.main.dataset_id}.${each.value.source}`"
+    use_legacy_sql = false
+  }
+}
+
+resource "google_bigquery_dataset_access" "analyst_views" {
+  for_each = google_bigquery_table.analyst
+
+  dataset_id = google_bigquery_dataset.main.dataset_id
+  view {
+    project_id = var.project_id
+    dataset_id = google_bigquery_dataset.analyst.dataset_id
+    table_id   = each.value.table_id
+  }
+}
+
+resource "google_bigquery_dataset_access" "analysts" {
+  count = var.analysts_group == null ? 0 : 1
+
+  dataset_id     = google_bigquery_dataset.analyst.dataset_id
+  role           = "READER"
+  group_by_email = var.analysts_group
+
+  lifecycle {
+    precondition {
+      condition     = endswith(coalesce(var.analysts_group, "@"), "@${var.organization_domain}")
+      error_message = "analysts_group must be a group of organization_domain."
+    }
+  }
+}
+
+resource "google_bigquery_dataset_access" "analyst_admin" {
+  dataset_id    = google_bigquery_dataset.analyst.dataset_id
+  role          = "OWNER"
+  user_by_email = var.admin_email
 }

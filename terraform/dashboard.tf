@@ -52,13 +52,16 @@ resource "google_compute_instance" "dashboard" {
     serial-port-enable     = "FALSE"
     # Startup scripts rerun at every boot: a changed archive is installed on the next reset.
     startup-script = templatefile("${path.module}/templates/dashboard-startup.sh.tftpl", {
-      project_id            = var.project_id
-      dashboard_source_uri  = "gs://${google_storage_bucket.source.name}/${google_storage_bucket_object.dashboard.name}"
-      operations_source_uri = "gs://${google_storage_bucket.source.name}/${google_storage_bucket_object.operations.name}"
-      database_url          = local.database_url
-      db_password_secret    = google_secret_manager_secret.db_password.secret_id
-      password_hash_secret  = google_secret_manager_secret.dashboard_password_hash.secret_id
-      port                  = local.dashboard_port
+      project_id                   = var.project_id
+      dashboard_source_uri         = "gs://${google_storage_bucket.source.name}/${google_storage_bucket_object.dashboard.name}"
+      operations_source_uri        = "gs://${google_storage_bucket.source.name}/${google_storage_bucket_object.operations.name}"
+      database_url                 = local.database_url
+      db_password_secret           = google_secret_manager_secret.db_password.secret_id
+      dashboard_database_url       = local.dashboard_database_url
+      dashboard_db_password_secret = google_secret_manager_secret.dashboard_db_password.secret_id
+      server_ca                    = local.sql_server_ca
+      password_hash_secret         = google_secret_manager_secret.dashboard_password_hash.secret_id
+      port                         = local.dashboard_port
     })
   }
 
@@ -77,8 +80,11 @@ resource "google_compute_instance" "dashboard" {
     google_compute_router_nat.main,
     google_secret_manager_secret_iam_member.readers,
     google_secret_manager_secret_version.db_password,
+    google_secret_manager_secret_version.dashboard_db_password,
     google_secret_manager_secret_version.dashboard_password_hash,
     google_storage_bucket_iam_member.dashboard_reads_source,
+    # Its migrations grant the dashboard's user (an existing role) read access.
+    google_sql_user.dashboard,
   ]
 }
 

@@ -1,10 +1,15 @@
 # The ingestion gateway: the platform's only public entry point (Cloud Run's HTTPS front end).
 
 resource "google_cloud_run_v2_service" "gateway" {
-  name                = "${local.name}-gateway"
-  location            = var.region
-  ingress             = "INGRESS_TRAFFIC_ALL"
+  name     = "${local.name}-gateway"
+  location = var.region
+  # Behind the load balancer (loadbalancer.tf) only it may reach the gateway.
+  ingress             = local.load_balanced ? "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER" : "INGRESS_TRAFFIC_ALL"
   deletion_protection = false
+  # Browsers and SDKs call the gateway without Google credentials; write keys authenticate
+  # them. Turning the invoker check off, rather than granting run.invoker to everyone, is what
+  # the domain-restricted-sharing policy of organisation projects allows.
+  invoker_iam_disabled = true
 
   template {
     service_account                  = google_service_account.gateway.email
@@ -72,7 +77,7 @@ resource "google_cloud_run_v2_service" "gateway" {
 
       startup_probe {
         http_get {
-          path = "/healthz"
+          path = "/health"
         }
         period_seconds    = 2
         failure_threshold = 15
@@ -80,23 +85,17 @@ resource "google_cloud_run_v2_service" "gateway" {
 
       liveness_probe {
         http_get {
-          path = "/healthz"
+          path = "/health"
         }
         period_seconds = 15
       }
     }
   }
 
+  # The first revision reads the write keys at `latest`: a version must exist by then.
   depends_on = [
     google_secret_manager_secret_iam_member.readers,
+    google_secret_manager_secret_version.write_keys,
     google_pubsub_topic_iam_member.gateway_publishes,
   ]
-}
-
-# Browsers and SDKs call the gateway without Google credentials; write keys authenticate them.
-resource "google_cloud_run_v2_service_iam_member" "gateway_public" {
-  name     = google_cloud_run_v2_service.gateway.name
-  location = var.region
-  role     = "roles/run.invoker"
-  member   = "allUsers"
 }

@@ -21,6 +21,14 @@ resource "google_service_account" "processor_build" {
   depends_on   = [google_project_service.apis]
 }
 
+# `gcloud builds submit --service-account=...` (README step 2): new organisation projects no
+# longer give Cloud Build's default account the roles a build needs.
+resource "google_service_account" "image_builder" {
+  account_id   = "${local.name}-image-builder"
+  display_name = "clickstream image builder (Cloud Build for the gateway image)"
+  depends_on   = [google_project_service.apis]
+}
+
 resource "google_service_account" "pubsub_push" {
   account_id   = "${local.name}-pubsub-push"
   display_name = "clickstream Pub/Sub push identity: invokes the processor"
@@ -34,7 +42,8 @@ resource "google_service_account" "dashboard" {
 }
 
 locals {
-  pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  # Through the identity resource (apis.tf), so every grant to the agent waits until it exists.
+  pubsub_service_agent = "serviceAccount:${google_project_service_identity.pubsub.email}"
 
   # Project-level roles that exist only at project level: writing logs, metrics and traces.
   telemetry_roles = {
@@ -70,16 +79,38 @@ resource "google_pubsub_topic_iam_member" "gateway_publishes" {
   member = "serviceAccount:${google_service_account.gateway.email}"
 }
 
-# Function build: Cloud Build runs as this account instead of the default compute account.
-resource "google_project_iam_member" "processor_build" {
-  for_each = toset([
-    "roles/logging.logWriter",
-    "roles/artifactregistry.writer",
-  ])
+# The two builds (the function's, the gateway image's): Cloud Build runs as these accounts
+# instead of a default one. Each writes logs (a project-level role) and pushes to its own
+# repository only.
+locals {
+  builders = {
+    processor_build = { email = google_service_account.processor_build.email, repository = google_artifact_registry_repository.images["processor"].name }
+    image_builder   = { email = google_service_account.image_builder.email, repository = google_artifact_registry_repository.images["gateway"].name }
+  }
+}
+
+resource "google_project_iam_member" "builders_write_logs" {
+  for_each = local.builders
 
   project = var.project_id
-  role    = each.value
-  member  = "serviceAccount:${google_service_account.processor_build.email}"
+  role    = "roles/logging.logWriter"
+  member  = "serviceAccount:${each.value.email}"
+}
+
+resource "google_artifact_registry_repository_iam_member" "builders_push" {
+  for_each = local.builders
+
+  location   = var.region
+  repository = each.value.repository
+  role       = "roles/artifactregistry.writer"
+  member     = "serviceAccount:${each.value.email}"
+}
+
+# `gcloud builds submit --gcs-source-staging-dir` uploads the build context here.
+resource "google_storage_bucket_iam_member" "image_builder_reads_builds" {
+  bucket = google_storage_bucket.builds.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.image_builder.email}"
 }
 
 resource "google_storage_bucket_iam_member" "processor_build_reads_source" {

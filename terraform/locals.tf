@@ -26,13 +26,21 @@ locals {
   # Ranges Google uses for IAP TCP forwarding.
   iap_range = "35.235.240.0/20"
 
+  # Topic names are clickstream_contract.config.Settings' defaults after name_prefix; the
+  # gateway gets its two by environment.
   topics = {
-    events      = "events"
-    bad_events  = "events-bad"
-    dead_letter = "events-dead-letter"
+    events      = "${local.name}-events"
+    bad_events  = "${local.name}-events-bad"
+    dead_letter = "${local.name}-events-dead-letter"
   }
 
-  # Without sslmode in the URL a client could fall back to plain text; require TLS. The
-  # password is not in the URL: it reaches each component as CLICKSTREAM_DB_PASSWORD.
-  database_url = "postgresql://${var.db_user}@${google_sql_database_instance.main.private_ip_address}:5432/${var.db_name}?sslmode=require"
+  # TLS with the server's certificate verified against the instance's CA, which reaches each
+  # component as CLICKSTREAM_DB_SERVER_CA (a public certificate, not a secret). The password is
+  # not in the URL: it reaches each component as CLICKSTREAM_DB_PASSWORD.
+  sql_server_ca = google_sql_database_instance.main.server_ca_cert[0].cert
+  database_url  = "postgresql://${var.db_user}@${google_sql_database_instance.main.private_ip_address}:5432/${var.db_name}?sslmode=verify-ca"
+  # The dashboard reads as a user of its own, which migration 301_dashboard_reader grants
+  # read access to every table and nothing else.
+  dashboard_db_user      = "clickstream_dashboard"
+  dashboard_database_url = "postgresql://${local.dashboard_db_user}@${google_sql_database_instance.main.private_ip_address}:5432/${var.db_name}?sslmode=verify-ca"
 }

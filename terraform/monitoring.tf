@@ -34,7 +34,7 @@ resource "google_monitoring_alert_policy" "gateway_5xx_ratio" {
 
   notification_channels = local.notification_channels
   documentation {
-    content   = "The gateway answers 5xx only when Pub/Sub is unreachable or the process fails (bad input gets 4xx). Check the gateway's logs and /readyz."
+    content   = "The gateway answers 5xx only when Pub/Sub is unreachable or the process fails (bad input gets 4xx). Check the gateway's logs and its /ready path."
     mime_type = "text/markdown"
   }
 }
@@ -117,9 +117,11 @@ resource "google_monitoring_alert_policy" "function_errors" {
   combiner     = "OR"
 
   conditions {
+    # Cloud Run labels the series with the short service name, which for a gen2 function is
+    # the function's name (service_config[0].service is the full resource path).
     display_name = "processor 5xx responses (Pub/Sub will retry them)"
     condition_threshold {
-      filter          = "resource.type = \"cloud_run_revision\" AND resource.labels.service_name = \"${google_cloudfunctions2_function.processor.service_config[0].service}\" AND metric.type = \"run.googleapis.com/request_count\" AND metric.labels.response_code_class = \"5xx\""
+      filter          = "resource.type = \"cloud_run_revision\" AND resource.labels.service_name = \"${google_cloudfunctions2_function.processor.name}\" AND metric.type = \"run.googleapis.com/request_count\" AND metric.labels.response_code_class = \"5xx\""
       comparison      = "COMPARISON_GT"
       threshold_value = 1
       duration        = "300s"

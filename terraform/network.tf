@@ -92,8 +92,12 @@ resource "google_compute_global_address" "private_services" {
   network       = google_compute_network.main.id
 }
 
+# ABANDON on destroy: Google releases the peering only some time after Cloud SQL is gone, and
+# deleting it before fails ("producer services still using this connection"). The network's
+# own deletion removes the peering (README "Destroy").
 resource "google_service_networking_connection" "private_services" {
   network                 = google_compute_network.main.id
   service                 = "servicenetworking.googleapis.com"
   reserved_peering_ranges = [google_compute_global_address.private_services.name]
+  deletion_policy         = "ABANDON"
 }

@@ -6,6 +6,11 @@ output "gateway_url" {
   value       = google_cloud_run_v2_service.gateway.uri
 }
 
+output "gateway_load_balancer_ip" {
+  description = "With gateway_domain: the load balancer's address, for the domain's DNS A record (clients then use https://DOMAIN)."
+  value       = local.load_balanced ? google_compute_global_address.gateway[0].address : null
+}
+
 output "write_keys_secret" {
   description = "Secret Manager secret holding the gateway write keys (read: gcloud secrets versions access latest --secret=...)."
   value       = google_secret_manager_secret.write_keys.secret_id
@@ -75,5 +80,5 @@ output "db_password_secret" {
 
 output "artifact_registry" {
   description = "Docker repository for the gateway image."
-  value       = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
+  value       = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images["gateway"].repository_id}"
 }

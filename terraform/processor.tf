@@ -15,6 +15,8 @@ resource "google_cloudfunctions2_function" "processor" {
     runtime         = "python311"
     entry_point     = "process_pubsub"
     service_account = google_service_account.processor_build.id
+    # Its own repository, where only this build may push (iam.tf).
+    docker_repository = google_artifact_registry_repository.images["processor"].id
 
     source {
       storage_source {
@@ -47,6 +49,7 @@ resource "google_cloudfunctions2_function" "processor" {
       GOOGLE_CLOUD_PROJECT         = var.project_id
       CLICKSTREAM_BIGQUERY_DATASET = google_bigquery_dataset.main.dataset_id
       DATABASE_URL                 = local.database_url
+      CLICKSTREAM_DB_SERVER_CA     = local.sql_server_ca
     }
 
     secret_environment_variables {
@@ -58,10 +61,12 @@ resource "google_cloudfunctions2_function" "processor" {
   }
 
   depends_on = [
-    google_project_iam_member.processor_build,
+    google_project_iam_member.builders_write_logs,
+    google_artifact_registry_repository_iam_member.builders_push,
     google_storage_bucket_iam_member.processor_build_reads_source,
     google_secret_manager_secret_iam_member.readers,
     google_secret_manager_secret_version.db_password,
+    google_sql_user.app,
     google_bigquery_dataset_access.processor_writer,
   ]
 }

@@ -27,10 +27,10 @@ resource "google_pubsub_topic" "dead_letter" {
 }
 
 locals {
-  # Subscription names follow clickstream_contract.config.Settings' defaults.
+  # Subscription names are clickstream_contract.config.Settings' defaults after name_prefix.
   processor_subscriptions = {
-    events     = { name = "events-processor", topic = google_pubsub_topic.events.id }
-    bad_events = { name = "events-bad-processor", topic = google_pubsub_topic.bad_events.id }
+    events     = { name = "${local.name}-events-processor", topic = google_pubsub_topic.events.id }
+    bad_events = { name = "${local.name}-events-bad-processor", topic = google_pubsub_topic.bad_events.id }
   }
 }
 
@@ -73,7 +73,7 @@ resource "google_pubsub_subscription" "processor" {
 }
 
 resource "google_pubsub_subscription" "dead_letter_hold" {
-  name                       = "events-dead-letter-hold"
+  name                       = "${local.name}-events-dead-letter-hold"
   topic                      = google_pubsub_topic.dead_letter.id
   ack_deadline_seconds       = 60
   message_retention_duration = var.message_retention_duration

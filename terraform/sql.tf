@@ -15,8 +15,9 @@ resource "google_sql_database_instance" "main" {
   deletion_protection = var.deletion_protection
 
   settings {
-    tier                        = var.db_tier
-    edition                     = "ENTERPRISE"
+    tier = var.db_tier
+    # The performance-optimized tiers exist only in Enterprise Plus.
+    edition                     = startswith(var.db_tier, "db-perf-optimized-") ? "ENTERPRISE_PLUS" : "ENTERPRISE"
     availability_type           = var.db_availability_type
     disk_type                   = "PD_SSD"
     disk_size                   = var.db_disk_size_gb
@@ -58,9 +59,16 @@ resource "google_sql_database_instance" "main" {
 
     # Connection, lock and DDL logging for audits and incident work. Statement text is not
     # logged (it would carry customer data), only errors; Query Insights keeps latencies.
+    # pgAudit (the extension is created by migration 300_pgaudit) records schema changes and
+    # role and privilege changes: who changed what the data is kept in, and who may read it.
+    # Reads and writes are left out, as their statements carry customer data.
     database_flags {
       name  = "cloudsql.enable_pgaudit"
       value = "on"
+    }
+    database_flags {
+      name  = "pgaudit.log"
+      value = "ddl,role"
     }
     database_flags {
       name  = "log_checkpoints"
@@ -111,13 +119,30 @@ resource "google_sql_database_instance" "main" {
   depends_on = [google_service_networking_connection.private_services]
 }
 
+# ABANDON on destroy: the database and the user are gone with the instance anyway, and
+# deleting them first fails (the user owns the migrated tables; the database has connections).
 resource "google_sql_database" "main" {
-  name     = var.db_name
-  instance = google_sql_database_instance.main.name
+  name            = var.db_name
+  instance        = google_sql_database_instance.main.name
+  deletion_policy = "ABANDON"
 }
 
+# The password is write-only (secrets.tf): sent when password_wo_version changes, never stored.
 resource "google_sql_user" "app" {
-  name     = var.db_user
-  instance = google_sql_database_instance.main.name
-  password = local.db_password
+  name                = var.db_user
+  instance            = google_sql_database_instance.main.name
+  password_wo         = local.db_password
+  password_wo_version = var.secret_versions.db_password
+  deletion_policy     = "ABANDON"
+}
+
+# The dashboard's own user: read access only, granted by migration 301_dashboard_reader. Cloud
+# SQL makes every user it creates a member of cloudsqlsuperuser, which gives no access to tables
+# another role owns.
+resource "google_sql_user" "dashboard" {
+  name                = local.dashboard_db_user
+  instance            = google_sql_database_instance.main.name
+  password_wo         = ephemeral.random_password.dashboard_db.result
+  password_wo_version = var.secret_versions.dashboard_db_password
+  deletion_policy     = "ABANDON"
 }

@@ -123,13 +123,46 @@ resource "google_storage_bucket_object" "operations" {
   source = data.archive_file.operations.output_path
 }
 
-# Gateway images (see README: build and push before the first full apply).
+# The gateway image's build context, uploaded by `gcloud builds submit` (README step 2) and
+# read by the image builder's account only.
+resource "google_storage_bucket" "builds" {
+  #checkov:skip=CKV_GCP_62:holds only build contexts of this repository, deleted after a week; usage logs would need another bucket (that itself fails this check) and Cloud Audit Logs already record admin access
+  name                        = "${var.project_id}-${local.name}-builds"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = true
+
+  versioning {
+    enabled = true
+  }
+
+  lifecycle_rule {
+    condition {
+      age = 7
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# Container images, each repository written by one build's account only (iam.tf): the gateway
+# image (see README: build and push before the first full apply), and the function's image,
+# which Cloud Functions builds from the processor archive.
 resource "google_artifact_registry_repository" "images" {
   #checkov:skip=CKV_GCP_84:images contain only this repository's public code; Google-managed encryption at rest
-  repository_id = local.name
+  for_each = {
+    gateway   = { id = local.name, description = "clickstream gateway image" }
+    processor = { id = "${local.name}-functions", description = "clickstream processor function images (built by Cloud Functions)" }
+  }
+
+  repository_id = each.value.id
   location      = var.region
   format        = "DOCKER"
-  description   = "clickstream container images"
+  description   = each.value.description
 
   cleanup_policies {
     id     = "keep-recent"

@@ -34,10 +34,11 @@ variable "zone" {
 }
 
 variable "db_password" {
-  description = "Password of the Cloud SQL application user. Leave null to have a 32-character one generated; either way it is kept in Secret Manager and never output."
+  description = "Password of the Cloud SQL application user. Leave null to have a 32-character one generated; either way it goes to Secret Manager and Cloud SQL through write-only arguments, never into state or outputs."
   type        = string
   default     = null
   sensitive   = true
+  ephemeral   = true
 
   validation {
     condition     = var.db_password == null || length(coalesce(var.db_password, "x")) >= 16
@@ -56,12 +57,23 @@ variable "admin_email" {
 }
 
 variable "organization_domain" {
-  description = "Google Workspace / Cloud Identity domain whose users may read the BigQuery dataset."
+  description = "Google Workspace / Cloud Identity domain of the organisation: analysts_group must belong to it."
   type        = string
 
   validation {
     condition     = can(regex("^([a-z0-9-]+\\.)+[a-z]{2,}$", var.organization_domain))
     error_message = "organization_domain must be a domain name such as example.com."
+  }
+}
+
+variable "analysts_group" {
+  description = "Google group (name@organization_domain) whose members may query the analyst dataset: views without client addresses, user agents or user ids. null: only admin_email reads BigQuery."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.analysts_group == null || can(regex("^[^@\\s]+@[^@\\s]+\\.[a-z]{2,}$", coalesce(var.analysts_group, "x")))
+    error_message = "analysts_group must be a group's e-mail address (or null)."
   }
 }
 
@@ -71,8 +83,9 @@ variable "name_prefix" {
   default     = "clickstream"
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{2,14}$", var.name_prefix))
-    error_message = "name_prefix must be 3-15 lowercase letters, digits or hyphens, starting with a letter."
+    # The longest name built on it, the service account id NAME-processor-build, may have 30.
+    condition     = can(regex("^[a-z][a-z0-9-]{1,12}[a-z0-9]$", var.name_prefix))
+    error_message = "name_prefix must be 3-14 lowercase letters, digits or hyphens, starting with a letter and not ending with a hyphen."
   }
 }
 
@@ -178,11 +191,34 @@ variable "gateway_cors_origins" {
   }
 }
 
+variable "gateway_domain" {
+  description = "Domain name (e.g. collect.shop.example.com) for an external HTTPS load balancer with Cloud Armor rate limiting in front of the gateway (loadbalancer.tf); its DNS A record must point at output gateway_load_balancer_ip. null: clients call the gateway's run.app URL directly."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.gateway_domain == null || can(regex("^([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)+[a-z]{2,}$", coalesce(var.gateway_domain, "x")))
+    error_message = "gateway_domain must be a fully qualified domain name such as collect.example.com (or null)."
+  }
+}
+
+variable "gateway_rate_limit_per_minute" {
+  description = "With gateway_domain: requests one client address may send a minute before Cloud Armor answers 429 (SDKs batch events, so a browser sends few)."
+  type        = number
+  default     = 600
+
+  validation {
+    condition     = var.gateway_rate_limit_per_minute >= 10 && var.gateway_rate_limit_per_minute <= 1000000
+    error_message = "gateway_rate_limit_per_minute must be between 10 and 1000000."
+  }
+}
+
 variable "write_keys" {
-  description = "Gateway write keys as 'key=source,key2=source2'. Leave null to have one key for source 'web' generated (read it from Secret Manager)."
+  description = "Gateway write keys as 'key=source,key2=source2'. Leave null to have one key for source 'web' generated (read it from Secret Manager). Written only when secret_versions.write_keys changes."
   type        = string
   default     = null
   sensitive   = true
+  ephemeral   = true
 
   validation {
     condition     = var.write_keys == null || can(regex("^[^=,\\s]{16,}(=[A-Za-z0-9_.-]+)?(,[^=,\\s]{16,}(=[A-Za-z0-9_.-]+)?)*$", coalesce(var.write_keys, "x")))
@@ -370,13 +406,31 @@ variable "dashboard_machine_type" {
 }
 
 variable "dashboard_password_hash" {
-  description = "Hash of the dashboard's login password (as printed by `clickstream dashboard hash-password`); kept in Secret Manager, read by the VM at start."
+  description = "Hash of the dashboard's login password (as printed by `clickstream dashboard hash-password`); kept in Secret Manager, read by the VM at start. Written only when secret_versions.dashboard_password_hash changes."
   type        = string
   sensitive   = true
+  ephemeral   = true
+
+  # The form the dashboard accepts (dashboard/auth.py check_password_hash): scrypt$N$r$p$salt$hash.
+  validation {
+    condition     = can(regex("^scrypt\\$[0-9]+\\$[0-9]+\\$[0-9]+\\$[A-Za-z0-9+/=_-]+\\$[A-Za-z0-9+/=_-]+$", var.dashboard_password_hash))
+    error_message = "dashboard_password_hash must be the scrypt$N$r$p$salt$hash line `clickstream dashboard hash-password` prints."
+  }
+}
+
+variable "secret_versions" {
+  description = "Generation of each secret Terraform writes (write-only: the value is sent to Google only when its number changes). Bump one to write a new value: a new database password of the application or the dashboard user (generated, or db_password; Cloud SQL and Secret Manager together), the current write_keys, or the current dashboard_password_hash."
+  type = object({
+    db_password             = optional(number, 1)
+    dashboard_db_password   = optional(number, 1)
+    write_keys              = optional(number, 1)
+    dashboard_password_hash = optional(number, 1)
+  })
+  default = {}
 
   validation {
-    condition     = length(var.dashboard_password_hash) >= 20
-    error_message = "dashboard_password_hash must be a password hash, not empty."
+    condition     = alltrue([for v in values(var.secret_versions) : v >= 1 && floor(v) == v])
+    error_message = "secret_versions entries must be whole numbers, at least 1."
   }
 }
 

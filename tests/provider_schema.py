@@ -21,18 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PACKAGE = "@cdktf/provider-google"
-# The newest release of the package; it was generated from the provider version below.
+# The package of each provider the configuration uses (google-beta for the few resources GA
+# lacks), at their newest release.
+PACKAGES = {"google": "@cdktf/provider-google", "google-beta": "@cdktf/provider-google-beta"}
 PACKAGE_VERSION = "16.12.1"
-CACHE = Path(os.environ.get("CLICKSTREAM_SCHEMA_CACHE", tempfile.gettempdir())) / (
-    f"clickstream-provider-google-schema-{PACKAGE_VERSION}.json"
-)
+CACHE_DIR = Path(os.environ.get("CLICKSTREAM_SCHEMA_CACHE", tempfile.gettempdir()))
 
 # What `npm pack` prints when it cannot reach the registry at all (as opposed to a wrong name).
 UNREACHABLE = re.compile(r"ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH")
 
 # `{@link https://registry.terraform.io/providers/hashicorp/google/6.50.0/docs/resources/x#arg ...}`
-DOC_LINK = re.compile(r"registry\.terraform\.io/providers/hashicorp/google/([\d.]+)/docs/")
+DOC_LINK = re.compile(
+    r"registry\.terraform\.io/providers/hashicorp/google(?:-beta)?/([\d.]+)/docs/"
+)
 ARGUMENT_LINK = re.compile(r"/docs/(?:resources|data-sources)/\w+#(\w+) ")
 CLASS_LINK = re.compile(r"/docs/(resources|data-sources)/\w+ (google_\w+)\}")
 
@@ -117,11 +118,10 @@ def block_of(fqn: str, types: dict[str, Any], depth: int = 0) -> Block:
         raise ValueError(f"nesting too deep at {fqn}")
     block = Block()
     for prop in types[fqn].get("properties", []):
-        docs = prop.get("docs", {})
-        link = ARGUMENT_LINK.search(f"{docs.get('summary', '')} {docs.get('remarks', '')}")
-        if link is None:
-            continue  # cdktf's own meta-arguments (count, for_each, provider, ...)
-        name = link[1]
+        # The link sits in the summary, the remarks or a custom tag; the few properties
+        # without one are named as cdktf names everything, camelCase for snake_case.
+        link = ARGUMENT_LINK.search(json.dumps(prop.get("docs", {})))
+        name = link[1] if link else re.sub(r"(?<!^)([A-Z])", r"_\1", prop["name"]).lower()
         required = not prop.get("optional", False)
         nested = struct_of(prop["type"], types)
         if nested is None:
@@ -155,16 +155,10 @@ def schema_from_manifest(manifest: dict[str, Any]) -> Schema:
     return Schema(versions.pop(), resources, data_sources)
 
 
-def download_manifest(into: Path) -> dict[str, Any]:
+def download_manifest(package: str, into: Path) -> dict[str, Any]:
+    command = ["npm", "pack", f"{package}@{PACKAGE_VERSION}", "--loglevel=error"]
     result = subprocess.run(
-        [
-            "npm",
-            "pack",
-            f"{PACKAGE}@{PACKAGE_VERSION}",
-            "--loglevel=error",
-            "--pack-destination",
-            into,
-        ],
+        [*command, "--pack-destination", str(into)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -182,17 +176,18 @@ def download_manifest(into: Path) -> dict[str, Any]:
     return manifest
 
 
-def load() -> Schema:
-    """The provider schema, from the cache or (once per version) the npm registry. Raises
+def load(provider: str = "google") -> Schema:
+    """A provider's schema, from the cache or (once per version) the npm registry. Raises
     RegistryUnreachable when npm is missing or cannot reach its registry."""
-    if CACHE.exists():
-        return Schema.from_json(json.loads(CACHE.read_text()))
+    cache = CACHE_DIR / f"clickstream-provider-{provider}-schema-{PACKAGE_VERSION}.json"
+    if cache.exists():
+        return Schema.from_json(json.loads(cache.read_text()))
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            schema = schema_from_manifest(download_manifest(Path(scratch)))
+            schema = schema_from_manifest(download_manifest(PACKAGES[provider], Path(scratch)))
     except FileNotFoundError as missing:  # no npm on this machine
         raise RegistryUnreachable(f"npm is not installed: {missing}") from missing
-    partial = CACHE.with_suffix(f".{os.getpid()}.tmp")
+    partial = cache.with_suffix(f".{os.getpid()}.tmp")
     partial.write_text(json.dumps(schema.to_json()))
-    partial.replace(CACHE)  # atomic: a parallel run reads the whole file or none
+    partial.replace(cache)  # atomic: a parallel run reads the whole file or none
     return schema

@@ -19,17 +19,20 @@ import hcl2
 
 TERRAFORM_DIR = Path(__file__).resolve().parent.parent / "terraform"
 
-# `var.x`, `local.x`, `data.T.x`, or a resource `T.x` of a provider this configuration uses,
-# not preceded by a word character or a dot (so `foo.var.x` or `xgoogle_y.z` never match).
+# `var.x`, `local.x`, `data.T.x`, `ephemeral.T.x`, or a resource `T.x` of a provider this
+# configuration uses, not preceded by a word character or a dot (so `foo.var.x` or
+# `xgoogle_y.z` never match).
 REFERENCE = re.compile(
-    r"(?<![\w.\"/-])(var|local|data\.[a-z0-9_]+|(?:google|random|archive)_[a-z0-9_]+)\.([a-z0-9_]+)"
+    r"(?<![\w.\"/-])(var|local|(?:data|ephemeral)\.[a-z0-9_]+|(?:google|random|archive)_[a-z0-9_]+)"
+    r"\.([a-z0-9_]+)"
 )
 
 
 def plain(value: Any) -> Any:
     """Strip python-hcl2's quotes from literals and keys, and its block markers."""
     if isinstance(value, dict):
-        return {plain(k): plain(v) for k, v in value.items() if k != "__is_block__"}
+        # Keys starting with `__` are python-hcl2's markers (blocks, comments).
+        return {plain(k): plain(v) for k, v in value.items() if not k.startswith("__")}
     if isinstance(value, list):
         return [plain(v) for v in value]
     if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
@@ -43,12 +46,23 @@ class Config:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     resources: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     data: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    ephemerals: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     variables: dict[str, dict[str, Any]] = field(default_factory=dict)
     locals: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def of_type(self, kind: str) -> dict[str, dict[str, Any]]:
         return {name: body for (t, name), body in self.resources.items() if t == kind}
+
+    def render(self, value: str) -> str:
+        """A string with each `${var.x}` (its default) and `${local.x}` that is itself a
+        string substituted, as Terraform would; other expressions stay as they are."""
+
+        def substitute(match: re.Match[str]) -> str:
+            resolved = self.resolve(match[0])
+            return self.render(resolved) if isinstance(resolved, str) else match[0]
+
+        return re.sub(r"\$\{(?:var|local)\.[a-z0-9_.]+\}", substitute, value)
 
     def resolve(self, value: Any) -> Any:
         """The value of a literal, `${var.x}` (its default) or `${local.a.b}`; else unchanged."""
@@ -93,6 +107,10 @@ def load(directory: Path = TERRAFORM_DIR) -> Config:
             for kind, named in block.items():
                 for name, body in named.items():
                     config.data[(kind, name)] = body
+        for block in parsed.get("ephemeral", []):
+            for kind, named in block.items():
+                for name, body in named.items():
+                    config.ephemerals[(kind, name)] = body
         for block in parsed.get("variable", []):
             config.variables.update(block)
         for block in parsed.get("locals", []):

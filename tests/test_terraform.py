@@ -101,10 +101,23 @@ def test_terraform_fmt_accepts_every_file() -> None:
 def test_providers_are_pinned(tf: Config) -> None:
     (terraform,) = tf.files["versions.tf"]["terraform"]
     (providers,) = terraform["required_providers"]
-    assert set(providers) == {"google", "archive", "random"}
+    assert set(providers) == {"google", "google-beta", "archive", "random"}
     for name, spec in providers.items():
         assert re.fullmatch(r"~> \d+\.\d+", spec["version"]), (name, spec["version"])
-    assert terraform["required_version"].startswith(">= 1.")
+    assert providers["google-beta"]["version"] == providers["google"]["version"]
+    # Write-only arguments (secrets.tf) need Terraform 1.11.
+    floor = re.match(r">= (\d+)\.(\d+)", terraform["required_version"])
+    assert floor and (int(floor[1]), int(floor[2])) >= (1, 11), terraform["required_version"]
+
+
+def test_user_credentials_bill_this_project_for_quota() -> None:
+    """With `gcloud auth application-default login` credentials, APIs such as the budgets API
+    refuse calls without a quota project: every Google provider names this one."""
+    config = load()
+    for provider in config.files["versions.tf"]["provider"]:
+        for name, body in provider.items():
+            assert body["user_project_override"] is True, name
+            assert body["billing_project"] == "${var.project_id}", name
 
 
 # --- network ------------------------------------------------------------------------------
@@ -212,14 +225,49 @@ def test_sql_is_private_only_with_tls_backups_and_protection(tf: Config) -> None
         assert flags.get(flag) == "on", flag
 
 
-def test_database_password_comes_from_secret_manager_only(tf: Config) -> None:
-    assert tf.variables["db_password"]["sensitive"] is True
+def arguments(body: Any, path: str = "") -> list[tuple[str, Any]]:
+    """(dotted path, value) of every argument in a resource body, nested blocks included."""
+    found: list[tuple[str, Any]] = []
+    if isinstance(body, dict):
+        for key, value in body.items():
+            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                for item in value:
+                    found += arguments(item, f"{path}{key}.")
+            else:
+                found.append((f"{path}{key}", value))
+    return found
+
+
+def test_no_secret_value_reaches_state(tf: Config) -> None:
+    """Terraform state keeps every argument of every resource, except write-only ones: a
+    secret (a sensitive variable, an ephemeral resource, or a local made of them) may only be
+    passed to a `*_wo` argument, each with the `*_wo_version` that says when to send it."""
+    tainted = secret_taint(tf)
+    assert {("local", "db_password"), ("local", "write_keys")} <= tainted
+    for (kind, name), body in tf.resources.items():
+        for path, value in arguments(body):
+            leaks = references(value) & tainted
+            if leaks:
+                assert path.endswith("_wo"), f"{kind}.{name}.{path} gets {leaks}"
+                parent = body
+                for part in path.split(".")[:-1]:
+                    parent = parent[part][0]
+                assert f"{path.rsplit('.', 1)[-1]}_version" in parent, f"{kind}.{name}.{path}"
+    for name, spec in tf.variables.items():
+        if spec.get("sensitive") is True:
+            assert spec.get("ephemeral") is True, f"variable {name}: sensitive but kept in state"
+    assert not {k for k, _ in tf.resources if k == "random_password"}, "generated into state"
+
+
+def test_database_passwords_reach_cloud_sql_and_secret_manager_together(tf: Config) -> None:
+    """A rotation (a bumped version) sends one new value to the user and to its secret."""
+    pairs = {"app": "db_password", "dashboard": "dashboard_db_password"}
+    for user_name, secret in pairs.items():
+        user = tf.resources[("google_sql_user", user_name)]
+        version = tf.resources[("google_secret_manager_secret_version", secret)]
+        assert user["password_wo"] == version["secret_data_wo"], user_name
+        assert user["password_wo_version"] == version["secret_data_wo_version"], user_name
     assert tf.variables["db_password"]["default"] is None
-    user = tf.resources[("google_sql_user", "app")]
-    assert user["password"] == "${local.db_password}"
-    assert tf.resources[("google_secret_manager_secret_version", "db_password")]["secret_data"] == (
-        "${local.db_password}"
-    )
     assert "password" not in tf.resolve("${local.database_url}")
     function = block(
         tf.resources[("google_cloudfunctions2_function", "processor")], "service_config"
@@ -331,14 +379,12 @@ def test_tfvars_example_sets_the_seed_variables(tf: Config) -> None:
 
 
 def secret_taint(tf: Config) -> set[tuple[str, str]]:
-    """Names whose value is or derives from a secret: sensitive variables, generated
-    passwords, secret versions, and every local computed from one of those."""
+    """Names whose value is or derives from a secret: sensitive and ephemeral variables,
+    generated passwords (ephemeral or not), and every local computed from one of those."""
     tainted = {("var", n) for n, spec in tf.variables.items() if spec.get("sensitive") is True}
-    tainted |= {
-        (k, n)
-        for (k, n) in tf.resources
-        if k in {"random_password", "google_secret_manager_secret_version"}
-    }
+    tainted |= {("var", n) for n, spec in tf.variables.items() if spec.get("ephemeral") is True}
+    tainted |= {(f"ephemeral.{k}", n) for k, n in tf.ephemerals}
+    tainted |= {(k, n) for (k, n) in tf.resources if k == "random_password"}
     changed = True
     while changed:
         changed = False
@@ -364,6 +410,7 @@ def test_no_output_carries_a_secret(tf: Config) -> None:
 def test_every_reference_names_something_declared(tf: Config) -> None:
     declared = {("var", n) for n in tf.variables} | {("local", n) for n in tf.locals}
     declared |= {(f"data.{k}", n) for k, n in tf.data} | set(tf.resources)
+    declared |= {(f"ephemeral.{k}", n) for k, n in tf.ephemerals}
     everything = [tf.resources, tf.data, tf.locals, tf.outputs, tf.variables]
     dangling = references(everything) - declared
     assert not dangling, dangling
@@ -401,13 +448,16 @@ def test_one_service_account_per_component(tf: Config) -> None:
 
 
 def test_only_the_gateway_is_public(tf: Config) -> None:
-    public = {
-        key
-        for key, body in tf.resources.items()
-        if any(str(v).startswith(("allUsers", "allAuthenticatedUsers")) for v in body.values())
+    """Organisation projects refuse allUsers grants (domain-restricted sharing): the gateway is
+    public by having Cloud Run's invoker check off, and nothing else is."""
+    text = "\n".join((TERRAFORM_DIR / f).read_text() for f in tf.files)
+    assert "allUsers" not in text and "allAuthenticatedUsers" not in text
+    open_services = {
+        name
+        for name, body in tf.of_type("google_cloud_run_v2_service").items()
+        if body.get("invoker_iam_disabled") is True
     }
-    assert public == {("google_cloud_run_v2_service_iam_member", "gateway_public")}
-    assert tf.resources[next(iter(public))]["role"] == "roles/run.invoker"
+    assert open_services == {"gateway"}
     function = block(
         tf.resources[("google_cloudfunctions2_function", "processor")], "service_config"
     )
@@ -420,10 +470,24 @@ def test_only_the_gateway_is_public(tf: Config) -> None:
 def test_topics_and_subscriptions_match_the_application_defaults(tf: Config) -> None:
     from clickstream_contract.config import Settings
 
-    topics = {tf.resolve(t["name"]) for t in tf.of_type("google_pubsub_topic").values()}
-    assert topics == {Settings.events_topic, Settings.bad_events_topic, Settings.dead_letter_topic}
-    subscriptions = {s["name"] for s in tf.locals["processor_subscriptions"].values()}
-    assert subscriptions == {Settings.events_subscription, Settings.bad_events_subscription}
+    prefix = tf.variables["name_prefix"]["default"]
+    topics = {tf.render(tf.resolve(t["name"])) for t in tf.of_type("google_pubsub_topic").values()}
+    assert topics == {
+        f"{prefix}-{name}"
+        for name in (Settings.events_topic, Settings.bad_events_topic, Settings.dead_letter_topic)
+    }
+    subscriptions = {tf.render(s["name"]) for s in tf.locals["processor_subscriptions"].values()}
+    assert subscriptions == {
+        f"{prefix}-{Settings.events_subscription}",
+        f"{prefix}-{Settings.bad_events_subscription}",
+    }
+    # The gateway publishes to the prefixed topics: it is told their names.
+    gateway = block(
+        block(tf.resources[("google_cloud_run_v2_service", "gateway")], "template"), "containers"
+    )
+    env = {e["name"]: e.get("value") for e in gateway["env"]}
+    assert env["CLICKSTREAM_EVENTS_TOPIC"] == "${google_pubsub_topic.events.name}"
+    assert env["CLICKSTREAM_BAD_EVENTS_TOPIC"] == "${google_pubsub_topic.bad_events.name}"
 
 
 def test_processor_subscriptions_push_with_retry_and_dead_letter(tf: Config) -> None:
@@ -483,15 +547,24 @@ def test_local_pubsub_topology_agrees_with_terraform(tf: Config) -> None:
 
     settings = Settings()
     local = {s.name.rsplit("/", 1)[1]: s for s in subscriptions(settings)}
+    # Deployed names are the local ones after name_prefix.
+    prefix = f"{tf.variables['name_prefix']['default']}-"
+
+    def unprefixed(name: str) -> str:
+        rendered = tf.render(tf.resolve(name))
+        assert rendered.startswith(prefix), rendered
+        return rendered.removeprefix(prefix)
+
     topics = {
-        f"${{google_pubsub_topic.{key}.id}}": tf.resolve(topic["name"])
+        f"${{google_pubsub_topic.{key}.id}}": unprefixed(topic["name"])
         for key, topic in tf.of_type("google_pubsub_topic").items()
     }
     deployed = {
-        s["name"]: topics[s["topic"]] for s in tf.locals["processor_subscriptions"].values()
+        unprefixed(s["name"]): topics[s["topic"]]
+        for s in tf.locals["processor_subscriptions"].values()
     }
     hold = tf.resources[("google_pubsub_subscription", "dead_letter_hold")]
-    deployed[hold["name"]] = topics[hold["topic"]]
+    deployed[unprefixed(hold["name"])] = topics[hold["topic"]]
     assert {name: s.topic.rsplit("/", 1)[1] for name, s in local.items()} == deployed
     dead_letter = block(
         tf.resources[("google_pubsub_subscription", "processor")], "dead_letter_policy"
@@ -596,7 +669,11 @@ def test_bigquery_tables_and_views_match_the_processor_definitions(tf: Config) -
     from processor.bigquery_schema import table_definitions
 
     definitions = {t.table_id: t for t in table_definitions("PROJECT", "DATASET")}
-    tables = {tf.resolve(t["table_id"]): t for t in tf.of_type("google_bigquery_table").values()}
+    tables = {
+        tf.resolve(t["table_id"]): t
+        for t in tf.of_type("google_bigquery_table").values()
+        if t["dataset_id"] == "${google_bigquery_dataset.main.dataset_id}"
+    }
     assert set(tables) == set(definitions)
     for table_id, definition in definitions.items():
         table = tables[table_id]
@@ -618,13 +695,61 @@ def test_bigquery_tables_and_views_match_the_processor_definitions(tf: Config) -
         assert table.get("clustering") == definition.clustering_fields
 
 
-def test_dataset_access_for_domain_readers_and_admin(tf: Config) -> None:
+def test_raw_data_is_read_by_its_owner_and_writer_only_and_analysts_get_views(
+    tf: Config,
+) -> None:
+    """Raw events carry client addresses and user ids: on their dataset only the operator
+    (owner) and the processor (writer) are granted, besides the authorised views; a group of
+    the organisation reads the analyst dataset, whose views leave out every identifying
+    column their source has."""
     access = tf.of_type("google_bigquery_dataset_access")
-    grants = {(a["role"], a.get("domain") or a.get("user_by_email")) for a in access.values()}
-    assert ("READER", "${var.organization_domain}") in grants
-    assert ("OWNER", "${var.admin_email}") in grants
-    dataset = tf.resources[("google_bigquery_dataset", "main")]
-    assert "access" not in dataset  # authoritative access blocks would undo the grants above
+    main = "${google_bigquery_dataset.main.dataset_id}"
+    analyst = "${google_bigquery_dataset.analyst.dataset_id}"
+    on_main = {
+        (a.get("role"), a.get("user_by_email") or a.get("group_by_email") or a.get("domain"))
+        for a in access.values()
+        if a["dataset_id"] == main and "view" not in a
+    }
+    assert on_main == {
+        ("OWNER", "${var.admin_email}"),
+        ("WRITER", "${google_service_account.processor.email}"),
+    }
+    assert not any("domain" in a or "special_group" in a for a in access.values())
+    analysts = access["analysts"]
+    assert (analysts["dataset_id"], analysts["group_by_email"]) == (
+        analyst,
+        "${var.analysts_group}",
+    )
+    for dataset in ("main", "analyst"):
+        assert "access" not in tf.resources[("google_bigquery_dataset", dataset)]
+    # Every analyst view is authorised on the raw dataset, and shows no identifying column.
+    authorised = access["analyst_views"]
+    assert authorised["for_each"] == "${google_bigquery_table.analyst}"
+    assert authorised["dataset_id"] == main and block(authorised, "view")["dataset_id"] == analyst
+    views = tf.locals["analyst_views"]
+    assert set(views) >= {"events", "customer_analytics"}
+    for name, view in views.items():
+        source = view["source"].removeprefix("${google_bigquery_table.").split(".")[0]
+        shown = view_columns(source) - set(view["leave_out"])
+        assert not shown & IDENTIFYING_COLUMNS, (name, shown & IDENTIFYING_COLUMNS)
+        assert set(view["leave_out"]) <= view_columns(source), name  # EXCEPT must name columns
+
+
+# What identifies a person in the events (processor/bigquery_schema.py's columns).
+IDENTIFYING_COLUMNS = {"client_ip", "user_agent", "user_id", "anonymous_id"}
+
+
+def view_columns(table: str) -> set[str]:
+    """The columns a table or view of the raw dataset has: schema files for tables, the select
+    list's names for views (events_dedup selects `*` from events)."""
+    if table == "events_dedup":
+        table = "events"
+    schema = TERRAFORM_DIR / "bigquery" / f"{table}.schema.json"
+    if schema.exists():
+        return {field["name"] for field in json.loads(schema.read_text())}
+    query = (REPO / "processor" / "bigquery_views" / f"{table}.sql").read_text()
+    select = query.split("FROM", 1)[0]
+    return set(re.findall(r"(?:AS\s+)?(\w+)\s*,?\s*$", select, re.M)) - {"SELECT"}
 
 
 # --- the function's source archive ------------------------------------------------------------
@@ -720,3 +845,288 @@ def locked_versions() -> dict[str, str]:
     lines = (REPO / "requirements.lock").read_text().splitlines()
     pins = (line.split("==") for line in lines if line.strip() and not line.startswith("#"))
     return {canonicalize_name(name): version for name, version in pins}
+
+
+# --- what a first apply, the smoke test and destroy need ---------------------------------------
+
+
+def test_alerts_select_cloud_run_series_by_short_service_name(tf: Config) -> None:
+    """Cloud Run labels its series with the short service name; a gen2 function's service has
+    the function's name, while `service_config[0].service` is a full resource path that never
+    matches, so an alert on it could never fire."""
+    named = {
+        "${google_cloud_run_v2_service.gateway.name}",
+        "${google_cloudfunctions2_function.processor.name}",
+    }
+    seen = set()
+    for name, policy in tf.of_type("google_monitoring_alert_policy").items():
+        for condition in policy["conditions"]:
+            text = str(condition)
+            for value in re.findall(r'service_name\s*=\s*\\*"(\$\{[^}]+\})', text):
+                assert value in named, (name, value)
+                seen.add(value)
+    assert seen == named  # both services are watched
+
+
+def secrets_read_by(body: Any) -> set[str]:
+    return {name for kind, name in references(body) if kind == "google_secret_manager_secret"}
+
+
+def test_whatever_reads_a_secret_waits_for_a_version_of_it(tf: Config) -> None:
+    """A service reading a secret at `latest` fails to start before a version exists."""
+    readers = 0
+    for kind in ("google_cloud_run_v2_service", "google_cloudfunctions2_function"):
+        for name, body in tf.of_type(kind).items():
+            waits = {
+                dependency.removeprefix("${google_secret_manager_secret_version.").rstrip("}")
+                for dependency in body.get("depends_on", [])
+            }
+            read = secrets_read_by({k: v for k, v in body.items() if k != "depends_on"})
+            assert read <= waits, f"{kind}.{name} reads {read - waits} before a version exists"
+            readers += bool(read)
+    vm = tf.resources[("google_compute_instance", "dashboard")]
+    waits = {d.split(".")[1].rstrip("}") for d in vm["depends_on"] if "secret_version" in d}
+    assert secrets_read_by(vm["metadata"]) <= waits
+    assert readers == 2
+
+
+def test_builds_run_as_their_own_accounts_and_push_to_their_own_repository(tf: Config) -> None:
+    """New organisation projects do not give Cloud Build's default account what a build needs:
+    each build runs as an account of ours that may write logs and push to one repository."""
+    function = block(tf.resources[("google_cloudfunctions2_function", "processor")], "build_config")
+    assert function["service_account"] == "${google_service_account.processor_build.id}"
+    assert function["docker_repository"] == (
+        '${google_artifact_registry_repository.images["processor"].id}'
+    )
+    builders = tf.locals["builders"]
+    assert builders["processor_build"]["repository"] == (
+        '${google_artifact_registry_repository.images["processor"].name}'
+    )
+    assert builders["image_builder"]["repository"] == (
+        '${google_artifact_registry_repository.images["gateway"].name}'
+    )
+    push = tf.resources[("google_artifact_registry_repository_iam_member", "builders_push")]
+    assert push["role"] == "roles/artifactregistry.writer"
+    assert push["for_each"] == "${local.builders}"
+    # No project-wide Artifact Registry role for anyone.
+    for body in tf.of_type("google_project_iam_member").values():
+        assert "artifactregistry" not in str(body.get("role")), body
+    reads = tf.resources[("google_storage_bucket_iam_member", "image_builder_reads_builds")]
+    assert reads["bucket"] == "${google_storage_bucket.builds.name}"
+    # The guide builds with that account and that bucket.
+    guide = (TERRAFORM_DIR / "README.md").read_text()
+    submit = re.search(r"gcloud builds submit(?:[^\n]*\\\n)*[^\n]*", guide)
+    assert submit, "the guide builds the image with Cloud Build"
+    account = tf.render(tf.resources[("google_service_account", "image_builder")]["account_id"])
+    bucket = tf.render(tf.resources[("google_storage_bucket", "builds")]["name"])
+    as_guide_writes = {
+        "clickstream": "$PREFIX",  # the guide's shell variables for the defaults
+        "${var.project_id}": "$PROJECT",
+    }
+    for default, variable in as_guide_writes.items():
+        account, bucket = account.replace(default, variable), bucket.replace(default, variable)
+    assert f'--service-account="projects/$PROJECT/serviceAccounts/{account}@' in submit[0]
+    assert f'--gcs-source-staging-dir="gs://{bucket}/' in submit[0]
+
+
+def test_apis_cover_what_the_configuration_calls_and_service_agents_exist_first(
+    tf: Config,
+) -> None:
+    apis = set(tf.locals["apis"].removeprefix("${toset(").removesuffix(")}").split('"')[1::2])
+    # data.google_project, project IAM members and audit configs go through Resource Manager.
+    assert tf.data.get(("google_project", "this")) is not None
+    assert "cloudresourcemanager.googleapis.com" in apis
+    kinds = {kind for kind, _ in tf.resources}
+    for kind, api in {
+        "google_pubsub_topic": "pubsub",
+        "google_sql_database_instance": "sqladmin",
+        "google_cloudfunctions2_function": "cloudfunctions",
+        "google_cloud_run_v2_service": "run",
+        "google_secret_manager_secret": "secretmanager",
+        "google_compute_network": "compute",
+        "google_billing_budget": "billingbudgets",
+    }.items():
+        assert kind in kinds and f"{api}.googleapis.com" in apis, kind
+    # Grants to Pub/Sub's service agent go through the resource that creates it.
+    identity = tf.resources[("google_project_service_identity", "pubsub")]
+    assert identity["service"] == "pubsub.googleapis.com"
+    assert "google_project_service_identity.pubsub" in tf.locals["pubsub_service_agent"]
+    assert "gcp-sa-pubsub" not in json.dumps(tf.locals)
+
+
+def test_destroy_abandons_what_goes_with_the_instance_and_the_network(tf: Config) -> None:
+    """Deleting the SQL user (owner of the migrated tables), the database, or the peering Cloud
+    SQL still uses would fail a destroy: they are left to go with the instance and network."""
+    for kind in (
+        "google_sql_user",
+        "google_sql_database",
+        "google_service_networking_connection",
+    ):
+        for name, body in tf.of_type(kind).items():
+            assert body.get("deletion_policy") == "ABANDON", f"{kind}.{name}"
+    guide = (TERRAFORM_DIR / "README.md").read_text()
+    destroy = guide[guide.index("## Destroy") :]
+    assert "terraform destroy" in destroy and "subnet" in destroy and "wait" in destroy.lower()
+
+
+# Every name built on name_prefix, with the longest length Google accepts for it.
+NAME_LIMITS = {
+    "google_service_account": ("account_id", 30),
+    "google_cloud_run_v2_service": ("name", 49),
+    "google_cloudfunctions2_function": ("name", 63),
+    "google_storage_bucket": ("name", 63),
+    "google_pubsub_topic": ("name", 255),
+    "google_pubsub_subscription": ("name", 255),
+    "google_compute_firewall": ("name", 63),
+    "google_compute_subnetwork": ("name", 63),
+    "google_secret_manager_secret": ("secret_id", 255),
+    "google_artifact_registry_repository": ("repository_id", 63),
+}
+
+
+def longest_accepted(tf: Config, variable: str, alphabet: str = "a") -> str:
+    """The longest value a variable's validation regex accepts (Python's re reads the simple
+    patterns used here as RE2 does)."""
+    (validation,) = tf.variables[variable]["validation"]
+    pattern = re.search(r'regex\("(.+?)", var\.', validation["condition"])
+    assert pattern, validation["condition"]
+    regex = re.compile(pattern[1].replace("\\\\", "\\"))
+    accepted = [alphabet * n for n in range(1, 80) if regex.fullmatch(alphabet * n)]
+    assert accepted, variable
+    return accepted[-1]
+
+
+def test_names_fit_googles_limits_for_every_accepted_prefix(tf: Config) -> None:
+    prefix = longest_accepted(tf, "name_prefix")
+    project = longest_accepted(tf, "project_id")
+    for kind, (attribute, limit) in NAME_LIMITS.items():
+        for name, body in tf.of_type(kind).items():
+            value = body.get(attribute)
+            if value is None and "for_each" in body:
+                continue  # names from the for_each map, checked below
+            text = tf.render(tf.resolve(value))
+            text = text.replace(tf.variables["name_prefix"]["default"], prefix)
+            text = text.replace("${var.project_id}", project)
+            text = text.replace("${each.value.name}", "")
+            assert "${" not in text or "each." in text, (kind, name, text)
+            assert len(text) <= limit, f"{kind}.{name}: {text!r} is longer than {limit}"
+    assert len(f"{prefix}-processor-build") <= 30  # the longest service account id
+    assert not re.search(r"-$", prefix)
+
+
+def test_the_sql_edition_follows_the_tier(tf: Config) -> None:
+    """db-perf-optimized-* tiers exist only in ENTERPRISE_PLUS, the custom ones in ENTERPRISE."""
+    settings = block(tf.resources[("google_sql_database_instance", "main")], "settings")
+    edition = re.fullmatch(
+        r'\$\{startswith\(var\.db_tier, "([^"]+)"\) \? "(\w+)" : "(\w+)"\}', settings["edition"]
+    )
+    assert edition, settings["edition"]
+    (validation,) = tf.variables["db_tier"]["validation"]
+    pattern = re.search(r'regex\("(.+?)", var\.', validation["condition"])
+    assert pattern
+    accepts = re.compile(pattern[1].replace("\\\\", "\\"))
+    for tier, expected in (
+        ("db-custom-2-7680", "ENTERPRISE"),
+        ("db-perf-optimized-N-8", "ENTERPRISE_PLUS"),
+    ):
+        assert accepts.fullmatch(tier), tier
+        chosen = edition[2] if tier.startswith(edition[1]) else edition[3]
+        assert chosen == expected, tier
+
+
+def test_the_dashboard_password_hash_is_validated_as_the_dashboard_reads_it(tf: Config) -> None:
+    from dashboard.auth import check_password_hash, hash_password
+
+    (validation,) = tf.variables["dashboard_password_hash"]["validation"]
+    pattern = re.search(r'regex\("(.+?)", var\.', validation["condition"])
+    assert pattern
+    accepts = re.compile(pattern[1].replace("\\\\", "\\"))
+    real = hash_password("a long enough password")
+    assert accepts.fullmatch(real)
+    example = (TERRAFORM_DIR / "terraform.tfvars.example").read_text()
+    placeholder = re.search(r'^dashboard_password_hash\s*=\s*"([^"]*)"', example, re.M)
+    if placeholder:  # an active placeholder must fail here, as the dashboard refuses it
+        assert not accepts.fullmatch(placeholder[1])
+        with pytest.raises(ValueError):
+            check_password_hash(placeholder[1])
+    for refused in ("", "x" * 40, "scrypt$1$2$3$salt"):
+        assert not accepts.fullmatch(refused), refused
+
+
+def test_pgaudit_is_configured_and_its_extension_created(tf: Config) -> None:
+    settings = block(tf.resources[("google_sql_database_instance", "main")], "settings")
+    flags = {f["name"]: f["value"] for f in settings["database_flags"]}
+    assert flags["cloudsql.enable_pgaudit"] == "on"
+    logged = set(flags["pgaudit.log"].split(","))
+    assert logged and "read" not in logged and "all" not in logged  # no customer data
+    migrations = (REPO / "processor" / "migrations").glob("*.sql")
+    assert any("CREATE EXTENSION IF NOT EXISTS pgaudit" in m.read_text() for m in migrations)
+
+
+def test_clients_verify_the_database_server_and_the_dashboard_reads_as_its_own_user(
+    tf: Config,
+) -> None:
+    from clickstream_contract.config import DB_SERVER_CA_ENV
+
+    for local in ("database_url", "dashboard_database_url"):
+        assert tf.locals[local].endswith("?sslmode=verify-ca"), local
+    function = block(
+        tf.resources[("google_cloudfunctions2_function", "processor")], "service_config"
+    )
+    assert function["environment_variables"][DB_SERVER_CA_ENV] == "${local.sql_server_ca}"
+    assert "server_ca_cert" in tf.locals["sql_server_ca"]
+    # The dashboard's user is the role the migration grants read access to.
+    user = tf.resources[("google_sql_user", "dashboard")]
+    role = tf.resolve(user["name"])
+    migration = (REPO / "processor" / "migrations" / "301_dashboard_reader.sql").read_text()
+    assert f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};" in migration
+    assert f"//{role}@" in tf.render(tf.locals["dashboard_database_url"])
+    # ... and the dashboard service, not the migrations, connects as it.
+    template = (TERRAFORM_DIR / "templates" / "dashboard-startup.sh.tftpl").read_text()
+    service = re.search(
+        r"^ExecStart=\S+/with-secrets (\w+) \S+/venv/bin/clickstream dashboard", template, re.M
+    )
+    assert service
+    env = re.search(
+        rf"/etc/clickstream/{service[1]}\.env <<'ENV'\n(.*?)^ENV$", template, re.M | re.S
+    )
+    assert env and "DATABASE_URL=${dashboard_database_url}" in env[1]
+
+
+def test_the_gateway_can_sit_behind_a_load_balancer_with_cloud_armor(tf: Config) -> None:
+    gateway = tf.resources[("google_cloud_run_v2_service", "gateway")]
+    assert gateway["ingress"] == (
+        '${local.load_balanced ? "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER" : "INGRESS_TRAFFIC_ALL"}'
+    )
+    assert tf.locals["load_balanced"] == "${var.gateway_domain != null}"
+    neg = tf.resources[("google_compute_region_network_endpoint_group", "gateway")]
+    assert neg["network_endpoint_type"] == "SERVERLESS"
+    assert block(neg, "cloud_run")["service"] == "${google_cloud_run_v2_service.gateway.name}"
+    backend = tf.resources[("google_compute_backend_service", "gateway")]
+    assert backend["security_policy"] == "${google_compute_security_policy.gateway[0].id}"
+    policy = tf.resources[("google_compute_security_policy", "gateway")]
+    throttles = [r for r in policy["rule"] if r["action"] in {"throttle", "rate_based_ban"}]
+    assert throttles and block(throttles[0], "rate_limit_options")["enforce_on_key"] == "IP"
+    # Every load balancer resource exists only when the variable asks for it.
+    for kind, name in tf.resources:
+        if name == "gateway" and kind.startswith("google_compute_"):
+            assert tf.resources[(kind, name)]["count"] == "${local.load_balancer}", kind
+
+
+def test_the_guide_checks_health_on_paths_the_public_url_serves(tf: Config) -> None:
+    """Cloud Run's front end answers some paths ending in `z` itself (Google's 404): the guide
+    calls only paths the gateway serves that do not end in `z`, and so do the probes."""
+    from gateway.openapi import openapi_document
+    from gateway.settings import GatewaySettings
+
+    served = set(openapi_document(GatewaySettings())["paths"])
+    guide = (TERRAFORM_DIR / "README.md").read_text()
+    paths = re.findall(r'"\$GATEWAY(/[\w/]*)"', guide)
+    assert "/health" in paths, "the guide checks the gateway's health"
+    for path in paths:
+        assert path in served and not path.endswith("z"), path
+    container = block(
+        block(tf.resources[("google_cloud_run_v2_service", "gateway")], "template"), "containers"
+    )
+    for probe in ("startup_probe", "liveness_probe"):
+        assert block(block(container, probe), "http_get")["path"] in served, probe

@@ -33,11 +33,17 @@ META_BLOCKS = {"lifecycle", "provisioner", "connection"}
 
 
 @pytest.fixture(scope="module")
-def schema() -> Schema:
+def schemas() -> dict[str, Schema]:
+    """Each provider's schema by the name a block's `provider` gives it."""
     try:
-        return provider_schema.load()
+        return {name: provider_schema.load(name) for name in provider_schema.PACKAGES}
     except provider_schema.RegistryUnreachable as reason:
         pytest.skip(f"the provider schema cannot be fetched: {reason}")
+
+
+@pytest.fixture(scope="module")
+def schema(schemas: dict[str, Schema]) -> Schema:
+    return schemas["google"]
 
 
 def unquote(text: str) -> str:
@@ -106,10 +112,11 @@ def problems(body: dict[str, Any], block: Block, path: str, newer: dict[str, str
     return found
 
 
-def test_every_google_block_matches_the_provider_schema(schema: Schema) -> None:
+def test_every_google_block_matches_the_provider_schema(schemas: dict[str, Schema]) -> None:
     checked = 0
     report: list[str] = []
     for kind, kind_type, name, body in google_blocks(TERRAFORM_DIR):
+        schema = schemas[body.get("provider", "${google}").removeprefix("${").removesuffix("}")]
         types = schema.resources if kind == "resource" else schema.data_sources
         assert kind_type in types, (
             f"{kind} {kind_type} is not in provider {schema.provider_version}"
