@@ -137,7 +137,8 @@ def test_the_clickstream_command_runs_the_commands_each_part_declares() -> None:
     (subcommands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(subcommands.choices) == {
         *("gateway", "processor", "db", "dashboard"),  # the deployables'
-        *("up", "emulator", "loadgen", "audit", "erase"),  # the development and operations tools'
+        # the development and operations tools'
+        *("up", "emulator", "loadgen", "audit", "erase", "env"),
     }
 
 
