@@ -56,11 +56,11 @@ resource "google_compute_instance" "dashboard" {
       dashboard_source_uri         = "gs://${google_storage_bucket.source.name}/${google_storage_bucket_object.dashboard.name}"
       operations_source_uri        = "gs://${google_storage_bucket.source.name}/${google_storage_bucket_object.operations.name}"
       database_url                 = local.database_url
-      db_password_secret           = google_secret_manager_secret.db_password.secret_id
+      db_password_secret           = google_secret_manager_secret.secrets["db_password"].secret_id
       dashboard_database_url       = local.dashboard_database_url
-      dashboard_db_password_secret = google_secret_manager_secret.dashboard_db_password.secret_id
+      dashboard_db_password_secret = google_secret_manager_secret.secrets["dashboard_db_password"].secret_id
       server_ca                    = local.sql_server_ca
-      password_hash_secret         = google_secret_manager_secret.dashboard_password_hash.secret_id
+      password_hash_secret         = google_secret_manager_secret.secrets["dashboard_password_hash"].secret_id
       port                         = local.dashboard_port
     })
   }

@@ -69,7 +69,7 @@ resource "google_cloud_run_v2_service" "gateway" {
         name = "CLICKSTREAM_WRITE_KEYS"
         value_source {
           secret_key_ref {
-            secret  = google_secret_manager_secret.write_keys.secret_id
+            secret  = google_secret_manager_secret.secrets["write_keys"].secret_id
             version = "latest"
           }
         }

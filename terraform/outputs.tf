@@ -13,7 +13,7 @@ output "gateway_load_balancer_ip" {
 
 output "write_keys_secret" {
   description = "Secret Manager secret holding the gateway write keys (read: gcloud secrets versions access latest --secret=...)."
-  value       = google_secret_manager_secret.write_keys.secret_id
+  value       = google_secret_manager_secret.secrets["write_keys"].secret_id
 }
 
 output "dashboard_instance" {
@@ -75,7 +75,7 @@ output "sql_private_ip" {
 
 output "db_password_secret" {
   description = "Secret Manager secret holding the database password."
-  value       = google_secret_manager_secret.db_password.secret_id
+  value       = google_secret_manager_secret.secrets["db_password"].secret_id
 }
 
 output "artifact_registry" {

@@ -55,7 +55,7 @@ resource "google_cloudfunctions2_function" "processor" {
     secret_environment_variables {
       key        = "CLICKSTREAM_DB_PASSWORD"
       project_id = var.project_id
-      secret     = google_secret_manager_secret.db_password.secret_id
+      secret     = google_secret_manager_secret.secrets["db_password"].secret_id
       version    = "latest"
     }
   }

@@ -32,8 +32,10 @@ locals {
   }
 }
 
-resource "google_secret_manager_secret" "db_password" {
-  secret_id = local.secrets.db_password
+resource "google_secret_manager_secret" "secrets" {
+  for_each = local.secrets
+
+  secret_id = each.value
   replication {
     auto {}
   }
@@ -41,49 +43,25 @@ resource "google_secret_manager_secret" "db_password" {
 }
 
 resource "google_secret_manager_secret_version" "db_password" {
-  secret                 = google_secret_manager_secret.db_password.id
+  secret                 = google_secret_manager_secret.secrets["db_password"].id
   secret_data_wo         = local.db_password
   secret_data_wo_version = var.secret_versions.db_password
 }
 
-resource "google_secret_manager_secret" "dashboard_db_password" {
-  secret_id = local.secrets.dashboard_db_password
-  replication {
-    auto {}
-  }
-  depends_on = [google_project_service.apis]
-}
-
 resource "google_secret_manager_secret_version" "dashboard_db_password" {
-  secret                 = google_secret_manager_secret.dashboard_db_password.id
+  secret                 = google_secret_manager_secret.secrets["dashboard_db_password"].id
   secret_data_wo         = ephemeral.random_password.dashboard_db.result
   secret_data_wo_version = var.secret_versions.dashboard_db_password
 }
 
-resource "google_secret_manager_secret" "write_keys" {
-  secret_id = local.secrets.write_keys
-  replication {
-    auto {}
-  }
-  depends_on = [google_project_service.apis]
-}
-
 resource "google_secret_manager_secret_version" "write_keys" {
-  secret                 = google_secret_manager_secret.write_keys.id
+  secret                 = google_secret_manager_secret.secrets["write_keys"].id
   secret_data_wo         = local.write_keys
   secret_data_wo_version = var.secret_versions.write_keys
 }
 
-resource "google_secret_manager_secret" "dashboard_password_hash" {
-  secret_id = local.secrets.dashboard_password_hash
-  replication {
-    auto {}
-  }
-  depends_on = [google_project_service.apis]
-}
-
 resource "google_secret_manager_secret_version" "dashboard_password_hash" {
-  secret                 = google_secret_manager_secret.dashboard_password_hash.id
+  secret                 = google_secret_manager_secret.secrets["dashboard_password_hash"].id
   secret_data_wo         = var.dashboard_password_hash
   secret_data_wo_version = var.secret_versions.dashboard_password_hash
 }
@@ -91,11 +69,11 @@ resource "google_secret_manager_secret_version" "dashboard_password_hash" {
 # Each secret is readable by exactly the components that use it.
 locals {
   secret_readers = {
-    "gateway write_keys"                = { secret = google_secret_manager_secret.write_keys.id, account = google_service_account.gateway.email }
-    "processor db_password"             = { secret = google_secret_manager_secret.db_password.id, account = google_service_account.processor.email }
-    "dashboard db_password"             = { secret = google_secret_manager_secret.db_password.id, account = google_service_account.dashboard.email }
-    "dashboard dashboard_db_password"   = { secret = google_secret_manager_secret.dashboard_db_password.id, account = google_service_account.dashboard.email }
-    "dashboard dashboard_password_hash" = { secret = google_secret_manager_secret.dashboard_password_hash.id, account = google_service_account.dashboard.email }
+    "gateway write_keys"                = { secret = google_secret_manager_secret.secrets["write_keys"].id, account = google_service_account.gateway.email }
+    "processor db_password"             = { secret = google_secret_manager_secret.secrets["db_password"].id, account = google_service_account.processor.email }
+    "dashboard db_password"             = { secret = google_secret_manager_secret.secrets["db_password"].id, account = google_service_account.dashboard.email }
+    "dashboard dashboard_db_password"   = { secret = google_secret_manager_secret.secrets["dashboard_db_password"].id, account = google_service_account.dashboard.email }
+    "dashboard dashboard_password_hash" = { secret = google_secret_manager_secret.secrets["dashboard_password_hash"].id, account = google_service_account.dashboard.email }
   }
 }
 

@@ -274,7 +274,9 @@ def test_database_passwords_reach_cloud_sql_and_secret_manager_together(tf: Conf
     )
     (secret_env,) = function["secret_environment_variables"]
     assert secret_env["key"] == "CLICKSTREAM_DB_PASSWORD"
-    assert secret_env["secret"] == "${google_secret_manager_secret.db_password.secret_id}"
+    assert (
+        secret_env["secret"] == '${google_secret_manager_secret.secrets["db_password"].secret_id}'
+    )
 
 
 # --- dashboard VM ---------------------------------------------------------------------------
@@ -869,7 +871,8 @@ def test_alerts_select_cloud_run_series_by_short_service_name(tf: Config) -> Non
 
 
 def secrets_read_by(body: Any) -> set[str]:
-    return {name for kind, name in references(body) if kind == "google_secret_manager_secret"}
+    """The secrets (keys of secrets.tf's `secrets`) an expression names."""
+    return set(re.findall(r'google_secret_manager_secret\.secrets\["(\w+)"\]', str(body)))
 
 
 def test_whatever_reads_a_secret_waits_for_a_version_of_it(tf: Config) -> None:
@@ -888,6 +891,7 @@ def test_whatever_reads_a_secret_waits_for_a_version_of_it(tf: Config) -> None:
     waits = {d.split(".")[1].rstrip("}") for d in vm["depends_on"] if "secret_version" in d}
     assert secrets_read_by(vm["metadata"]) <= waits
     assert readers == 2
+    assert secrets_read_by('google_secret_manager_secret.secrets["a"].id') == {"a"}
 
 
 def test_builds_run_as_their_own_accounts_and_push_to_their_own_repository(tf: Config) -> None:
