@@ -82,15 +82,26 @@ def postgres_url(
         yield server.get_uri()
 
 
-def restart_embedded(server: Any, down_s: float = 0.0) -> None:
-    """Stop an embedded server (fast: connections are cut), wait, and start it again with the
-    options it recorded (port, socket folder). For fault tests."""
+def stop_embedded(server: Any) -> None:
+    """Stop an embedded server fast (connections are cut); `start_embedded` brings it back."""
     from pgserver import pg_ctl  # type: ignore[attr-defined]
 
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
-    time.sleep(down_s)
+
+
+def start_embedded(server: Any) -> None:
+    """Start a stopped embedded server with the options it recorded (port, socket folder)."""
+    from pgserver import pg_ctl  # type: ignore[attr-defined]
+
     pg_ctl(
         ["-w", "-l", str(server.pgdata / "log"), "restart"],
         pgdata=server.pgdata,
         user=server.system_user,
     )
+
+
+def restart_embedded(server: Any, down_s: float = 0.0) -> None:
+    """Stop an embedded server, wait, and start it again. For fault tests."""
+    stop_embedded(server)
+    time.sleep(down_s)
+    start_embedded(server)

@@ -23,7 +23,7 @@ from google.pubsub_v1 import PubsubMessage, RetryPolicy
 from processor_testing import aggregate_mismatches, event, wait_for
 
 import clickstream_contract.event as contract
-from clickstream.local_postgres import embedded_postgres, restart_embedded
+from clickstream.local_postgres import embedded_postgres, start_embedded, stop_embedded
 from clickstream.local_state import write_stack_env
 from clickstream.pubsub_admin import (
     ensure_topology,
@@ -41,6 +41,7 @@ from clickstream_contract import envelope
 from clickstream_contract.config import Settings
 from gateway.pubsub import publisher_async_client
 from gateway.validation import check_batch
+from processor.migrations import migration_files
 from processor.options import WorkerOptions
 from processor.worker import serve
 
@@ -65,7 +66,13 @@ async def worker(settings: Settings) -> AsyncIterator[None]:
     stop = asyncio.Event()
     task = asyncio.create_task(serve(settings, FAST, stop))
     try:
-        await wait_for(settings.database_url or "", "SELECT count(*) >= 0 FROM bad_events", True)
+        # Ready once every migration is applied and its pool is connected.
+        await wait_for(
+            settings.database_url or "",
+            "SELECT max(version) FROM schema_migrations WHERE EXISTS (SELECT FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid())",
+            migration_files()[-1].stem,
+        )
         yield
     finally:
         stop.set()
@@ -290,18 +297,21 @@ async def test_a_message_dead_lettered_while_postgres_was_down_is_replayed_once(
         "events", [envelope.Group(now, "web", [json.dumps(e).encode() for e in events])]
     )
     async with worker(settings):
-        outage = asyncio.create_task(asyncio.to_thread(restart_embedded, server, 5.0))
-        await asyncio.sleep(1.0)  # stopped by then (a fast shutdown)
-        await publish(settings, settings.events_topic, data, envelope.attributes("events", 3))
-        # Garbage that reached the dead-letter topic: it must stay there.
-        await publish(settings, settings.dead_letter_topic, b"garbage", {"content_type": "text/x"})
-        for _ in range(60):
-            waiting = await peek(settings, settings.dead_letter_subscription)
-            if data in waiting:
-                break
-            await asyncio.sleep(0.1)
-        assert data in waiting, "the worker did not dead-letter the message during the outage"
-        await outage
+        await asyncio.to_thread(stop_embedded, server)
+        try:
+            await publish(settings, settings.events_topic, data, envelope.attributes("events", 3))
+            # Garbage that reached the dead-letter topic: it must stay there.
+            await publish(
+                settings, settings.dead_letter_topic, b"garbage", {"content_type": "text/x"}
+            )
+            for _ in range(300):
+                waiting = await peek(settings, settings.dead_letter_subscription)
+                if data in waiting:
+                    break
+                await asyncio.sleep(0.1)
+            assert data in waiting, "the worker did not dead-letter the message during the outage"
+        finally:
+            await asyncio.to_thread(start_embedded, server)
 
         progress = io.StringIO()
         report = await replay_dead_letters(settings, None, progress)
