@@ -157,18 +157,19 @@ def shop() -> Iterator[Shop]:
     shop.server.shutdown()
 
 
-async def wait_for_events(database_url: str, expected: int) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = []
+async def wait_for_events(database_url: str, expected: int) -> set[str]:
+    """The ids of the events PostgreSQL counted (its dedup keys), once there are `expected`."""
+    ids: set[str] = set()
     for _ in range(120):
         conn = await asyncpg.connect(database_url)
         try:
-            rows = await conn.fetch("SELECT event_id, event_type, source FROM events")
+            ids = {str(row[0]) for row in await conn.fetch("SELECT event_id FROM event_ids")}
         finally:
             await conn.close()
-        if len(rows) >= expected:
-            return rows
+        if len(ids) >= expected:
+            return ids
         await asyncio.sleep(0.5)
-    return rows
+    return ids
 
 
 async def browse_shop(browser: Any, origin: str) -> None:
@@ -192,14 +193,15 @@ async def open_dashboard(browser: Any, stack: Stack) -> Any:
     return page
 
 
-def bigquery_ids(stack: Stack) -> set[str]:
+def bigquery_events(stack: Stack) -> dict[str, str]:
+    """event_id -> event_type of the events in BigQuery's events_dedup view."""
     client = bigquery.Client(
         project="clickstream-local",
         credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
         client_options=ClientOptions(api_endpoint=f"http://127.0.0.1:{stack.ports['bigquery']}"),
     )
-    rows = client.query("SELECT event_id FROM clickstream.events_dedup").result()
-    return {row.event_id for row in rows}
+    rows = client.query("SELECT event_id, event_type FROM clickstream.events_dedup").result()
+    return {row.event_id: row.event_type for row in rows}
 
 
 @requires_chromium
@@ -237,16 +239,16 @@ async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(
         finally:
             await browser.close()
 
-    rows = await wait_for_events(stack.database_url, len(sent) + 2)
-    ids = {str(row["event_id"]) for row in rows}
+    ids = await wait_for_events(stack.database_url, len(sent) + 2)
     assert {str(event_id) for event_id in sent} <= ids
-    tracker_types = {row["event_type"] for row in rows if str(row["event_id"]) not in sent}
-    assert {"page_view", "product_view"} <= tracker_types
     for _ in range(60):
-        if ids <= bigquery_ids(stack):
+        if ids <= bigquery_events(stack).keys():
             break
         await asyncio.sleep(1)
-    assert ids <= bigquery_ids(stack)
+    stored = bigquery_events(stack)
+    assert ids <= stored.keys()
+    tracker_types = {stored[i] for i in ids if i not in {str(e) for e in sent}}
+    assert {"page_view", "product_view"} <= tracker_types
 
     # The emulators write to their own logs; the console keeps the platform's output.
     logs = tmp_path / ".clickstream" / "logs"
@@ -266,8 +268,7 @@ async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(
     # A second `up` in the same folder finds the same data.
     await asyncio.to_thread(stack.start)
     try:
-        again = await wait_for_events(stack.database_url, len(ids))
-        assert {str(row["event_id"]) for row in again} == ids
+        assert await wait_for_events(stack.database_url, len(ids)) == ids
     finally:
         await asyncio.to_thread(stack.interrupt)
 
