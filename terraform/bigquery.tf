@@ -112,7 +112,8 @@ resource "google_bigquery_table" "customer_analytics" {
 
 # --- what analysts read -------------------------------------------------------------------------
 # A dataset of views over the one above without the columns that identify a person (client
-# address, user agent, user and anonymous ids). The views are authorised on the source dataset,
+# address, user agent, user and anonymous ids, and visitor_key, which is the user id when
+# known). The views are authorised on the source dataset,
 # so var.analysts_group reads them without any access to the source tables.
 
 locals {
@@ -120,12 +121,12 @@ locals {
   analyst_views = {
     events = {
       source      = google_bigquery_table.events_dedup.table_id
-      leave_out   = ["client_ip", "user_agent", "user_id", "anonymous_id"]
+      leave_out   = ["client_ip", "user_agent", "user_id", "anonymous_id", "visitor_key"]
       description = "events_dedup without the columns that identify a person."
     }
     customer_analytics = {
       source      = google_bigquery_table.customer_analytics.table_id
-      leave_out   = ["user_id"]
+      leave_out   = ["user_id", "visitor_key"]
       description = "customer_analytics without the columns that identify a person."
     }
   }

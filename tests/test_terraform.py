@@ -738,7 +738,8 @@ def test_raw_data_is_read_by_its_owner_and_writer_only_and_analysts_get_views(
 
 
 # What identifies a person in the events (processor/bigquery_schema.py's columns).
-IDENTIFYING_COLUMNS = {"client_ip", "user_agent", "user_id", "anonymous_id"}
+# visitor_key is the user id when one is known.
+IDENTIFYING_COLUMNS = {"client_ip", "user_agent", "user_id", "anonymous_id", "visitor_key"}
 
 
 def view_columns(table: str) -> set[str]:
