@@ -3,12 +3,13 @@
 PostgreSQL comes from `DATABASE_URL` or an embedded `pgserver` whose data lives in the state
 folder; Pub/Sub and BigQuery from their emulator variables or the local emulators. Then the
 schema, topics and tables are created, and gateway, processor and dashboard run as supervised
-children: a child that dies is reported and restarted; Ctrl-C or SIGTERM stops them in order
-(load generator, gateway drains, processor finishes, dashboard, emulators, database).
+children: a child that dies is reported and restarted; Ctrl-C, SIGTERM or a closed terminal
+(SIGHUP) stops them in order (load generator, gateway drains, processor finishes, dashboard,
+emulators, database).
 
 Children run in their own sessions so Ctrl-C reaches only this supervisor, which then stops
 them one by one; each also gets SIGKILL from the kernel if the supervisor itself dies. Killed
-outright (SIGKILL, a closed terminal), the supervisor cannot stop what its children started
+outright (SIGKILL, the machine's OOM killer), the supervisor cannot stop what its children started
 (the gateway's Granian workers) nor the embedded PostgreSQL (pgserver daemonizes it): the next
 `up` in the same state folder stops those leftovers (clickstream.leftovers) and adopts the
 PostgreSQL server (clickstream.local_postgres) before it starts anything.
@@ -167,7 +168,9 @@ class Child:
 
 
 def log(message: str) -> None:
-    print(f"[clickstream up] {message}", file=sys.stderr, flush=True)
+    # A closed terminal fails every write (EIO); the stop in order must go on all the same.
+    with contextlib.suppress(OSError):
+        print(f"[clickstream up] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -298,7 +301,8 @@ async def serve(options: Options, database_url: str) -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP: the terminal was closed; stop in order as for Ctrl-C.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
 
     started: list[Child] = []
@@ -465,7 +469,8 @@ Commands, runnable as printed from this folder (they find this stack through {fo
   eval "$({command} env)"
       this stack's variables in your shell, to start another part by hand
 
-Stop with Ctrl-C (or SIGTERM): everything stops in order and nothing is left running.
+Stop with Ctrl-C (or SIGTERM, or by closing the terminal): everything stops in order and
+nothing is left running.
 """,
         flush=True,
     )
