@@ -247,9 +247,12 @@ async def api_devices(request: Request) -> Response:
 
 
 async def api_bad_events(request: Request) -> Response:
-    reason = request.query_params.get("reason") or None
+    try:
+        wanted = queries.parse_bad_events_query(request.query_params)
+    except ValueError as problem:
+        return JSONResponse({"error": str(problem)}, status_code=400)
     return await range_json(
-        request, lambda db, time_range: queries.bad_events(db, time_range, reason)
+        request, lambda db, time_range: queries.bad_events(db, time_range, wanted)
     )
 
 

@@ -11,10 +11,10 @@ The raw `events` table is read only for one customer's timeline (by index, 50 ro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -449,13 +449,40 @@ async def devices(pool: asyncpg.Pool, r: TimeRange) -> dict[str, Any]:
 # --- bad events -----------------------------------------------------------------------------
 
 RAW_PREVIEW_BYTES = 4096
+SAMPLES_PER_PAGE = 20
+TOP_REASONS = 50
 
 
-async def bad_events(
-    pool: asyncpg.Pool, r: TimeRange, reason_class: str | None = None, limit: int = 50
-) -> dict[str, Any]:
-    """Bad events per bucket by reason class, and the newest samples with their raw payload."""
-    counts, samples = await asyncio.gather(
+class BadEventsQuery(NamedTuple):
+    """Which samples the bad-events page shows: a reason class and/or one exact reason, and the
+    page of them (1 is the newest)."""
+
+    reason_class: str | None = None
+    reason: str | None = None
+    page: int = 1
+
+
+def parse_bad_events_query(params: Mapping[str, str]) -> BadEventsQuery:
+    """`?reason=CLASS&reason_text=TEXT&page=N`; a page that is not a whole number from 1 is a
+    ValueError naming the parameter."""
+    page_text = params.get("page") or "1"
+    if not page_text.isdigit() or int(page_text) < 1:
+        raise ValueError(f"page: {page_text!r} is not a whole number from 1")
+    return BadEventsQuery(
+        params.get("reason") or None, params.get("reason_text") or None, int(page_text)
+    )
+
+
+async def bad_events(pool: asyncpg.Pool, r: TimeRange, q: BadEventsQuery) -> dict[str, Any]:
+    """Bad events per bucket by reason class; per reason, how many were replayed (sent back by
+    `clickstream replay bad-events`) and how many are still bad; and one page of the newest
+    samples, filtered by reason class and/or reason, with their raw payload."""
+    matching = (
+        "received_at >= $1 AND received_at < $2 AND ($3::text IS NULL OR reason_class = $3)"
+        " AND ($4::text IS NULL OR reason = $4)"
+    )
+    filters = (r.start, r.end, q.reason_class, q.reason)
+    counts, reasons, found = await asyncio.gather(
         pool.fetch(
             "SELECT date_bin($1, received_at, $2) AS bucket, reason_class, count(*) AS n"
             " FROM bad_events WHERE received_at >= $3 AND received_at < $4 GROUP BY 1, 2",
@@ -465,17 +492,28 @@ async def bad_events(
             r.end,
         ),
         pool.fetch(
-            "SELECT id, received_at, source, reason, reason_class, client_ip, user_agent,"
-            " substring(raw FROM 1 FOR $5) AS raw, length(raw) AS raw_bytes"
-            " FROM bad_events WHERE received_at >= $1 AND received_at < $2"
-            " AND ($3::text IS NULL OR reason_class = $3)"
-            " ORDER BY received_at DESC, id DESC LIMIT $4",
+            "SELECT reason_class, reason, count(*) FILTER (WHERE replayed_at IS NULL) AS still_bad,"
+            " count(replayed_at) AS replayed FROM bad_events"
+            " WHERE received_at >= $1 AND received_at < $2 GROUP BY 1, 2"
+            " ORDER BY count(*) DESC, 1, 2 LIMIT $3",
             r.start,
             r.end,
-            reason_class,
-            limit,
-            RAW_PREVIEW_BYTES,
+            TOP_REASONS,
         ),
+        pool.fetchval(f"SELECT count(*) FROM bad_events WHERE {matching}", *filters),
+    )
+    # A page past the end (the range or filter changed under it) shows the last one.
+    pages = max(1, -(-int(found) // SAMPLES_PER_PAGE))
+    page = min(q.page, pages)
+    samples = await pool.fetch(
+        "SELECT id, received_at, source, reason, reason_class, client_ip, user_agent,"
+        " replayed_at, substring(raw FROM 1 FOR $7) AS raw, length(raw) AS raw_bytes"
+        f" FROM bad_events WHERE {matching}"
+        " ORDER BY received_at DESC, id DESC LIMIT $5 OFFSET $6",
+        *filters,
+        SAMPLES_PER_PAGE,
+        (page - 1) * SAMPLES_PER_PAGE,
+        RAW_PREVIEW_BYTES,
     )
     buckets = r.buckets()
     index = {moment: i for i, moment in enumerate(buckets)}
@@ -488,6 +526,19 @@ async def bad_events(
         "buckets": [iso(moment) for moment in buckets],
         "counts": dict(sorted(series.items())),
         "total": sum(sum(values) for values in series.values()),
+        "reasons": [
+            {
+                "reason_class": row["reason_class"],
+                "reason": row["reason"],
+                "still_bad": int(row["still_bad"]),
+                "replayed": int(row["replayed"]),
+            }
+            for row in reasons
+        ],
+        "filter": {"reason_class": q.reason_class, "reason": q.reason},
+        "matching": int(found),
+        "page": page,
+        "pages": pages,
         "samples": [
             {
                 "id": row["id"],
@@ -497,6 +548,7 @@ async def bad_events(
                 "reason_class": row["reason_class"],
                 "client_ip": row["client_ip"],
                 "user_agent": row["user_agent"],
+                "replayed_at": iso(row["replayed_at"]),
                 # Lossless for text, readable for binary: invalid bytes become \xNN.
                 "raw": bytes(row["raw"]).decode("utf-8", "backslashreplace"),
                 "raw_bytes": row["raw_bytes"],

@@ -410,3 +410,61 @@ def test_layout_holds_at_laptop_and_phone_width(
             if screen == "laptop" and name != "customer":  # a customer has no range
                 page.select_option("#range-select", "custom")  # the widest header there is
                 assert page.evaluate(HEADER_ON_ONE_LINE), f"{name}, custom range"
+
+
+async def mark_replayed(url: str, reason_part: str) -> int:
+    """Stamp the bad events whose reason holds `reason_part` as `clickstream replay` does."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        status = await conn.execute(
+            "UPDATE bad_events SET replayed_at = now() WHERE strpos(reason, $1) > 0", reason_part
+        )
+    finally:
+        await conn.close()
+    return int(status.split()[-1])
+
+
+def samples_label(page: Any, text: str) -> None:
+    page.wait_for_function(
+        "text => document.getElementById('bad-page-label').textContent.startsWith(text)", arg=text
+    )
+
+
+def test_bad_events_page_counts_replays_filters_by_reason_and_pages(
+    page: Any, server: DashboardProcess, seeded_url: str
+) -> None:
+    replayed = in_thread(lambda: mark_replayed(seeded_url, "occurred_at: expected RFC 3339"))
+    assert replayed > 0
+    page.goto(f"{server.url}/bad-events?range=30d")
+    page.wait_for_selector("body[data-loaded=true]")
+    data = api(page, "/api/bad-events?range=30d")
+    reasons = page.locator("#bad-reasons tbody tr")
+    assert reasons.count() == len(data["reasons"])
+    row = reasons.filter(has_text="occurred_at: expected RFC 3339")
+    assert row.locator("td").all_inner_texts()[2:] == ["0", f"{replayed:,}"]
+    assert data["pages"] > 1  # the seed holds more bad events than a page shows
+
+    samples = page.locator("#bad-samples tbody tr")
+    assert samples.count() == len(data["samples"]) == 20
+    page.click("#bad-page-next")
+    samples_label(page, f"page 2 of {data['pages']}")
+    assert "page=2" in page.url
+    second = api(page, "/api/bad-events?range=30d&page=2")
+    assert samples.count() == len(second["samples"])
+
+    # A reason of the table filters the samples, from their first page.
+    page.locator("#bad-reasons a", has_text="anonymous_id or user_id is required").click()
+    samples_label(page, "page 1 of")
+    shown = page.locator("#bad-samples .reason").all_inner_texts()
+    assert shown and set(shown) == {"$.events[0]: anonymous_id or user_id is required"}
+    assert "page=" not in page.url
+    # A class from the menu shows every reason of that class.
+    page.select_option("#bad-reason-class", "envelope")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#bad-samples tbody tr')].every("
+        "row => row.children[1].firstChild.textContent === 'envelope')"
+    )
+    assert page.locator("#bad-reason-text").is_hidden()
+    shot(page, "bad-events-filtered")

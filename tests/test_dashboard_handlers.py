@@ -273,3 +273,47 @@ async def test_login_form_sends_a_signed_in_user_on_but_never_off_site() -> None
     assert 'value="/customers"' in bytes(form.body).decode()
     signed_in = await login_form(make_request(app, "/login", "next=//evil.test/", user="admin"))
     assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/")
+
+
+async def test_bad_events_per_reason_replayed_against_still_bad_and_paged_samples(
+    app: Starlette,
+) -> None:
+    conn = await asyncpg.connect(state(app).config.database_url)
+    try:  # 30 more of one reason in the hour; 12 of them sent back by `clickstream replay`
+        await conn.execute(
+            "INSERT INTO bad_events (received_at, source, reason, reason_class, raw, replayed_at)"
+            " SELECT '2026-05-01 12:00Z'::timestamptz + n * interval '1 minute', 'app',"
+            " '$.user_id: too long', 'validation', '{}',"
+            " CASE WHEN n <= 12 THEN '2026-05-01 12:30Z'::timestamptz END"
+            " FROM generate_series(1, 30) n"
+        )
+    finally:
+        await conn.close()
+
+    async def read(query: str) -> Any:
+        return answer(await api_bad_events(make_request(app, "/api/bad-events", query)))
+
+    everything = await read("range=1h")
+    assert everything["reasons"][:2] == [
+        {"reason_class": "validation", "reason": "$.user_id: too long", "still_bad": 18,
+         "replayed": 12},
+        {"reason_class": "envelope", "reason": "envelope: not msgpack", "still_bad": 1,
+         "replayed": 0},
+    ]  # fmt: skip
+    assert (everything["matching"], everything["pages"], len(everything["samples"])) == (33, 2, 20)
+
+    one = "range=1h&reason=validation&reason_text=%24.user_id%3A+too+long"
+    first, second = await read(one), await read(f"{one}&page=2")
+    assert (first["matching"], first["pages"], second["page"]) == (30, 2, 2)
+    samples = first["samples"] + second["samples"]
+    assert len({s["id"] for s in samples}) == 30  # no sample twice, none left out
+    assert {s["reason"] for s in samples} == {"$.user_id: too long"}
+    assert sum(s["replayed_at"] is not None for s in samples) == 12
+    assert [s["received_at"] for s in samples] == sorted(
+        (s["received_at"] for s in samples), reverse=True
+    )  # newest first, across the pages
+    assert (await read(f"{one}&page=9"))["page"] == 2  # past the end: the last page
+
+    refused = await api_bad_events(make_request(app, "/api/bad-events", "range=1h&page=0"))
+    assert refused.status_code == 400
+    assert answer(refused)["error"].startswith("page:")

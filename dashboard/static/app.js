@@ -156,6 +156,44 @@ async function refreshBadEvents() {
     unit: `bad events per ${bucketWord(data.range.bucket_seconds)}`,
     partial: partialBuckets(data),
   });
+  renderBadReasons(data);
+  renderBadSamples(data);
+}
+
+// Per reason: still bad against replayed (`clickstream replay bad-events`). A reason filters
+// the samples below it.
+function renderBadReasons(data) {
+  const tbody = document.querySelector("#bad-reasons tbody");
+  tbody.replaceChildren();
+  for (const entry of data.reasons) {
+    const row = document.createElement("tr");
+    cell(row, entry.reason_class);
+    const reason = cell(row, "");
+    const link = document.createElement("a");
+    link.href = "#bad-samples";
+    link.textContent = entry.reason;
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      setBadEventsParams({ reason: entry.reason_class, reason_text: entry.reason, page: null });
+    });
+    reason.appendChild(link);
+    cell(row, integer(entry.still_bad), "num");
+    cell(row, integer(entry.replayed), "num");
+    tbody.appendChild(row);
+  }
+  const select = document.getElementById("bad-reason-class");
+  const classes = Object.keys(data.counts);
+  const chosen = data.filter.reason_class;
+  if (chosen && !classes.includes(chosen)) classes.push(chosen);
+  select.replaceChildren(new Option("every reason", ""),
+    ...classes.map((name) => new Option(name, name)));
+  select.value = chosen || "";
+  const only = document.getElementById("bad-reason-text");
+  only.hidden = !data.filter.reason;
+  document.getElementById("bad-reason-text-value").textContent = data.filter.reason || "";
+}
+
+function renderBadSamples(data) {
   const tbody = document.querySelector("#bad-samples tbody");
   tbody.replaceChildren();
   for (const sample of data.samples) {
@@ -167,6 +205,12 @@ async function refreshBadEvents() {
     detail.className = "reason";
     detail.textContent = sample.reason;
     reason.appendChild(detail);
+    if (sample.replayed_at) {
+      const replayed = document.createElement("div");
+      replayed.className = "replayed";
+      replayed.textContent = `replayed ${sample.replayed_at.slice(0, 16).replace("T", " ")}`;
+      reason.appendChild(replayed);
+    }
     cell(row, sample.source || "–");
     const raw = cell(row, "");
     const pre = document.createElement("pre");
@@ -174,6 +218,37 @@ async function refreshBadEvents() {
     pre.textContent = sample.raw + (sample.truncated ? `\n… (${sample.raw_bytes} bytes)` : "");
     raw.appendChild(pre);
     tbody.appendChild(row);
+  }
+  document.getElementById("bad-page-label").textContent =
+    `page ${data.page} of ${data.pages} (${integer(data.matching)} samples)`;
+  document.getElementById("bad-page-previous").disabled = data.page <= 1;
+  document.getElementById("bad-page-next").disabled = data.page >= data.pages;
+  document.getElementById("bad-page-next").dataset.page = data.page + 1;
+  document.getElementById("bad-page-previous").dataset.page = data.page - 1;
+}
+
+// The filter and the page live in the URL (shareable, back button), like the range.
+function setBadEventsParams(changes) {
+  const params = new URLSearchParams(location.search);
+  for (const [name, value] of Object.entries(changes)) {
+    if (value) params.set(name, value);
+    else params.delete(name);
+  }
+  history.pushState(null, "", `${location.pathname}?${params}`);
+  refresh();
+}
+
+function setupBadEventsControls() {
+  if (body.dataset.page !== "bad-events") return;
+  document.getElementById("bad-reason-class").addEventListener("change", (event) => {
+    setBadEventsParams({ reason: event.target.value, reason_text: null, page: null });
+  });
+  document.getElementById("bad-reason-text-clear").addEventListener("click", () => {
+    setBadEventsParams({ reason_text: null, page: null });
+  });
+  for (const id of ["bad-page-previous", "bad-page-next"]) {
+    const button = document.getElementById(id);
+    button.addEventListener("click", () => setBadEventsParams({ page: button.dataset.page }));
   }
 }
 
@@ -245,4 +320,5 @@ function setupRangeForm() {
 }
 
 setupRangeForm();
+setupBadEventsControls();
 refresh();
