@@ -34,7 +34,7 @@ UNREACHABLE = re.compile(r"ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT
 DOC_LINK = re.compile(
     r"registry\.terraform\.io/providers/hashicorp/google(?:-beta)?/([\d.]+)/docs/"
 )
-ARGUMENT_LINK = re.compile(r"/docs/(?:resources|data-sources)/\w+#(\w+) ")
+ARGUMENT_LINK = re.compile(r"/docs(?:/(?:resources|data-sources)/\w+)?#(\w+) ")
 CLASS_LINK = re.compile(r"/docs/(resources|data-sources)/\w+ (google_\w+)\}")
 
 
@@ -79,12 +79,14 @@ class Nested:
 @dataclass
 class Schema:
     provider_version: str
+    provider: Block  # the `provider "google" {...}` block's own arguments
     resources: dict[str, Block]
     data_sources: dict[str, Block]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "provider_version": self.provider_version,
+            "provider": self.provider.to_json(),
             "resources": {k: v.to_json() for k, v in self.resources.items()},
             "data_sources": {k: v.to_json() for k, v in self.data_sources.items()},
         }
@@ -93,6 +95,7 @@ class Schema:
     def from_json(cls, data: dict[str, Any]) -> Schema:
         return cls(
             data["provider_version"],
+            Block.from_json(data["provider"]),
             {k: Block.from_json(v) for k, v in data["resources"].items()},
             {k: Block.from_json(v) for k, v in data["data_sources"].items()},
         )
@@ -135,8 +138,13 @@ def schema_from_manifest(manifest: dict[str, Any]) -> Schema:
     types = manifest["types"]
     resources: dict[str, Block] = {}
     data_sources: dict[str, Block] = {}
+    providers: list[Block] = []
     versions: set[str] = set()
     for spec in types.values():
+        if spec.get("kind") == "class" and spec.get("base") == "cdktf.TerraformProvider":
+            (config,) = [p for p in spec["initializer"]["parameters"] if p["name"] == "config"]
+            providers.append(block_of(config["type"]["fqn"], types))
+            continue
         if spec.get("kind") != "class" or spec.get("base") not in {
             "cdktf.TerraformResource",
             "cdktf.TerraformDataSource",
@@ -152,7 +160,8 @@ def schema_from_manifest(manifest: dict[str, Any]) -> Schema:
         target[link[2]] = block_of(config["type"]["fqn"], types)
     if len(versions) != 1:
         raise ValueError(f"the manifest documents provider versions {versions}")
-    return Schema(versions.pop(), resources, data_sources)
+    (provider,) = providers
+    return Schema(versions.pop(), provider, resources, data_sources)
 
 
 def download_manifest(package: str, into: Path) -> dict[str, Any]:
@@ -179,7 +188,7 @@ def download_manifest(package: str, into: Path) -> dict[str, Any]:
 def load(provider: str = "google") -> Schema:
     """A provider's schema, from the cache or (once per version) the npm registry. Raises
     RegistryUnreachable when npm is missing or cannot reach its registry."""
-    cache = CACHE_DIR / f"clickstream-provider-{provider}-schema-{PACKAGE_VERSION}.json"
+    cache = CACHE_DIR / f"clickstream-provider-{provider}-schema-{PACKAGE_VERSION}-v2.json"
     if cache.exists():
         return Schema.from_json(json.loads(cache.read_text()))
     try:

@@ -110,11 +110,10 @@ def test_providers_are_pinned(tf: Config) -> None:
     assert floor and (int(floor[1]), int(floor[2])) >= (1, 11), terraform["required_version"]
 
 
-def test_user_credentials_bill_this_project_for_quota() -> None:
+def test_user_credentials_bill_this_project_for_quota(tf: Config) -> None:
     """With `gcloud auth application-default login` credentials, APIs such as the budgets API
     refuse calls without a quota project: every Google provider names this one."""
-    config = load()
-    for provider in config.files["versions.tf"]["provider"]:
+    for provider in tf.files["versions.tf"]["provider"]:
         for name, body in provider.items():
             assert body["user_project_override"] is True, name
             assert body["billing_project"] == "${var.project_id}", name

@@ -128,6 +128,19 @@ def test_every_google_block_matches_the_provider_schema(schemas: dict[str, Schem
     assert not report, "\n".join(report)
 
 
+def test_every_provider_block_matches_its_schema(schemas: dict[str, Schema]) -> None:
+    """The providers' own settings (user_project_override, billing_project, ...)."""
+    with (TERRAFORM_DIR / "versions.tf").open() as handle:
+        configured = hcl2.load(handle)["provider"]
+    names = set()
+    for entry in configured:
+        for label, body in entry.items():
+            name = unquote(label)
+            names.add(name)
+            assert not problems(body, schemas[name].provider, "", {}), name
+    assert names == set(schemas)
+
+
 def test_the_check_catches_misnamed_misplaced_and_missing_arguments(schema: Schema) -> None:
     """The walk above is only as good as `problems`: it must see each kind of mistake."""
     body = hcl2.loads(
