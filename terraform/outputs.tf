@@ -2,8 +2,8 @@
 # Secret Manager id, and their values are read with gcloud (see README).
 
 output "gateway_url" {
-  description = "HTTPS URL of the ingestion gateway (POST /v1/events, /v1/batch)."
-  value       = google_cloud_run_v2_service.gateway.uri
+  description = "HTTPS URL clients send events to (POST /v1/events, /v1/batch): the load balancer's domain with gateway_domain, else Cloud Run's URL."
+  value       = local.load_balanced ? "https://${var.gateway_domain}" : google_cloud_run_v2_service.gateway.uri
 }
 
 output "gateway_load_balancer_ip" {
