@@ -941,15 +941,15 @@ def test_apis_cover_what_the_configuration_calls_and_service_agents_exist_first(
     assert tf.data.get(("google_project", "this")) is not None
     assert "cloudresourcemanager.googleapis.com" in apis
     kinds = {kind for kind, _ in tf.resources}
-    for kind, api in {
-        "google_pubsub_topic": "pubsub",
-        "google_sql_database_instance": "sqladmin",
-        "google_cloudfunctions2_function": "cloudfunctions",
-        "google_cloud_run_v2_service": "run",
-        "google_secret_manager_secret": "secretmanager",
-        "google_compute_network": "compute",
-        "google_billing_budget": "billingbudgets",
-    }.items():
+    for kind, api in (
+        ("google_pubsub_topic", "pubsub"),
+        ("google_sql_database_instance", "sqladmin"),
+        ("google_cloudfunctions2_function", "cloudfunctions"),
+        ("google_cloud_run_v2_service", "run"),
+        ("google_secret_manager_secret", "secretmanager"),
+        ("google_compute_network", "compute"),
+        ("google_billing_budget", "billingbudgets"),
+    ):
         assert kind in kinds and f"{api}.googleapis.com" in apis, kind
     # Grants to Pub/Sub's service agent go through the resource that creates it.
     identity = tf.resources[("google_project_service_identity", "pubsub")]
