@@ -160,6 +160,7 @@ def test_charts_show_every_series_on_hover_and_mark_partial_buckets(
         buckets[i]
     )
     assert page.locator("#chart-events .crosshair").get_attribute("visibility") == "visible"
+    assert page.locator("#chart-events svg title").count() == 0  # no native tooltip over it
     rows = box.locator("[data-series]")
     assert [row.get_attribute("data-series") for row in rows.all()] == list(series)
     expected = page.evaluate(

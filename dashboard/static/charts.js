@@ -85,9 +85,9 @@ export function lineChart(container, {
   // Drawn at the container's pixel width, so text keeps its size on any screen.
   const width = Math.max(200, container.clientWidth || 640);
   const height = 220, left = 64, right = 12, top = 12, bottom = 34;
+  // Named by aria-label, not a <title>: a title would pop up over the hover box.
   const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img",
-    class: "line-chart" }, container);
-  titled(svg, unit);
+    "aria-label": unit, class: "line-chart" }, container);
   const max = Math.max(...series.flatMap((s) => s.values));
   const ticks = niceTicks(max);
   const yMax = ticks[ticks.length - 1];
