@@ -83,7 +83,7 @@ async def run(
     work = [next(stream) for _ in range(max(1, total // size))]
     async with pool.acquire() as conn:
         postmaster = local_postmaster(conn.get_server_pid())
-        stored_before = await conn.fetchval("SELECT count(*) FROM events")
+        stored_before = await conn.fetchval("SELECT count(*) FROM event_ids")
 
     cpu = time.process_time()
     start = time.perf_counter()
@@ -107,7 +107,7 @@ async def run(
     client_cpu = time.process_time() - cpu
     server = server_cpu(postmaster) - server_before if postmaster else None
     async with pool.acquire() as conn:
-        stored = await conn.fetchval("SELECT count(*) FROM events") - stored_before
+        stored = await conn.fetchval("SELECT count(*) FROM event_ids") - stored_before
     await pool.close()
 
     print(f"workload {workload}: {n} events in batches of {size} (stored {stored}), gc {gc}")

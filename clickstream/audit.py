@@ -1,6 +1,6 @@
 """`clickstream audit FILE`: reconcile a load generator's accepted ids with what the sinks hold.
 
-Every id the gateway accepted must end up in PostgreSQL's `events` (or, if the processor
+Every id the gateway accepted must end up in PostgreSQL's `event_ids` (or, if the processor
 could not process it, in `bad_events`) and, when BigQuery is configured, in its `events_dedup`
 view. The audit reads the ids file (`clickstream loadgen --ids-file`), looks them up in bulk
 (`= ANY($1::uuid[])` in chunks; one scan of `bad_events`, whose raw payloads are searched for
@@ -162,7 +162,8 @@ class Report:
 async def postgres_lookup(
     database_url: str | None, ids: Sequence[uuid.UUID], *, chunk_size: int = CHUNK
 ) -> tuple[set[uuid.UUID], Counter[uuid.UUID]]:
-    """(ids present in `events`, ids found in `bad_events` raw payloads with their row count)."""
+    """(ids stored (`event_ids`, the sink's dedup keys), ids found in `bad_events` raw payloads
+    with their row count)."""
     from processor.db import connect
 
     unique = list(dict.fromkeys(ids))
@@ -171,10 +172,10 @@ async def postgres_lookup(
         found: set[uuid.UUID] = set()
         for chunk in chunks(unique, chunk_size):
             rows = await conn.fetch(
-                "SELECT event_id FROM events WHERE event_id = ANY($1::uuid[])", chunk
+                "SELECT event_id FROM event_ids WHERE event_id = ANY($1::uuid[])", chunk
             )
             found.update(row["event_id"] for row in rows)
-        # One scan of bad_events for all ids: it is small next to `events`, and scanning it
+        # One scan of bad_events for all ids: it is small next to `event_ids`, and scanning it
         # once per chunk would multiply the work.
         bad = Counter(
             {row["event_id"]: row["n"] for row in await conn.fetch(BAD_EVENT_IDS_SQL, unique)}

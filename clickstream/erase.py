@@ -1,12 +1,13 @@
 """`clickstream erase --user-id ID`: delete one person's data (erasure requests, GDPR Art. 17).
 
 A person is their `user_id` plus every `anonymous_id` linked to it (identities, customer
-profiles, events carrying both). PostgreSQL: their events, sessions and funnel steps, session
-state, profile, identity links, per-visitor presence rows, and bad events whose raw payload
-names them, in one transaction. BigQuery: their rows in `events` and `bad_events` (views such as
-`events_dedup` and `customer_analytics` follow). Aggregates without identifiers (per-minute
-counts, products, traffic) are kept. Idempotent: run it again until BigQuery reports 0 rows (it
-refuses DML on rows still in the streaming buffer). See docs/erasure.md.
+profiles, events carrying both). PostgreSQL: their activity (the timeline's events), sessions
+and funnel steps, session state, profile, identity links, per-visitor presence rows, and bad
+events whose raw payload names them, in one transaction. BigQuery: their rows in `events` and
+`bad_events` (views such as `events_dedup` and `customer_analytics` follow). Aggregates without
+identifiers (per-minute counts, products, traffic) are kept. Idempotent: run it again until
+BigQuery reports 0 rows (it refuses DML on rows still in the streaming buffer). See
+docs/erasure.md.
 """
 
 from __future__ import annotations
@@ -43,8 +44,7 @@ POSTGRES_DELETES: dict[str, str] = {
          OR anonymous_id = ANY($3))""",
     "sessions": """DELETE FROM sessions
         WHERE visitor_key = ANY($2) OR user_id = $1 OR anonymous_id = ANY($3)""",
-    "events": """DELETE FROM events
-        WHERE visitor_key = ANY($2) OR user_id = $1 OR anonymous_id = ANY($3)""",
+    "visitor_activity": "DELETE FROM visitor_activity WHERE visitor_key = ANY($2)",
     "session_state": "DELETE FROM session_state WHERE anonymous_id = ANY($3)",
     "customers": "DELETE FROM customers WHERE visitor_key = ANY($2) OR user_id = $1",
     "identities": "DELETE FROM identities WHERE user_id = $1 OR anonymous_id = ANY($3)",
@@ -65,7 +65,9 @@ def renumbered(sql: str) -> tuple[str, list[int]]:
 LINKED_ANONYMOUS_IDS = """
 SELECT anonymous_id FROM identities WHERE user_id = $1
 UNION SELECT unnest(anonymous_ids) FROM customers WHERE user_id = $1 OR visitor_key = $1
-UNION SELECT anonymous_id FROM events WHERE user_id = $1 AND anonymous_id IS NOT NULL
+UNION SELECT e.anonymous_id
+      FROM visitor_activity, jsonb_to_recordset(events) AS e(anonymous_id text)
+      WHERE visitor_key = $1 AND e.anonymous_id IS NOT NULL
 """
 
 

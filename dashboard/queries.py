@@ -5,7 +5,7 @@ the leftover minutes, and each piece is read from the coarsest table that is exa
 metrics_hour / metrics_minute, visitor_days / visitor_hours / visitor_minutes, funnel_hour /
 funnel_steps, traffic_hour and devices_hour / sessions (sessions started in the leftover minutes).
 Products exist per hour only, so product boards widen the range to whole hours.
-The raw `events` table is read only for one customer's timeline (by index, 50 rows).
+One customer's timeline comes from its newest `visitor_activity` rows (by index, at most 50).
 """
 
 from __future__ import annotations
@@ -644,10 +644,28 @@ def _cursor(q: CustomerQuery, row: asyncpg.Record) -> str:
     return encode_cursor(q.sort, row[q.column], row["visitor_key"])
 
 
+# The newest events of a visitor, from its activity rows (one per batch, each holding up to 50
+# of the visitor's events of that batch): the newest `$2` events lie in the `$2` rows that end
+# latest, since each of those rows holds an event at least as new as any row after them.
+TIMELINE_SQL = """
+SELECT e.event_id, e.event_type, e.occurred_at, e.session_id, e.page_path, e.page_title,
+       e.product_id, e.product_name, e.price::numeric(14, 2) AS price, e.quantity, e.order_id,
+       e.revenue::numeric(14, 2) AS revenue
+FROM (SELECT events FROM visitor_activity WHERE visitor_key = $1
+      ORDER BY last_at DESC LIMIT $2) a,
+     jsonb_to_recordset(a.events) AS e(event_id uuid, event_type text, occurred_at timestamptz,
+                                       session_id text, page_path text, page_title text,
+                                       product_id text, product_name text, price numeric,
+                                       quantity int, order_id text, revenue numeric)
+ORDER BY e.occurred_at DESC, e.event_id
+LIMIT $2
+"""
+
+
 async def customer_profile(
     pool: asyncpg.Pool, visitor_key: str, timeline: int = 50
 ) -> dict[str, Any] | None:
-    """A customer's profile, recent sessions and recent events (the raw table, by index)."""
+    """A customer's profile, recent sessions and recent events (`TIMELINE_SQL`)."""
     customer, sessions, events = await asyncio.gather(
         pool.fetchrow(
             f"SELECT {CUSTOMER_COLUMNS} FROM customers WHERE visitor_key = $1", visitor_key
@@ -658,13 +676,7 @@ async def customer_profile(
             " FROM sessions WHERE visitor_key = $1 ORDER BY last_seen_at DESC LIMIT 20",
             visitor_key,
         ),
-        pool.fetch(
-            "SELECT event_id, event_type, occurred_at, session_id, page_path, page_title,"
-            " product_id, product_name, price, quantity, order_id, revenue"
-            " FROM events WHERE visitor_key = $1 ORDER BY occurred_at DESC LIMIT $2",
-            visitor_key,
-            timeline,
-        ),
+        pool.fetch(TIMELINE_SQL, visitor_key, timeline),
     )
     if customer is None:
         return None

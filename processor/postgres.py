@@ -31,7 +31,9 @@ rounded to cents as PostgreSQL's numeric(14, 2) rounds them.
 
 from __future__ import annotations
 
+import heapq
 import logging
+import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -232,7 +234,7 @@ def money(value: float | None) -> Decimal:
 class TimelineEntry(msgspec.Struct, omit_defaults=True):
     """One event as the dashboard's customer timeline shows it (`visitor_activity.events`)."""
 
-    event_id: str
+    event_id: uuid.UUID
     event_type: str
     occurred_at: datetime
     session_id: str
@@ -265,7 +267,9 @@ class BatchAggregates:
 
     def __init__(self, events: list[EnrichedEvent]) -> None:
         self.events = events
-        self._buckets: dict[datetime, tuple[datetime, datetime, Any]] = {}
+        # (hour, day) per UTC minute; minutes per epoch minute (one datetime object each).
+        self.hours: dict[datetime, tuple[datetime, Any]] = {}
+        minute_of: dict[int, datetime] = {}
         by_visitor: defaultdict[str, list[EnrichedEvent]] = defaultdict(list)
         by_session: defaultdict[str, list[EnrichedEvent]] = defaultdict(list)
         minutes: dict[tuple[datetime, str], list[Any]] = {}
@@ -273,43 +277,32 @@ class BatchAggregates:
         funnel: dict[tuple[str, str], datetime] = {}
         products: dict[tuple[datetime, str], list[Any]] = {}
         for event in events:
-            by_visitor[event.visitor_key].append(event)
+            at = event.occurred_at
+            epoch_minute = int(at.timestamp() // 60)
+            minute = minute_of.get(epoch_minute)
+            if minute is None:
+                minute = minute_of[epoch_minute] = self._minute(epoch_minute)
+            visitor, kind = event.visitor_key, event.event_type
+            by_visitor[visitor].append(event)
             by_session[event.session_id].append(event)
-            minute, hour, _ = self.buckets(event.occurred_at)
-            kind = event.event_type
             key = (minute, kind)
             counts = minutes.get(key)
             if counts is None:
                 counts = minutes[key] = [0, Decimal(0)]
             counts[0] += 1
-            visitor_minutes.add((minute, kind, event.visitor_key))
+            visitor_minutes.add((minute, kind, visitor))
             if kind in FUNNEL_STEPS:
                 step = (event.session_id, kind)
                 reached = funnel.get(step)
-                if reached is None or event.occurred_at < reached:
-                    funnel[step] = event.occurred_at
+                if reached is None or at < reached:
+                    funnel[step] = at
             if kind == "purchase":
                 counts[1] += money(event.revenue)
-                if event.order_items is not None:
-                    for item in _decode_items(event.order_items):
-                        quantity = item.get("quantity")
-                        quantity = 1 if quantity is None else quantity
-                        price = item.get("price")
-                        revenue = Decimal(repr(price)) * quantity if price is not None else 0
-                        _add_product(
-                            products, hour, item.get("product_id"), item.get("name"),
-                            item.get("category"), 3, quantity, revenue,
-                        )  # fmt: skip
-                elif event.product_id is not None:
-                    quantity = event.quantity if event.quantity is not None else 1
-                    _add_product(
-                        products, hour, event.product_id, event.product_name, event.category,
-                        3, quantity, money(event.price) * quantity,
-                    )  # fmt: skip
+                _add_purchase(products, self.hours[minute][0], event)
             elif kind in PRODUCT_EVENTS and event.product_id is not None:
                 _add_product(
-                    products, hour, event.product_id, event.product_name, event.category,
-                    PRODUCT_EVENTS.index(kind), 1, 0,
+                    products, self.hours[minute][0], event.product_id, event.product_name,
+                    event.category, PRODUCT_EVENTS.index(kind), 1, 0,
                 )  # fmt: skip
         self.by_visitor = by_visitor
         self.by_session = by_session
@@ -318,36 +311,42 @@ class BatchAggregates:
         self.funnel = funnel
         self.products = products
 
-    def buckets(self, at: datetime) -> tuple[datetime, datetime, Any]:
-        """(minute, hour, day) of `at`, in UTC; memoized per minute."""
-        minute = at.replace(second=0, microsecond=0)
-        found = self._buckets.get(minute)
-        if found is None:
-            utc = minute.astimezone(UTC)
-            found = self._buckets[minute] = (utc, utc.replace(minute=0), utc.date())
-        return found
+    def _minute(self, epoch_minute: int) -> datetime:
+        minute = datetime.fromtimestamp(epoch_minute * 60, UTC)
+        self.hours[minute] = (minute.replace(minute=0), minute.date())
+        return minute
+
+    def hour(self, at: datetime) -> datetime:
+        """The UTC hour of `at`."""
+        return datetime.fromtimestamp(at.timestamp() // 3600 * 3600, UTC)
 
     def visitor_hours_columns(self) -> tuple[list[Any], ...]:
-        return _columns(sorted({(self.buckets(e.occurred_at)[1], e.visitor_key)
-                                for e in self.events}), 2)  # fmt: skip
+        hours = self.hours
+        keys = {(hours[m][0], v) for m, _, v in self.visitor_minutes}
+        return _columns(sorted(keys), 2)
 
     def visitor_days_columns(self) -> tuple[list[Any], ...]:
-        return _columns(sorted({(self.buckets(e.occurred_at)[2], e.visitor_key)
-                                for e in self.events}), 2)  # fmt: skip
+        hours = self.hours
+        return _columns(sorted({(hours[m][1], v) for m, _, v in self.visitor_minutes}), 2)
 
     def sessions_columns(self) -> tuple[list[Any], ...]:
         rows = []
         for session_id in sorted(self.by_session):
             group = self.by_session[session_id]
-            first = min(group, key=_order)
-            purchases = [e for e in group if e.event_type == "purchase"]
+            first = min(group, key=_order) if len(group) > 1 else group[0]
+            page_views, purchased, revenue = 0, False, Decimal(0)
+            for e in group:
+                if e.event_type == "page_view":
+                    page_views += 1
+                elif e.event_type == "purchase":
+                    purchased = True
+                    revenue += money(e.revenue)
             rows.append((
                 session_id, first.visitor_key, first.anonymous_id, first.user_id,
-                first.occurred_at, max(e.occurred_at for e in group), len(group),
-                sum(e.event_type == "page_view" for e in group), first.page_url,
-                first.referrer_class, first.utm_source, first.utm_medium, first.utm_campaign,
-                first.device_type, first.browser, first.os, bool(purchases),
-                sum((money(e.revenue) for e in purchases), Decimal(0)),
+                first.occurred_at, max(e.occurred_at for e in group), len(group), page_views,
+                first.page_url, first.referrer_class, first.utm_source, first.utm_medium,
+                first.utm_campaign, first.device_type, first.browser, first.os, purchased,
+                revenue,
             ))  # fmt: skip
         return _columns(rows, 18)
 
@@ -360,7 +359,7 @@ class BatchAggregates:
         devices: defaultdict[tuple[Any, ...], int] = defaultdict(int)
         for session_id in created:
             first = min(self.by_session[session_id], key=_order)
-            hour = self.buckets(first.occurred_at)[1]
+            hour = self.hour(first.occurred_at)
             per_visitor[first.visitor_key] += 1
             traffic[(hour, first.referrer_class, first.utm_source or "",
                      first.utm_medium or "")] += 1  # fmt: skip
@@ -368,23 +367,34 @@ class BatchAggregates:
         return per_visitor, traffic, devices
 
     def customers_columns(self, sessions: dict[str, int]) -> tuple[list[Any], ...]:
-        rows, ids = [], []
+        rows: list[tuple[Any, ...]] = []
+        ids: list[tuple[str, str]] = []
         for n, visitor in enumerate(sorted(self.by_visitor)):
             group = self.by_visitor[visitor]
-            first, last = min(group, key=_order), max(group, key=_last_order)
-            purchases = [e for e in group if e.event_type == "purchase"]
-            last_order = max(purchases, key=_last_order) if purchases else None
-            user_ids = [e.user_id for e in group if e.user_id is not None]
+            if len(group) == 1:
+                first = last = group[0]
+            else:
+                first, last = min(group, key=_order), max(group, key=_last_order)
+            user_id, orders, value, last_order = None, 0, Decimal(0), None
+            anonymous_ids = set()
+            for e in group:
+                if e.user_id is not None and (user_id is None or e.user_id > user_id):
+                    user_id = e.user_id
+                if e.anonymous_id:
+                    anonymous_ids.add(e.anonymous_id)
+                if e.event_type == "purchase":
+                    orders += 1
+                    value += money(e.revenue)
+                    if last_order is None or _last_order(e) > _last_order(last_order):
+                        last_order = e
             rows.append((
-                visitor, max(user_ids) if user_ids else None, first.occurred_at,
-                last.occurred_at, len(group), sessions.get(visitor, 0), len(purchases),
-                sum((money(e.revenue) for e in purchases), Decimal(0)),
+                visitor, user_id, first.occurred_at, last.occurred_at, len(group),
+                sessions.get(visitor, 0), orders, value,
                 last_order.order_id if last_order else None,
                 last_order.occurred_at if last_order else None,
                 first.utm_source or first.referrer_class, last.device_type, n,
             ))  # fmt: skip
-            for anonymous_id in sorted({e.anonymous_id for e in group if e.anonymous_id}):
-                ids.append((visitor, anonymous_id))
+            ids.extend((visitor, anonymous_id) for anonymous_id in sorted(anonymous_ids))
         return _columns(rows, 13) + _columns(ids, 2)
 
     def funnel_columns(self) -> tuple[list[Any], ...]:
@@ -398,25 +408,53 @@ class BatchAggregates:
         return _columns(sorted(self.visitor_minutes), 3) + _columns(counts, 4)
 
     def activity_records(self) -> list[tuple[Any, ...]]:
-        """One `visitor_activity` row per visitor: timeline and where it was active."""
+        """One `visitor_activity` row per visitor: its newest events (the timeline, in no
+        particular order: readers sort them) and where it was active. `received_at` (for
+        pruning) is the batch's newest."""
+        pairs: defaultdict[str, list[tuple[datetime, str]]] = defaultdict(list)
+        for minute, kind, visitor in self.visitor_minutes:
+            pairs[visitor].append((minute, kind))
+        received_at = max(e.received_at for e in self.events)
         records = []
         for visitor, group in self.by_visitor.items():
-            group.sort(key=_last_order)
-            pairs = sorted({(self.buckets(e.occurred_at)[0], e.event_type) for e in group})
+            if len(group) > TIMELINE_EVENTS:
+                group = heapq.nlargest(TIMELINE_EVENTS, group, key=_last_order)
+            active = sorted(pairs[visitor])
             timeline = [
                 TimelineEntry(
-                    str(e.event_id), e.event_type, e.occurred_at, e.session_id, e.anonymous_id,
+                    e.event_id, e.event_type, e.occurred_at, e.session_id, e.anonymous_id,
                     e.page_path, e.page_title, e.product_id, e.product_name, e.price,
                     e.quantity, e.order_id, e.revenue,
                 )
-                for e in group[-1 : -TIMELINE_EVENTS - 1 : -1]
+                for e in group
             ]  # fmt: skip
             records.append((
-                visitor, max(e.received_at for e in group), group[-1].occurred_at,
-                [minute for minute, _ in pairs], [kind for _, kind in pairs],
+                visitor, received_at, max(e.occurred_at for e in group),
+                [minute for minute, _ in active], [kind for _, kind in active],
                 _encode_timeline(timeline).decode(),
             ))  # fmt: skip
         return records
+
+
+def _add_purchase(
+    products: dict[tuple[datetime, str], list[Any]], hour: datetime, event: EnrichedEvent
+) -> None:
+    """A purchase counts its order's items, or, without items, the product it carries."""
+    if event.order_items is None:
+        quantity = event.quantity if event.quantity is not None else 1
+        _add_product(
+            products, hour, event.product_id, event.product_name, event.category, 3, quantity,
+            money(event.price) * quantity,
+        )  # fmt: skip
+        return
+    for item in _decode_items(event.order_items):
+        units: int = item.get("quantity", 1)
+        price = item.get("price")
+        revenue = Decimal(repr(price)) * units if price is not None else 0
+        _add_product(
+            products, hour, item.get("product_id"), item.get("name"), item.get("category"), 3,
+            units, revenue,
+        )  # fmt: skip
 
 
 def _last_order(event: EnrichedEvent) -> tuple[datetime, int]:

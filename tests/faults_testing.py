@@ -237,7 +237,7 @@ class Pipeline:
         conn = await asyncpg.connect(self.settings.database_url)
         try:
             extra = await conn.fetchval(
-                "SELECT count(*) FROM events WHERE NOT (event_id = ANY($1::uuid[]))",
+                "SELECT count(*) FROM event_ids WHERE NOT (event_id = ANY($1::uuid[]))",
                 list(report.unique),
             )
             mismatches = await aggregate_mismatches(conn)
@@ -305,7 +305,7 @@ async def events_stored(database_url: str) -> int:
     """Rows in `events` (0 until the processor has migrated the database)."""
     conn = await asyncpg.connect(database_url)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM events"))
+        return int(await conn.fetchval("SELECT count(*) FROM event_ids"))
     except asyncpg.UndefinedTableError:
         return 0
     finally:

@@ -139,6 +139,14 @@ def a_day_of_traffic(visitors: int = 20, seed: int = 7) -> list[dict[str, Any]]:
     return events
 
 
+# The events PostgreSQL keeps (the newest of each visitor, for the dashboard's timeline) as a
+# table: `SELECT ... FROM {TIMELINE} WHERE ...`.
+TIMELINE = """(SELECT v.visitor_key, e.* FROM visitor_activity v, jsonb_to_recordset(v.events)
+    AS e(event_id uuid, event_type text, occurred_at timestamptz, session_id text,
+         anonymous_id text, page_path text, page_title text, product_id text, product_name text,
+         price float8, quantity int, order_id text, revenue float8)) AS timeline"""
+
+
 # Each pair: the aggregate as stored, and the same computed from scratch from `sent` (the events
 # the test sent that PostgreSQL accepted, see `load_sent`) and, for the per-session counts, from
 # `sessions`. Traffic and devices ignore the hour: a session's start moves earlier when an

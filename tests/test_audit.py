@@ -34,9 +34,7 @@ async def seed(url: str, in_events: list[uuid.UUID], bad_raws: list[bytes]) -> N
     conn = await asyncpg.connect(url)
     try:
         await conn.executemany(
-            "INSERT INTO events (event_id, event_type, occurred_at, received_at, source, "
-            "visitor_key, session_id, referrer_class, device_type) "
-            "VALUES ($1, 'page_view', $2, $2, 'test', 'v', 's', 'direct', 'desktop')",
+            "INSERT INTO event_ids (event_id, received_at) VALUES ($1, $2)",
             [(i, NOW) for i in in_events],
         )
         await conn.executemany(

@@ -137,11 +137,14 @@ async def load(conn: asyncpg.Connection) -> None:
         " ('bob@example.com', 'bob@example.com', '2026-05-01 12:08Z', '2026-05-01 12:12Z', 1, 1,"
         " 0, 0)"
     )
-    await conn.executemany(
-        "INSERT INTO events (event_id, event_type, occurred_at, received_at, source, visitor_key,"
-        " user_id, session_id, referrer_class, device_type, page_path, product_id, order_id,"
-        " revenue) VALUES (gen_random_uuid(), $1, $2, $2, 'web', 'alice@example.com',"
-        " 'alice@example.com', 's1', 'search', 'desktop', $3, $4, $5, $6)",
+    await conn.executemany(  # one activity row (a batch) per event, as the timeline reads it
+        "INSERT INTO visitor_activity (visitor_key, received_at, last_at, minutes, event_types,"
+        " events) VALUES ('alice@example.com', $2, $2,"
+        " ARRAY[date_trunc('minute', $2::timestamptz)], ARRAY[$1::text],"
+        " jsonb_build_array(jsonb_build_object('event_id', gen_random_uuid(),"
+        " 'event_type', $1::text, 'occurred_at', $2::timestamptz, 'session_id', 's1',"
+        " 'page_path', $3::text, 'product_id', $4::text, 'order_id', $5::text,"
+        " 'revenue', $6::numeric)))",
         [
             ("page_view", at("12:05"), "/", None, None, None),
             ("product_view", at("12:06"), "/product/P1", "P1", None, None),

@@ -112,7 +112,7 @@ async def test_function_processes_cloud_events(function_url: str, fresh_database
     assert post(function_url, garbage).status_code == 200  # stored as bad, not retried
     conn = await asyncpg.connect(fresh_database_url)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM events") == len(events)
+        assert await conn.fetchval("SELECT count(*) FROM event_ids") == len(events)
         assert await aggregate_mismatches(conn) == {}
         bad = await conn.fetchrow("SELECT * FROM bad_events")
     finally:

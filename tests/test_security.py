@@ -369,7 +369,8 @@ async def test_erase_deletes_one_person_and_nobody_else(
 
     dry = await erase(settings, "ana", dry_run=True, bigquery=True)
     assert dry.anonymous_ids == ["anon-ana", "anon-ana-phone"]
-    assert dry.postgres["events"] == 3 and dry.postgres["bad_events"] == 1
+    # Activity rows: one per visitor and batch (anon-ana's, ana's).
+    assert dry.postgres["visitor_activity"] == 2 and dry.postgres["bad_events"] == 1
     assert dry.bigquery == {"events": 3, "bad_events": 1}
     done = await erase(settings, "ana", dry_run=False, bigquery=True)
     assert done.postgres == dry.postgres
@@ -378,11 +379,11 @@ async def test_erase_deletes_one_person_and_nobody_else(
     conn = await asyncpg.connect(fresh_database_url)
     try:
         rows = []
-        for table in ("events", "sessions", "customers", "bad_events", "session_state"):
+        for table in ("visitor_activity", "sessions", "customers", "bad_events", "session_state"):
             rows += [str(tuple(row)) for row in await conn.fetch(f"SELECT * FROM {table}")]
         text = " ".join(rows)
         assert "ana" not in text  # not a user id, an anonymous id, nor a raw payload
-        assert await conn.fetchval("SELECT count(*) FROM events") == len(bob)
+        assert await conn.fetchval("SELECT count(*) FROM visitor_activity") == len(bob)
         assert await conn.fetchval("SELECT count(*) FROM bad_events") == 1
         # Counts without identifiers stay: the day's purchases still add up.
         assert (
