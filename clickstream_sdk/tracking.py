@@ -61,8 +61,9 @@ class Tracking:
     ) -> uuid.UUID | None:
         """Link `anonymous_id` (the visitor before sign-in) to `user_id`; `traits` (scalar
         properties such as a plan or a country) travel as the event's properties."""
-        if not user_id or not anonymous_id:
-            raise ValueError("identify needs both `user_id` and `anonymous_id`, non-empty")
+        for name, value in (("user_id", user_id), ("anonymous_id", anonymous_id)):
+            if not value:
+                raise ValueError(f"identify: `{name}` must not be empty (it links both ids)")
         with self._identities_lock:
             self._identities.pop(anonymous_id, None)
             self._identities[anonymous_id] = user_id

@@ -257,7 +257,7 @@ async def test_identify_links_the_ids_and_later_events_of_that_visitor_carry_the
 
 def test_identify_needs_both_ids() -> None:
     with Client("key", url="http://127.0.0.1:9") as client:
-        with pytest.raises(ValueError, match="user_id"):
+        with pytest.raises(ValueError, match="`user_id` must not be empty"):
             client.identify("", anonymous_id="a-1")
-        with pytest.raises(ValueError, match="anonymous_id"):
+        with pytest.raises(ValueError, match="`anonymous_id` must not be empty"):
             client.identify("u-1", anonymous_id="")
