@@ -270,14 +270,18 @@ async def serve(options: Options, database_url: str) -> None:
     gateway_url = f"http://{options.host}:{options.gateway_port}"
     dashboard_url = f"http://{options.host}:{options.dashboard_port}"
     env["CLICKSTREAM_GATEWAY_URL"] = gateway_url
+    # Granian's own start lines would repeat what the banner says; its warnings still show.
+    quiet = ("--server-log-level", "warning")
     services = [
         Child(
-            "gateway", ["gateway", "--host", options.host, "--port", str(options.gateway_port)], env
+            "gateway",
+            ["gateway", "--host", options.host, "--port", str(options.gateway_port), *quiet],
+            env,
         ),
         Child("processor", processor_args(options), env),
         Child(
             "dashboard",
-            ["dashboard", "--host", options.host, "--port", str(options.dashboard_port)],
+            ["dashboard", "--host", options.host, "--port", str(options.dashboard_port), *quiet],
             env,
         ),
     ]

@@ -28,6 +28,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     dashboard.add_argument("--port", type=int, default=8050, help="port (default %(default)s)")
     dashboard.add_argument(
+        "--server-log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="the level of Granian's own lines (start, workers, shutdown; default %(default)s)",
+    )
+    dashboard.add_argument(
         "--insecure-no-auth",
         action="store_true",
         help="serve without any access control (local demo only)",
@@ -69,19 +75,28 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     if config.auth == "none":
         print("WARNING: the dashboard is serving WITHOUT access control", file=sys.stderr)
-    asyncio.run(serve(config, args.host, args.port))
+    asyncio.run(serve(config, args.host, args.port, args.server_log_level))
     return 0
 
 
-async def serve(config: DashboardConfig, host: str, port: int) -> None:
+async def serve(
+    config: DashboardConfig, host: str, port: int, server_log_level: str = "info"
+) -> None:
     from granian.constants import Interfaces
+    from granian.log import LogLevels
     from granian.server.embed import Server
 
     from dashboard.app import create_app
 
     # The embedded server runs the app object in this process: the config (and its random
     # per-start secret) is built once, not once per worker process.
-    server = Server(create_app(config), address=host, port=port, interface=Interfaces.ASGI)
+    server = Server(
+        create_app(config),
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        log_level=LogLevels(server_log_level),
+    )
     # Granian warns on every start that its embedded mode is experimental: it is the mode this
     # dashboard is built and tested on, and the notice only crowds `clickstream up`'s console.
     logging.getLogger("_granian").addFilter(

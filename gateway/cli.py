@@ -8,6 +8,8 @@ import os
 import shutil
 import tempfile
 
+SERVER_LOG_LEVELS = ("debug", "info", "warning", "error")
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
@@ -22,6 +24,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--workers", type=int, default=1, help="worker processes (default %(default)s)"
     )
+    parser.add_argument(
+        "--server-log-level",
+        choices=SERVER_LOG_LEVELS,
+        default="info",
+        help="the level of Granian's own lines (start, workers, shutdown; default %(default)s)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -32,13 +40,14 @@ def run(args: argparse.Namespace) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="clickstream-gateway-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        return serve(args.host, args.port, args.workers)
+        return serve(args.host, args.port, args.workers, args.server_log_level)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def serve(host: str, port: int, workers: int) -> int:
+def serve(host: str, port: int, workers: int, server_log_level: str = "info") -> int:
     from granian.constants import Interfaces, Loops
+    from granian.log import LogLevels
     from granian.server import Server
 
     from clickstream_contract.config import Settings
@@ -58,6 +67,7 @@ def serve(host: str, port: int, workers: int) -> int:
         factory=True,
         websockets=False,
         log_access=False,
+        log_level=LogLevels(server_log_level),
     )
     server.serve()
     return 0

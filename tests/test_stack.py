@@ -327,7 +327,7 @@ async def test_the_banners_commands_work_as_printed_and_a_killed_up_leaves_nothi
     await asyncio.to_thread(stack.start)
     console = stack.log()
     # Only the platform's own lines: no dependency's warnings or notices.
-    for noise in ("XDG_RUNTIME_DIR", "experimental", "Warning", "Traceback"):
+    for noise in ("XDG_RUNTIME_DIR", "experimental", "granian", "Warning", "Traceback"):
         assert noise not in console, f"{noise!r} on the console:\n{console}"
     assert "DEMO MODE" in console
 
