@@ -7,14 +7,18 @@ columns, which BigQuery's JSON functions read directly (and bqemulator 1.4.0 dro
 fields of RECORD columns on AppendRows).
 
 The Storage Write API's default stream is at-least-once, so `events` may hold an event twice
-(a message redelivered after its rows were appended). Readers use the views:
+(a message redelivered after its rows were appended). Readers use:
 
-- `events_dedup`: one row per event_id, the first one received.
-- `customer_analytics`: per-customer rollups (a customer is `visitor_key`: user_id when known,
-  else anonymous_id) computed from `events_dedup`. Being derived from the deduplicated events,
-  it stays exact under any redelivery with no state of its own to keep consistent. Real
-  BigQuery's materialized views cannot read a view with window functions; if this view grows
-  too costly, materialize it with a scheduled query rather than appending rollup rows.
+- `events_dedup` (view): one row per event_id, the first one received; for ad-hoc queries.
+- `customer_daily` (table, partitioned by day): one row per customer (`visitor_key`: user_id
+  when known, else anonymous_id) and day, from the deduplicated events. A scheduled query
+  (processor/bigquery_views/customer_daily_merge.sql, run every few hours by BigQuery in
+  production) recomputes the last days' partitions, so it reads only those partitions of
+  `events`, stays exact under redelivery and picks up late events. A materialized view cannot
+  do this: BigQuery's incremental materialized views allow no window function, which the
+  deduplication by event_id needs, and a non-incremental one recomputes everything.
+- `customer_analytics` (view): per-customer rollups summed over `customer_daily` (far fewer
+  rows than `events`); as fresh as customer_daily's last refresh.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import types
 import typing
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -38,7 +42,12 @@ from processor.records import BadEvent, EnrichedEvent
 EVENTS = "events"
 BAD_EVENTS = "bad_events"
 EVENTS_DEDUP = "events_dedup"
+CUSTOMER_DAILY = "customer_daily"
 CUSTOMER_ANALYTICS = "customer_analytics"
+CUSTOMER_DAILY_MERGE = "customer_daily_merge"
+# How many whole days before the run's date each refresh recomputes (late events older than
+# that need a backfill run); Terraform's customer_daily_refresh_days defaults to the same.
+CUSTOMER_DAILY_REFRESH_DAYS = 3
 VIEWS_DIR = Path(__file__).parent / "bigquery_views"
 
 BIGQUERY_TYPE_OF: dict[type, str] = {
@@ -98,11 +107,40 @@ def schema_fields(columns: tuple[Column, ...]) -> list[bigquery.SchemaField]:
     return [bigquery.SchemaField(c.name, c.type, mode=c.mode) for c in columns]
 
 
-def view_sql(name: str, project: str, dataset: str) -> str:
-    """The query of view `name`: processor/bigquery_views/<name>.sql, which Terraform deploys
-    too (templatefile, same `${project}` and `${dataset}` placeholders)."""
+CUSTOMER_DAILY_FIELDS = [
+    bigquery.SchemaField("day", "DATE", mode="REQUIRED"),
+    bigquery.SchemaField("visitor_key", "STRING", mode="REQUIRED"),
+    bigquery.SchemaField("user_id", "STRING"),
+    bigquery.SchemaField("first_seen_at", "TIMESTAMP", mode="REQUIRED"),
+    bigquery.SchemaField("last_seen_at", "TIMESTAMP", mode="REQUIRED"),
+    bigquery.SchemaField("events", "INT64", mode="REQUIRED"),
+    # Ids rather than counts: a session or an order spanning two days counts once in total.
+    bigquery.SchemaField("session_ids", "STRING", mode="REPEATED"),
+    bigquery.SchemaField("order_ids", "STRING", mode="REPEATED"),
+    bigquery.SchemaField("revenue", "FLOAT64", mode="REQUIRED"),
+    bigquery.SchemaField("last_order_at", "TIMESTAMP"),
+]
+
+
+def view_sql(name: str, project: str, dataset: str, **placeholders: object) -> str:
+    """The statement `name`: processor/bigquery_views/<name>.sql, which Terraform deploys
+    too (templatefile, same `${project}`, `${dataset}` and other placeholders)."""
     template = string.Template((VIEWS_DIR / f"{name}.sql").read_text())
-    return template.substitute(project=project, dataset=dataset).strip()
+    return template.substitute(project=project, dataset=dataset, **placeholders).strip()
+
+
+def refresh_customer_daily(
+    client: bigquery.Client,
+    dataset: str,
+    run_time: datetime,
+    days: int = CUSTOMER_DAILY_REFRESH_DAYS,
+) -> None:
+    """Run customer_daily's scheduled query as BigQuery would at `run_time`, where no scheduler
+    runs it (the local stack, tests, a manual backfill). `@run_time` is bound as a literal:
+    bqemulator 1.4.0 splits a MERGE into statements and then miscounts its query parameters."""
+    statement = view_sql(CUSTOMER_DAILY_MERGE, client.project, dataset, days=days)
+    literal = f"TIMESTAMP '{run_time.astimezone(UTC).isoformat()}'"
+    client.query(statement.replace("@run_time", literal)).result()
 
 
 def table_definitions(project: str, dataset: str) -> list[bigquery.Table]:
@@ -128,11 +166,20 @@ def table_definitions(project: str, dataset: str) -> list[bigquery.Table]:
     events_dedup.view_query = view_sql(EVENTS_DEDUP, project, dataset)
     events_dedup.description = "events with one row per event_id (the first received)."
 
+    customer_daily = bigquery.Table(ref(CUSTOMER_DAILY), schema=CUSTOMER_DAILY_FIELDS)
+    customer_daily.time_partitioning = bigquery.TimePartitioning(
+        type_=bigquery.TimePartitioningType.DAY, field="day"
+    )
+    customer_daily.clustering_fields = ["visitor_key"]
+    customer_daily.description = (
+        "One row per customer and day from the deduplicated events, refreshed by a scheduled query."
+    )
+
     customer_analytics = bigquery.Table(ref(CUSTOMER_ANALYTICS))
     customer_analytics.view_query = view_sql(CUSTOMER_ANALYTICS, project, dataset)
-    customer_analytics.description = "Per-customer rollups over events_dedup."
+    customer_analytics.description = "Per-customer rollups over customer_daily."
 
-    return [events, bad_events, events_dedup, customer_analytics]
+    return [events, bad_events, events_dedup, customer_daily, customer_analytics]
 
 
 def check_schema(table: bigquery.Table, columns: tuple[Column, ...]) -> None:

@@ -31,6 +31,7 @@ from processor.bigquery_schema import (
     LEGACY_TYPE_NAMES,
     SchemaMismatchError,
     bigquery_client,
+    refresh_customer_daily,
 )
 from processor.records import BadEvent, EnrichedEvent
 
@@ -109,6 +110,9 @@ async def test_tables_are_created_with_schema_partitioning_and_clustering(
     bad_events = client.get_table(f"{dataset}.bad_events")
     assert schema(bad_events) == [(c.name, c.type, c.mode) for c in BAD_EVENT_COLUMNS]
     assert client.get_table(f"{dataset}.events_dedup").table_type == "VIEW"
+    customer_daily = client.get_table(f"{dataset}.customer_daily")
+    assert customer_daily.table_type == "TABLE"
+    assert customer_daily.time_partitioning.field == "day"
     assert client.get_table(f"{dataset}.customer_analytics").table_type == "VIEW"
 
 
@@ -184,6 +188,7 @@ async def test_dedup_view_and_customer_rollups_ignore_a_duplicate_append(
     assert {r["received_at"] for r in dedup if r["event_id"] == str(purchase.event_id)} == {
         purchase.received_at  # the first copy received wins
     }
+    refresh_customer_daily(client, settings.bigquery_dataset, run_time=BASE + timedelta(days=1))
     buyer = query(client, f"SELECT * FROM {dataset}.customer_analytics WHERE visitor_key = 'buyer'")
     assert buyer == [
         {
@@ -198,6 +203,55 @@ async def test_dedup_view_and_customer_rollups_ignore_a_duplicate_append(
             "last_order_at": purchase.occurred_at,
         }
     ]
+
+
+async def test_customer_daily_refresh_replaces_only_the_recent_days(
+    settings: Settings, client: bigquery.Client
+) -> None:
+    """The scheduled query's statement, run at chosen times: days before its window keep their
+    rows whatever `events` holds; days inside it are recomputed (late events, redeliveries,
+    erased events); a session across midnight counts once."""
+    day = timedelta(days=1)
+    old = event(1, visitor_key="ana", session_id="night", occurred_at=BASE - 3 * day)
+    midnight = datetime(2024, 5, 17, tzinfo=UTC)
+    across = [
+        event(2, visitor_key="ana", session_id="late", occurred_at=midnight - timedelta(minutes=1)),
+        event(3, visitor_key="ana", session_id="late", occurred_at=midnight + timedelta(minutes=1)),
+    ]
+    purchase = event(4, event_type="purchase", visitor_key="ana", order_id="o-1", revenue=10.0)
+    sink = await create_sink(settings)
+    try:
+        await sink.write([old, *across, purchase, event(5, visitor_key="bo")], [])
+        refresh_customer_daily(client, settings.bigquery_dataset, run_time=BASE, days=3)
+        # Later: a late event for the day before the window, a redelivered purchase, and a
+        # late event inside the window.
+        late_old = event(6, visitor_key="ana", session_id="night", occurred_at=BASE - 3 * day)
+        redelivered = msgspec.structs.replace(purchase, received_at=BASE + day)
+        late_recent = event(7, visitor_key="ana", session_id="late", occurred_at=midnight)
+        await sink.write([late_old, redelivered, late_recent], [])
+    finally:
+        await sink.close()
+    dataset = f"`{settings.project}.{settings.bigquery_dataset}`"
+    # bo's only event is erased: its day is in the window, so its row goes too.
+    client.query(f"DELETE FROM {dataset}.events WHERE visitor_key = 'bo'").result()
+    for _ in range(2):  # a second run changes nothing; this window starts on May 16
+        refresh_customer_daily(client, settings.bigquery_dataset, run_time=BASE, days=1)
+
+    daily = query(
+        client, f"SELECT visitor_key, day, events FROM {dataset}.customer_daily ORDER BY day"
+    )
+    assert daily == [
+        {"visitor_key": "ana", "day": (BASE - 3 * day).date(), "events": 1},  # not recomputed
+        {"visitor_key": "ana", "day": midnight.date() - day, "events": 1},
+        {"visitor_key": "ana", "day": midnight.date(), "events": 3},
+    ]
+    (ana,) = query(client, f"SELECT * FROM {dataset}.customer_analytics")
+    assert (ana["events"], ana["sessions"], ana["orders"], ana["lifetime_value"]) == (5, 3, 1, 10)
+    assert ana["first_seen_at"] == old.occurred_at
+    assert ana["last_order_at"] == purchase.occurred_at
+    # A run whose window reaches back that far picks the old late event up (a backfill).
+    refresh_customer_daily(client, settings.bigquery_dataset, run_time=BASE, days=3)
+    assert query(client, f"SELECT events FROM {dataset}.customer_analytics") == [{"events": 6}]
 
 
 async def test_a_batch_larger_than_one_request_is_appended_in_several(
