@@ -6,8 +6,9 @@ aside go back to the `events` topic and are counted, once:
 
 - `bad-events` reads PostgreSQL's `bad_events` (raw payload, received_at, source, client IP and
   user agent as the gateway stamped them), checks each against today's contract with the
-  gateway's own validation, republishes those that pass in the gateway's envelope, and stamps
-  them `replayed_at` so a second run skips them. A row refused as a whole message ("envelope",
+  gateway's own validation (a message of Segment's API mapped as its routes map it),
+  republishes those that pass in the gateway's envelope, and stamps them `replayed_at` so a
+  second run skips them. A row refused as a whole message ("envelope",
   "processing") is replayed when the message now decodes and all its events pass.
 - `dead-letters` drains the dead-letter hold subscription back into the topic each message came
   from; a message that cannot be decoded stays in the subscription, with its reason reported.
@@ -183,17 +184,48 @@ def today_error(raw: bytes) -> str | None:
     return event_error(raw)
 
 
+# Fields of Segment's messages that our contract does not have: a bad event holding one came
+# in through the gateway's Segment routes, which keep the message's own bytes.
+SEGMENT_FIELDS: Final = frozenset({"type", "messageId", "userId", "anonymousId", "timestamp"})
+
+
+def today_event(raw: bytes, source: str, received_at: datetime) -> tuple[bytes | None, str]:
+    """The event today's gateway publishes for a refused `raw` (ours as is, or a Segment
+    message mapped as its routes map it), or None and why it still refuses it."""
+    from gateway import segment
+    from gateway.validation import Checked
+
+    error = today_error(raw)
+    if error is None:
+        return raw, ""
+    try:
+        fields = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None, error
+    if not isinstance(fields, dict) or not SEGMENT_FIELDS & fields.keys():
+        return None, error
+    # The message's own `type`: a single-message route's type (its path) is not kept.
+    checked = Checked()
+    segment.check_message(
+        checked, 0, raw, None, source, received_at, None, segment.MAX_MESSAGE_BYTES
+    )
+    if checked.good:
+        return checked.good[0], ""
+    return None, checked.reasons[0]
+
+
 def replayable(row: asyncpg.Record) -> tuple[list[envelope.Group], str | None]:
     """The groups to publish for one kept bad event, or today's reason it still fails."""
     raw = bytes(row["raw"])
     if row["reason_class"] == "validation":  # one event as the client sent it
-        error = today_error(raw)
-        if error is not None:
+        source = row["source"] or ""
+        event, error = today_event(raw, source, row["received_at"])
+        if event is None:
             return [], error
         group = envelope.Group(
             received_at=row["received_at"],
-            source=row["source"] or "",
-            events=[raw],
+            source=source,
+            events=[event],
             client_ip=row["client_ip"],
             user_agent=row["user_agent"],
         )
@@ -204,9 +236,9 @@ def replayable(row: asyncpg.Record) -> tuple[list[envelope.Group], str | None]:
     except envelope.EnvelopeError as exc:
         return [], str(exc)
     for group in kept.groups:
-        for event in group.events:
-            if (error := today_error(event)) is not None:
-                return [], error
+        for member in group.events:
+            if (refused := today_error(member)) is not None:
+                return [], refused
     return [msgspec.structs.replace(group, reasons=[]) for group in kept.groups], None
 
 

@@ -39,6 +39,7 @@ from clickstream.replay import (
 )
 from clickstream_contract import envelope
 from clickstream_contract.config import Settings
+from gateway import segment
 from gateway.pubsub import publisher_async_client
 from gateway.validation import check_batch
 from processor.migrations import migration_files
@@ -235,6 +236,29 @@ async def test_filters_choose_what_is_replayed(settings: Settings) -> None:
         await counted_once(url, 1)
         left = await rows(url, "SELECT source FROM bad_events WHERE replayed_at IS NULL")
         assert sorted(r["source"] for r in left) == ["app", "web"]
+
+
+async def test_a_segment_message_is_replayed_as_the_gateway_maps_it(settings: Settings) -> None:
+    url = settings.database_url or ""
+    now = datetime.now(UTC).replace(microsecond=0)
+    message = {"type": "page", "messageId": "m-1", "anonymousId": "a-1", "timestamp": now}
+    raw = json.dumps(message, default=datetime.isoformat).encode()
+    async with worker(settings):
+        await rows(
+            url,
+            "INSERT INTO bad_events (received_at, source, reason, reason_class, raw)"
+            " VALUES ($1, 'web', 'refused before a fix', 'validation', $2)",
+            now,
+            raw,
+        )
+        copy = await copy_of(settings, settings.events_topic)
+        report = await replay_bad_events(settings, Filters(), dry_run=False)
+        assert report.passed == {"refused before a fix": 1}
+        await counted_once(url, 1)
+        [replayed] = await published(settings, copy)
+        [[sent]] = [group.events for group in replayed.groups]
+        [expected] = segment.check_single_message(raw, "web", "page", 32 * 1024).good
+        assert json.loads(sent)["event_id"] == json.loads(expected)["event_id"]
 
 
 @pytest.fixture
