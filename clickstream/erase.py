@@ -66,7 +66,7 @@ LINKED_ANONYMOUS_IDS = """
 SELECT anonymous_id FROM identities WHERE user_id = $1
 UNION SELECT unnest(anonymous_ids) FROM customers WHERE user_id = $1 OR visitor_key = $1
 UNION SELECT e.anonymous_id
-      FROM visitor_activity, jsonb_to_recordset(events) AS e(anonymous_id text)
+      FROM visitor_activity, json_to_recordset(events) AS e(anonymous_id text)
       WHERE visitor_key = $1 AND e.anonymous_id IS NOT NULL
 """
 

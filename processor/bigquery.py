@@ -5,8 +5,11 @@ use the `events_dedup` view. Each `write` opens one AppendRows connection per ta
 pipelines all its requests on it: the writer schema goes on the first request of the
 connection, every request stays under BigQuery's 10 MB cap and names its `write_stream`.
 Transient failures (UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED)
-retry the requests not yet acknowledged, on a new connection, with backoff; anything else
-raises BigQueryWriteError, so the caller nacks and nothing is silently lost.
+retry the requests not yet acknowledged, on a new connection, with backoff. Rows BigQuery
+refuses for their content (INVALID_ARGUMENT, row errors, a row larger than a request) raise
+RowsRefused, which no retry can fix: the processor sets their message aside as a bad event.
+Anything else (a missing table, permissions) raises BigQueryWriteError, so the caller nacks and
+nothing is silently lost.
 
 bqemulator 1.4.0, the local endpoint, shapes a few choices here:
 - it forgets which stream a connection writes to unless every request names `write_stream`
@@ -38,7 +41,7 @@ from google.cloud.bigquery_storage_v1.services.big_query_write.transports import
 from clickstream_contract.config import Settings
 from processor.bigquery_rows import BAD_EVENT_ROWS, EVENT_ROWS, RowFormat
 from processor.bigquery_schema import BAD_EVENTS, EVENTS, bigquery_client, ensure_dataset
-from processor.records import BadEvent, EnrichedEvent
+from processor.records import BadEvent, EnrichedEvent, RefusedData
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,10 @@ class BigQueryWriteError(RuntimeError):
         self.transient = transient
 
 
+class RowsRefused(BigQueryWriteError, RefusedData):
+    """BigQuery refused rows for what they hold: writing them again can never succeed."""
+
+
 def framed_size(row: bytes) -> int:
     """Bytes a row takes inside ProtoRows: tag, length varint, payload."""
     return 1 + (len(row).bit_length() + 6) // 7 + len(row)
@@ -90,7 +97,7 @@ def split_rows(rows: Sequence[bytes], max_bytes: int) -> list[Sequence[bytes]]:
     for index, row in enumerate(rows):
         row_size = framed_size(row)
         if row_size > max_bytes:
-            raise BigQueryWriteError(
+            raise RowsRefused(
                 f"row {index} is {len(row)} bytes, more than one AppendRows request can carry"
             )
         if size + row_size > max_bytes:
@@ -125,6 +132,8 @@ def response_error(response: types.AppendRowsResponse, table: str) -> BigQueryWr
         detail += "; " + "; ".join(
             f"row {error.index}: {error.message}" for error in response.row_errors[:10]
         )
+    if code == grpc.StatusCode.INVALID_ARGUMENT or response.row_errors:
+        return RowsRefused(detail)
     return BigQueryWriteError(detail, transient=code in TRANSIENT_CODES)
 
 
@@ -246,6 +255,8 @@ class BigQuerySink:
             return acknowledged, BigQueryWriteError(
                 f"AppendRows into {target.table}: {exc}", transient=True
             )
+        except api_exceptions.InvalidArgument as exc:
+            raise RowsRefused(f"AppendRows into {target.table}: {exc}") from exc
         except api_exceptions.GoogleAPICallError as exc:
             raise BigQueryWriteError(f"AppendRows into {target.table}: {exc}") from exc
         if acknowledged < len(chunks):

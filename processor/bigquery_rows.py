@@ -19,6 +19,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
 from processor.bigquery_schema import BAD_EVENT_COLUMNS, EVENT_COLUMNS, Column
+from processor.records import RefusedData
 
 FieldProto = descriptor_pb2.FieldDescriptorProto
 PROTO_TYPE_OF = {
@@ -33,7 +34,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
 
-class RowEncodingError(ValueError):
+class RowEncodingError(ValueError, RefusedData):
     """A record holds a value its column cannot take."""
 
 

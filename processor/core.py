@@ -8,8 +8,13 @@ shell acks. It raises on transient failures (database down, network), and the sh
 in a function, lets the invocation fail) so Pub/Sub redelivers; the sinks make that harmless.
 A message that can never succeed becomes a `BadEvent` with its raw bytes and is acked:
 an undecodable envelope or unknown schema version ("envelope"), an event the contract refuses
-("validation"), or a message the database rejects as data ("processing", found by retrying a
-failing batch message by message, so one poison message never holds back the others).
+("validation"), or a message a sink refuses for its content ("processing": PostgreSQL's data
+errors, a row BigQuery refuses or that cannot be encoded, see `PERMANENT_ERRORS`; found by
+retrying a failing batch message by message, so one poison message never holds back the
+others). PostgreSQL commits before BigQuery appends, so a message BigQuery refuses stays
+counted in PostgreSQL; its bad event keeps the raw bytes and the reason. Outages (connections,
+timeouts, deadlocks, BigQuery unavailable or misconfigured) raise, and the batch is redelivered
+whole.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import msgspec
 from clickstream_contract import envelope
 from clickstream_contract.event import Event
 from processor.enrich import enrich
-from processor.records import BadEvent, EnrichedEvent
+from processor.records import BadEvent, EnrichedEvent, RefusedData
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +113,11 @@ def decode(messages: Sequence[Message]) -> Batch:
     return batch
 
 
-# Errors PostgreSQL raises for the data itself (e.g. a NUL character in text): retrying the
-# same message can never succeed. Everything else (connections, deadlocks...) is transient.
-PERMANENT_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError,)
+# Errors a sink raises for the data itself: PostgreSQL's data errors (e.g. a NUL character in
+# text, a number out of range) and every sink's RefusedData (BigQuery's RowsRefused and
+# RowEncodingError, the PostgreSQL sink's own checks). Retrying the same message can never
+# succeed. Everything else (connections, deadlocks, BigQuery unavailable...) is transient.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError, RefusedData)
 
 
 class Processor:
@@ -130,13 +137,25 @@ class Processor:
                     await self.process([message])
                 return
             log.error("message %s refused by a sink: %s", messages[0].message_id, exc)
-            await self._write(Batch(bad=[_refused(messages[0], exc)]))
+            await self._set_aside(_refused(messages[0], exc))
 
     async def _write(self, batch: Batch) -> None:
         if not batch.events and not batch.bad:
             return
         for sink in self.sinks:
             await sink.write(batch.events, batch.bad)
+
+    async def _set_aside(self, bad: BadEvent) -> None:
+        """Store a refused message as a bad event: in PostgreSQL (the store of record, raising
+        as any write does), then in every other sink that takes it (BigQuery may refuse the
+        raw message too, for the same reason it refused its rows)."""
+        postgres, *others = self.sinks
+        await postgres.write([], [bad])
+        for sink in others:
+            try:
+                await sink.write([], [bad])
+            except PERMANENT_ERRORS as exc:
+                log.error("a sink refused bad event %s too: %s", bad.message_key, exc)
 
 
 def _refused(message: Message, exc: BaseException) -> BadEvent:

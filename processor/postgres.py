@@ -45,7 +45,7 @@ import msgspec
 from clickstream_contract.config import connect_options
 from processor import identities, sessions
 from processor.db import Connection
-from processor.records import BadEvent, EnrichedEvent
+from processor.records import BadEvent, EnrichedEvent, RefusedData
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +251,7 @@ class TimelineEntry(msgspec.Struct, omit_defaults=True):
 
 _encode_timeline = msgspec.json.Encoder().encode
 _decode_items = msgspec.json.Decoder(list[dict[str, Any]]).decode
+_decode_timeline = _decode_items
 
 
 def _order(event: EnrichedEvent) -> tuple[datetime, int]:
@@ -428,12 +429,27 @@ class BatchAggregates:
                 )
                 for e in group
             ]  # fmt: skip
+            encoded = _encode_timeline(timeline)
+            if b"\\u0000" in encoded and _holds_nul(encoded):
+                raise RefusedData(
+                    f"an event of visitor {visitor!r} holds a NUL character in its text,"
+                    " which PostgreSQL cannot store"
+                )
             records.append((
                 visitor, received_at, max(e.occurred_at for e in group),
-                [minute for minute, _ in active], [kind for _, kind in active],
-                _encode_timeline(timeline).decode(),
+                [minute for minute, _ in active], [kind for _, kind in active], encoded.decode(),
             ))  # fmt: skip
         return records
+
+
+def _holds_nul(timeline: bytes) -> bool:
+    """Whether a string in the encoded timeline holds NUL (not merely the text "\\u0000")."""
+    return any(
+        "\x00" in value
+        for entry in _decode_timeline(timeline)
+        for value in entry.values()
+        if isinstance(value, str)
+    )
 
 
 def _add_purchase(

@@ -67,3 +67,9 @@ class BadEvent(msgspec.Struct, kw_only=True):
     user_agent: str | None = None
     # Pub/Sub message id and position in it: a redelivered message adds no second row.
     message_key: str | None = None
+
+
+class RefusedData(Exception):
+    """A sink refused a batch for what it holds (a value no column can take, a row too large):
+    writing it again can never succeed, so the message that holds it is set aside as a bad
+    event (`processor.core`), unlike an outage, which is retried."""

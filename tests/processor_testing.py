@@ -141,7 +141,7 @@ def a_day_of_traffic(visitors: int = 20, seed: int = 7) -> list[dict[str, Any]]:
 
 # The events PostgreSQL keeps (the newest of each visitor, for the dashboard's timeline) as a
 # table: `SELECT ... FROM {TIMELINE} WHERE ...`.
-TIMELINE = """(SELECT v.visitor_key, e.* FROM visitor_activity v, jsonb_to_recordset(v.events)
+TIMELINE = """(SELECT v.visitor_key, e.* FROM visitor_activity v, json_to_recordset(v.events)
     AS e(event_id uuid, event_type text, occurred_at timestamptz, session_id text,
          anonymous_id text, page_path text, page_title text, product_id text, product_name text,
          price float8, quantity int, order_id text, revenue float8)) AS timeline"""

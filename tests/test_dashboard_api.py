@@ -141,7 +141,7 @@ async def load(conn: asyncpg.Connection) -> None:
         "INSERT INTO visitor_activity (visitor_key, received_at, last_at, minutes, event_types,"
         " events) VALUES ('alice@example.com', $2, $2,"
         " ARRAY[date_trunc('minute', $2::timestamptz)], ARRAY[$1::text],"
-        " jsonb_build_array(jsonb_build_object('event_id', gen_random_uuid(),"
+        " json_build_array(json_build_object('event_id', gen_random_uuid(),"
         " 'event_type', $1::text, 'occurred_at', $2::timestamptz, 'session_id', 's1',"
         " 'page_path', $3::text, 'product_id', $4::text, 'order_id', $5::text,"
         " 'revenue', $6::numeric)))",

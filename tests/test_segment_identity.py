@@ -145,7 +145,7 @@ async def test_late_anonymous_events_count_for_the_linked_user(
     assert profiles["user-1"]["orders"] == 1
     rows = await pool.fetch(
         "SELECT DISTINCT visitor_key, e.anonymous_id FROM visitor_activity,"
-        " jsonb_to_recordset(events) AS e(anonymous_id text)"
+        " json_to_recordset(events) AS e(anonymous_id text)"
     )
     # The anonymous events keep what the client sent; only their visitor is the user.
     assert {tuple(row) for row in rows} == {("user-1", "anon-1")}
