@@ -2,6 +2,8 @@ locals {
   apis = toset([
     "artifactregistry.googleapis.com",
     "bigquery.googleapis.com",
+    # Scheduled queries (customer_daily's refresh).
+    "bigquerydatatransfer.googleapis.com",
     "bigquerystorage.googleapis.com",
     "billingbudgets.googleapis.com",
     "cloudbuild.googleapis.com",
@@ -43,5 +45,14 @@ resource "google_project_service_identity" "pubsub" {
   provider = google-beta
 
   service    = "pubsub.googleapis.com"
+  depends_on = [google_project_service.apis]
+}
+
+# Same for BigQuery Data Transfer's service agent, which starts the scheduled query as the
+# rollups service account (iam.tf).
+resource "google_project_service_identity" "bigquery_data_transfer" {
+  provider = google-beta
+
+  service    = "bigquerydatatransfer.googleapis.com"
   depends_on = [google_project_service.apis]
 }

@@ -38,6 +38,15 @@ resource "google_bigquery_dataset_access" "processor_writer" {
   user_by_email = google_service_account.processor.email
 }
 
+# The scheduled refresh of customer_daily reads the raw events: it is a reader of this dataset
+# (which also gives it bigquery.datasets.get, which a scheduled query needs on its dataset) and
+# writes customer_daily only (iam.tf).
+resource "google_bigquery_dataset_access" "rollups_reader" {
+  dataset_id    = google_bigquery_dataset.main.dataset_id
+  role          = "READER"
+  user_by_email = google_service_account.rollups.email
+}
+
 resource "google_bigquery_table" "events" {
   dataset_id          = google_bigquery_dataset.main.dataset_id
   table_id            = "events"
@@ -95,11 +104,35 @@ resource "google_bigquery_table" "events_dedup" {
   depends_on = [google_bigquery_table.events]
 }
 
+# customer_daily: one row per customer and day, refreshed by the scheduled query below, so
+# customer_analytics sums it instead of deduplicating every event on every query. Its rows
+# outlive events partitions that expire (events_partition_expiration_days).
+resource "google_bigquery_table" "customer_daily" {
+  dataset_id          = google_bigquery_dataset.main.dataset_id
+  table_id            = "customer_daily"
+  description         = "One row per customer and day from the deduplicated events, refreshed by a scheduled query."
+  schema              = file("${path.module}/bigquery/customer_daily.schema.json")
+  deletion_protection = var.deletion_protection
+  clustering          = ["visitor_key"]
+
+  time_partitioning {
+    type  = "DAY"
+    field = "day"
+  }
+
+  dynamic "encryption_configuration" {
+    for_each = var.bigquery_kms_key_name == null ? [] : [var.bigquery_kms_key_name]
+    content {
+      kms_key_name = encryption_configuration.value
+    }
+  }
+}
+
 resource "google_bigquery_table" "customer_analytics" {
   #checkov:skip=CKV_GCP_80:a view stores no data; the tables it reads follow bigquery_kms_key_name
   dataset_id          = google_bigquery_dataset.main.dataset_id
   table_id            = "customer_analytics"
-  description         = "Per-customer rollups over events_dedup."
+  description         = "Per-customer rollups over customer_daily."
   deletion_protection = var.deletion_protection
 
   view {
@@ -107,7 +140,34 @@ resource "google_bigquery_table" "customer_analytics" {
     use_legacy_sql = false
   }
 
-  depends_on = [google_bigquery_table.events_dedup]
+  depends_on = [google_bigquery_table.customer_daily]
+}
+
+# The refresh: BigQuery runs the processor's MERGE statement (the one the tests run on the
+# emulator) every customer_daily_refresh_hours as the rollups service account, with @run_time
+# set to the scheduled time. Each run recomputes the last customer_daily_refresh_days whole days
+# (and today) from those partitions of events only. A MERGE run twice gives the same rows, so
+# a run the scheduler repeats does no harm.
+resource "google_bigquery_data_transfer_config" "customer_daily" {
+  display_name         = "${local.name} customer_daily refresh"
+  location             = local.bigquery_location
+  data_source_id       = "scheduled_query"
+  schedule             = "every ${var.customer_daily_refresh_hours} hours"
+  service_account_name = google_service_account.rollups.email
+
+  params = {
+    query = templatefile("${local.repo_root}/processor/bigquery_views/customer_daily_merge.sql", { project = var.project_id, dataset = google_bigquery_dataset.main.dataset_id, days = var.customer_daily_refresh_days })
+  }
+
+  depends_on = [
+    google_project_service.apis,
+    google_bigquery_table.events,
+    google_bigquery_table.customer_daily,
+    google_bigquery_dataset_access.rollups_reader,
+    google_bigquery_table_iam_member.rollups_write_customer_daily,
+    google_project_iam_member.rollups_run_queries,
+    google_service_account_iam_member.transfer_agent_mints_rollups_tokens,
+  ]
 }
 
 # --- what analysts read -------------------------------------------------------------------------

@@ -41,6 +41,12 @@ resource "google_service_account" "dashboard" {
   depends_on   = [google_project_service.apis]
 }
 
+resource "google_service_account" "rollups" {
+  account_id   = "${local.name}-rollups"
+  display_name = "clickstream BigQuery scheduled query: refreshes customer_daily"
+  depends_on   = [google_project_service.apis]
+}
+
 locals {
   # Through the identity resource (apis.tf), so every grant to the agent waits until it exists.
   pubsub_service_agent = "serviceAccount:${google_project_service_identity.pubsub.email}"
@@ -139,4 +145,26 @@ resource "google_storage_bucket_iam_member" "dashboard_reads_source" {
   bucket = google_storage_bucket.source.name
   role   = "roles/storage.objectViewer"
   member = "serviceAccount:${google_service_account.dashboard.email}"
+}
+
+# customer_daily's scheduled query (bigquery.tf) runs as the rollups account: it runs query jobs
+# (a project-level role), reads the raw dataset (its access list) and writes customer_daily.
+# BigQuery Data Transfer's service agent mints the account's tokens to start each run.
+resource "google_project_iam_member" "rollups_run_queries" {
+  project = var.project_id
+  role    = "roles/bigquery.jobUser"
+  member  = "serviceAccount:${google_service_account.rollups.email}"
+}
+
+resource "google_bigquery_table_iam_member" "rollups_write_customer_daily" {
+  dataset_id = google_bigquery_table.customer_daily.dataset_id
+  table_id   = google_bigquery_table.customer_daily.table_id
+  role       = "roles/bigquery.dataEditor"
+  member     = "serviceAccount:${google_service_account.rollups.email}"
+}
+
+resource "google_service_account_iam_member" "transfer_agent_mints_rollups_tokens" {
+  service_account_id = google_service_account.rollups.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = "serviceAccount:${google_project_service_identity.bigquery_data_transfer.email}"
 }

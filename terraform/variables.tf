@@ -392,6 +392,28 @@ variable "events_partition_expiration_days" {
   }
 }
 
+variable "customer_daily_refresh_hours" {
+  description = "Hours between two refreshes of customer_daily (customer_analytics lags by up to this)."
+  type        = number
+  default     = 6
+
+  validation {
+    condition     = contains([1, 2, 3, 4, 6, 8, 12, 24], var.customer_daily_refresh_hours)
+    error_message = "customer_daily_refresh_hours must divide a day: 1, 2, 3, 4, 6, 8, 12 or 24."
+  }
+}
+
+variable "customer_daily_refresh_days" {
+  description = "Whole days before today each customer_daily refresh recomputes: events that arrive later than that are counted only by a backfill run."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.customer_daily_refresh_days >= 1 && var.customer_daily_refresh_days <= 30 && floor(var.customer_daily_refresh_days) == var.customer_daily_refresh_days
+    error_message = "customer_daily_refresh_days must be a whole number from 1 to 30."
+  }
+}
+
 # --- dashboard -------------------------------------------------------------------------------
 
 variable "dashboard_machine_type" {

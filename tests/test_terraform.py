@@ -657,13 +657,14 @@ def bigquery_columns(path: Path) -> list[tuple[str, str, str]]:
 
 
 def test_bigquery_schemas_match_the_processor_records() -> None:
-    from processor.bigquery_schema import BAD_EVENT_COLUMNS, EVENT_COLUMNS
+    from processor.bigquery_schema import table_definitions
 
-    for name, columns in (("events", EVENT_COLUMNS), ("bad_events", BAD_EVENT_COLUMNS)):
-        expected = [(c.name, c.type, c.mode) for c in columns]
-        assert bigquery_columns(TERRAFORM_DIR / "bigquery" / f"{name}.schema.json") == expected, (
-            name
-        )
+    for table in table_definitions("PROJECT", "DATASET"):
+        if table.view_query is not None:
+            continue
+        expected = [(f.name, f.field_type, f.mode) for f in table.schema]
+        path = TERRAFORM_DIR / "bigquery" / f"{table.table_id}.schema.json"
+        assert bigquery_columns(path) == expected, table.table_id
 
 
 def test_bigquery_tables_and_views_match_the_processor_definitions(tf: Config) -> None:
@@ -700,7 +701,8 @@ def test_raw_data_is_read_by_its_owner_and_writer_only_and_analysts_get_views(
     tf: Config,
 ) -> None:
     """Raw events carry client addresses and user ids: on their dataset only the operator
-    (owner) and the processor (writer) are granted, besides the authorised views; a group of
+    (owner), the processor (writer) and customer_daily's scheduled refresh (reader) are
+    granted, besides the authorised views; a group of
     the organisation reads the analyst dataset, whose views leave out every identifying
     column their source has."""
     access = tf.of_type("google_bigquery_dataset_access")
@@ -714,6 +716,7 @@ def test_raw_data_is_read_by_its_owner_and_writer_only_and_analysts_get_views(
     assert on_main == {
         ("OWNER", "${var.admin_email}"),
         ("WRITER", "${google_service_account.processor.email}"),
+        ("READER", "${google_service_account.rollups.email}"),  # customer_daily's refresh
     }
     assert not any("domain" in a or "special_group" in a for a in access.values())
     analysts = access["analysts"]
@@ -736,6 +739,76 @@ def test_raw_data_is_read_by_its_owner_and_writer_only_and_analysts_get_views(
         assert set(view["leave_out"]) <= view_columns(source), name  # EXCEPT must name columns
 
 
+def test_customer_daily_is_refreshed_by_the_processors_statement_with_only_what_it_needs(
+    tf: Config,
+) -> None:
+    """A scheduled query runs processor/bigquery_views/customer_daily_merge.sql (the statement
+    the emulator tests run), given every placeholder the file has, often enough that no day
+    leaves the recomputed window unrefreshed; its account may read the raw dataset, write
+    customer_daily and no other table, and every grant exists before the first run."""
+    import string
+
+    (transfer,) = tf.of_type("google_bigquery_data_transfer_config").values()
+    assert transfer["data_source_id"] == "scheduled_query"
+    call = re.fullmatch(
+        r'\$\{templatefile\("\$\{local.repo_root\}/processor/bigquery_views/(\w+\.sql)",'
+        r"\s*\{(.*)\}\)\}",
+        transfer["params"]["query"],
+        re.S,
+    )
+    assert call, transfer["params"]["query"]
+    source = (REPO / "processor" / "bigquery_views" / call[1]).read_text()
+    assert "MERGE `${project}.${dataset}.customer_daily`" in source
+    given = re.findall(r"(\w+)\s*=", call[2])
+    assert set(string.Template(source).get_identifiers()) == set(given)
+    assert "@run_time" in source  # set by the scheduler to the run's scheduled time
+    hours = tf.resolve("${var.customer_daily_refresh_hours}")
+    days = tf.resolve("${var.customer_daily_refresh_days}")
+    assert transfer["schedule"] == "every ${var.customer_daily_refresh_hours} hours"
+    assert hours < 24 * days
+
+    account = transfer["service_account_name"]
+    assert account == "${google_service_account.rollups.email}"
+    member = f"serviceAccount:{account}"
+    granted = {
+        (kind, name): body
+        for (kind, name), body in tf.resources.items()
+        if kind.endswith("_iam_member") and body["member"] == member
+    }
+    on_tables = {
+        (body["table_id"], body["role"])
+        for (kind, _), body in granted.items()
+        if kind == "google_bigquery_table_iam_member"
+    }
+    assert on_tables == {
+        ("${google_bigquery_table.customer_daily.table_id}", "roles/bigquery.dataEditor")
+    }
+    project_roles = {
+        body["role"] for (kind, _), body in granted.items() if kind == "google_project_iam_member"
+    }
+    assert project_roles == {"roles/bigquery.jobUser"}
+    readers = {
+        name
+        for (kind, name), body in tf.resources.items()
+        if kind == "google_bigquery_dataset_access" and body.get("user_by_email") == account
+    }
+    assert {tf.resources[("google_bigquery_dataset_access", n)]["role"] for n in readers} == {
+        "READER"
+    }
+    token = tf.resources[
+        ("google_service_account_iam_member", "transfer_agent_mints_rollups_tokens")
+    ]
+    assert token["service_account_id"] == "${google_service_account.rollups.name}"
+    assert "bigquerydatatransfer.googleapis.com" in tf.locals["apis"]
+    waits_for = references(transfer["depends_on"])
+    assert (
+        set(granted)
+        | {("google_bigquery_dataset_access", n) for n in readers}
+        | {("google_service_account_iam_member", "transfer_agent_mints_rollups_tokens")}
+        <= waits_for
+    )
+
+
 # What identifies a person in the events (processor/bigquery_schema.py's columns).
 # visitor_key is the user id when one is known.
 IDENTIFYING_COLUMNS = {"client_ip", "user_agent", "user_id", "anonymous_id", "visitor_key"}
@@ -750,7 +823,7 @@ def view_columns(table: str) -> set[str]:
     if schema.exists():
         return {field["name"] for field in json.loads(schema.read_text())}
     query = (REPO / "processor" / "bigquery_views" / f"{table}.sql").read_text()
-    select = query.split("FROM", 1)[0]
+    select = re.split(r"^FROM", query, maxsplit=1, flags=re.M)[0]  # the outer FROM
     return set(re.findall(r"(?:AS\s+)?(\w+)\s*,?\s*$", select, re.M)) - {"SELECT"}
 
 
