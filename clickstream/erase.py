@@ -3,11 +3,12 @@
 A person is their `user_id` plus every `anonymous_id` linked to it (identities, customer
 profiles, events carrying both). PostgreSQL: their activity (the timeline's events), sessions
 and funnel steps, session state, profile, identity links, per-visitor presence rows, and bad
-events whose raw payload names them, in one transaction. BigQuery: their rows in `events` and
-`bad_events` (views such as `events_dedup` and `customer_analytics` follow). Aggregates without
-identifiers (per-minute counts, products, traffic) are kept. Idempotent: run it again until
-BigQuery reports 0 rows (it refuses DML on rows still in the streaming buffer). See
-docs/erasure.md.
+events whose raw payload names them, in one transaction. BigQuery: their rows in `events`,
+`bad_events` and `customer_daily` (a table whose scheduled refresh rewrites recent days only,
+so older days are erased here; the views `events_dedup` and `customer_analytics` follow).
+Aggregates without identifiers (per-minute counts, products, traffic) are kept. Idempotent:
+run it again until BigQuery reports 0 rows (it refuses DML on rows still in the streaming
+buffer). See docs/erasure.md.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class _DryRun(Exception):
 def erase_bigquery(settings: Settings, erased: Erased, dry_run: bool) -> dict[str, int]:
     from google.cloud import bigquery
 
-    from processor.bigquery_schema import BAD_EVENTS, EVENTS, bigquery_client
+    from processor.bigquery_schema import BAD_EVENTS, CUSTOMER_DAILY, EVENTS, bigquery_client
 
     client = bigquery_client(settings)
     dataset = f"{settings.project}.{settings.bigquery_dataset}"
@@ -132,6 +133,8 @@ def erase_bigquery(settings: Settings, erased: Erased, dry_run: bool) -> dict[st
         EVENTS: "user_id = @user_id OR visitor_key = @user_id "
         "OR anonymous_id IN UNNEST(@anonymous_ids)",
         BAD_EVENTS: "REGEXP_CONTAINS(SAFE_CONVERT_BYTES_TO_STRING(raw), @pattern)",
+        CUSTOMER_DAILY: "visitor_key = @user_id OR user_id = @user_id "
+        "OR visitor_key IN UNNEST(@anonymous_ids)",
     }
     counts = {}
     try:

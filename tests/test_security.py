@@ -326,13 +326,14 @@ async def test_erase_deletes_one_person_and_nobody_else(
     fresh_database_url: str, bigquery_emulator: dict[str, str]
 ) -> None:
     import asyncpg
-    from processor_testing import envelope_of
+    from processor_testing import BASE_TIME, envelope_of
     from processor_testing import event as sent
 
     from clickstream.erase import erase
     from clickstream_contract import envelope
     from clickstream_contract.config import Settings
     from processor.bigquery import create_sink
+    from processor.bigquery_schema import bigquery_client, refresh_customer_daily
     from processor.core import Message, Processor
     from processor.migrations import migrate
     from processor.postgres import PostgresSink, create_sink_pool
@@ -366,15 +367,22 @@ async def test_erase_deletes_one_person_and_nobody_else(
     finally:
         await pool.close()
         await bigquery.close()
+    client = bigquery_client(settings)
+    customer_daily = f"`{settings.project}.{settings.bigquery_dataset}.customer_daily`"
+    refresh_customer_daily(client, settings.bigquery_dataset, BASE_TIME)
 
     dry = await erase(settings, "ana", dry_run=True, bigquery=True)
     assert dry.anonymous_ids == ["anon-ana", "anon-ana-phone"]
     # Activity rows: one per visitor and batch (anon-ana's, ana's).
     assert dry.postgres["visitor_activity"] == 2 and dry.postgres["bad_events"] == 1
-    assert dry.bigquery == {"events": 3, "bad_events": 1}
+    # customer_daily: a row for anon-ana (before identify) and one for ana.
+    assert dry.bigquery == {"events": 3, "bad_events": 1, "customer_daily": 2}
     done = await erase(settings, "ana", dry_run=False, bigquery=True)
     assert done.postgres == dry.postgres
     assert done.bigquery == dry.bigquery
+    left = client.query(f"SELECT visitor_key FROM {customer_daily}").result()
+    assert sorted(row["visitor_key"] for row in left) == ["anon-bob", "bob"]
+    client.close()
 
     conn = await asyncpg.connect(fresh_database_url)
     try:
@@ -395,4 +403,8 @@ async def test_erase_deletes_one_person_and_nobody_else(
     finally:
         await conn.close()
     again = await erase(settings, "ana", dry_run=False, bigquery=True)
-    assert set(again.postgres.values()) == {0} and again.bigquery == {"events": 0, "bad_events": 0}
+    assert set(again.postgres.values()) == {0} and again.bigquery == {
+        "events": 0,
+        "bad_events": 0,
+        "customer_daily": 0,
+    }
