@@ -41,7 +41,8 @@ from clickstream.leftovers import MARKER, StateDirBusy, claim_state_dir, stop_le
 from clickstream.local_postgres import postgres_url
 from clickstream.local_state import remove_stack_env, state_dir, write_stack_env
 from clickstream.push import positive
-from clickstream_contract.config import LOCAL_PROJECT
+from clickstream.shoppers import CURRENCY as SHOP_CURRENCY
+from clickstream_contract.config import LOCAL_PROJECT, REPORTING_CURRENCY_ENV
 
 PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF_MAX = 30.0
@@ -55,6 +56,7 @@ STACK_VARIABLES = (
     "BIGQUERY_STORAGE_EMULATOR_HOST",
     "CLICKSTREAM_WRITE_KEYS",
     "CLICKSTREAM_GATEWAY_URL",
+    REPORTING_CURRENCY_ENV,
 )
 
 
@@ -230,6 +232,8 @@ async def serve(options: Options, database_url: str) -> None:
         PYTHONUNBUFFERED="1",
     )
     env.setdefault("GOOGLE_CLOUD_PROJECT", LOCAL_PROJECT)
+    # Revenue is reported in the currency the local shop (loadgen, demo, README) sells in.
+    env.setdefault(REPORTING_CURRENCY_ENV, SHOP_CURRENCY)
     # Inherited by whatever the children start: how the next `up` finds leftovers of this one.
     env[MARKER] = str(options.state_dir.resolve())
     # The emulators' own chatter (Google's logs every connection) goes to files, not the console.

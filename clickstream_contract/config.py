@@ -7,6 +7,7 @@ exists (`GOOGLE_CLOUD_PROJECT`, `PUBSUB_EMULATOR_HOST`); the rest are `CLICKSTRE
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,18 @@ def parse_write_keys(value: str) -> dict[str, str]:
     return keys
 
 
+REPORTING_CURRENCY_ENV = "CLICKSTREAM_REPORTING_CURRENCY"
+_CURRENCY_CODE = re.compile(r"[A-Z]{3}")
+
+
+def parse_currency(value: str, name: str) -> str:
+    """An ISO 4217 code as the contract spells currencies (`EUR`); `name` is the setting."""
+    code = value.strip()
+    if not _CURRENCY_CODE.fullmatch(code):
+        raise ValueError(f"{name} must be a three-letter ISO 4217 code such as EUR, not {value!r}")
+    return code
+
+
 # No slots: `from_env` reads the defaults back from the class attributes.
 @dataclass(frozen=True)
 class Settings:
@@ -60,6 +73,8 @@ class Settings:
     # gRPC endpoint of the emulator's Storage Write API (127.0.0.1:9060).
     bigquery_storage_emulator_host: str | None = None
     write_keys: dict[str, str] = field(default_factory=dict)
+    # Revenue is converted to and reported in this currency (ISO 4217; processor/currency.py).
+    reporting_currency: str = "EUR"
 
     def topic_path(self, topic: str) -> str:
         return f"projects/{self.project}/topics/{topic}"
@@ -90,6 +105,9 @@ class Settings:
             bigquery_emulator_host=env.get("BIGQUERY_EMULATOR_HOST") or None,
             bigquery_storage_emulator_host=env.get("BIGQUERY_STORAGE_EMULATOR_HOST") or None,
             write_keys=parse_write_keys(env.get("CLICKSTREAM_WRITE_KEYS", "")),
+            reporting_currency=parse_currency(
+                get(REPORTING_CURRENCY_ENV, cls.reporting_currency), REPORTING_CURRENCY_ENV
+            ),
         )
 
 

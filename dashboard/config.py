@@ -31,7 +31,7 @@ class DashboardConfig:
     secret: bytes
     password_hash: str | None = None
     iap_audience: str | None = None
-    currency: str = "USD"
+    currency: str = Settings.reporting_currency  # the processor's reporting currency
     poll_seconds: float = 5.0
     session_hours: int = 12
 
@@ -40,11 +40,16 @@ class DashboardConfig:
         cls, env: Mapping[str, str] = os.environ, *, insecure_no_auth: bool = False
     ) -> DashboardConfig:
         secret = env.get("CLICKSTREAM_DASHBOARD_SECRET")
+        try:
+            settings = Settings.from_env(env)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         common = {
-            "database_url": Settings.from_env(env).database_url,
+            "database_url": settings.database_url,
             # A random secret per start logs everyone out on restart, which is acceptable.
             "secret": secret.encode() if secret else secrets.token_bytes(32),
-            "currency": env.get("CLICKSTREAM_DASHBOARD_CURRENCY") or "USD",
+            # Revenue is stored converted to the processor's reporting currency: the same setting.
+            "currency": settings.reporting_currency,
             "poll_seconds": float(env.get("CLICKSTREAM_DASHBOARD_POLL_SECONDS") or 5),
         }
         audience = env.get("CLICKSTREAM_DASHBOARD_IAP_AUDIENCE")

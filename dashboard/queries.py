@@ -246,7 +246,25 @@ async def kpis(pool: asyncpg.Pool, r: TimeRange, now: datetime) -> dict[str, Any
         },
     }
     result["kpis"]["unique_visitors"]["approximate"] = visitors[1]
+    result["unconverted"] = await unconverted_revenue(pool, r)
     return result
+
+
+async def unconverted_revenue(pool: asyncpg.Pool, r: TimeRange) -> list[dict[str, Any]]:
+    """Orders whose currency had no exchange rate, per currency, over the whole hours
+    overlapping the range: left out of revenue, shown in their own currency."""
+    rows = await pool.fetch(
+        "SELECT currency, sum(orders) AS orders, sum(revenue) AS revenue"
+        " FROM unconverted_revenue_hour WHERE hour >= $1 AND hour < $2"
+        " GROUP BY currency ORDER BY currency",
+        floor(r.start, HOUR),
+        ceil(r.end, HOUR),
+    )
+    return [
+        {"currency": row["currency"], "orders": int(row["orders"]),
+         "revenue": float(row["revenue"])}
+        for row in rows
+    ]  # fmt: skip
 
 
 # --- charts ---------------------------------------------------------------------------------
@@ -650,13 +668,14 @@ def _cursor(q: CustomerQuery, row: asyncpg.Record) -> str:
 TIMELINE_SQL = """
 SELECT e.event_id, e.event_type, e.occurred_at, e.session_id, e.page_path, e.page_title,
        e.product_id, e.product_name, e.price::numeric(14, 2) AS price, e.quantity, e.order_id,
-       e.revenue::numeric(14, 2) AS revenue
+       e.revenue::numeric(14, 2) AS revenue, e.currency
 FROM (SELECT events FROM visitor_activity WHERE visitor_key = $1
       ORDER BY last_at DESC LIMIT $2) a,
      json_to_recordset(a.events) AS e(event_id uuid, event_type text, occurred_at timestamptz,
                                        session_id text, page_path text, page_title text,
                                        product_id text, product_name text, price numeric,
-                                       quantity int, order_id text, revenue numeric)
+                                       quantity int, order_id text, revenue numeric,
+                                       currency text)
 ORDER BY e.occurred_at DESC, e.event_id
 LIMIT $2
 """
@@ -717,6 +736,7 @@ async def customer_profile(
                         "product_name",
                         "quantity",
                         "order_id",
+                        "currency",
                     )
                 },
                 "event_id": str(row["event_id"]),

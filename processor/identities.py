@@ -5,8 +5,10 @@ Per batch (see processor.postgres; tables from migrations 002, 005 and 201):
 - `attribute`, before the batch is aggregated: an event with only an anonymous id that is
   already linked counts for its user (`visitor_key` = user id), so a profile does not split
   again after the merge, even when events arrive late or out of order.
-- `record_links`, after its aggregates: records the links that its new `identify` / `alias`
-  events create (first link of an anonymous id wins), pending a merge.
+- `record_links`, after its aggregates: records the links that its new events create (first
+  link of an anonymous id wins), pending a merge. Any event that carries both an anonymous id
+  and a user id links them, exactly as an `identify` does: a shop that sends its purchase with
+  both (and never an identify) still ends with one profile holding the session and the order.
 - `MERGE_SQL`, run by `merge_pending` once that batch has committed, in a transaction of its
   own: for each pending link, folds the anonymous customer profile into the user's (counts,
   value, first/last seen, first source, last order, device, anonymous ids), deletes it, moves
@@ -48,8 +50,6 @@ import asyncpg
 
 from processor.db import Connection
 from processor.records import EnrichedEvent
-
-LINK_EVENT_TYPES: Final = ("identify", "alias")
 
 # One merger at a time; the others leave the pending links to it (it loops until none are left).
 # Arbitrary constant, as the migrations' lock key.
@@ -99,10 +99,11 @@ async def attribute(conn: Connection, events: list[EnrichedEvent]) -> None:
 
 
 async def record_links(conn: Connection, events: list[EnrichedEvent]) -> None:
-    """Record the links the batch's new link events create (the first of an anonymous id)."""
+    """Record the links the batch's new events create (the first of an anonymous id): every
+    event with both ids links them, whatever its type."""
     first: dict[str, EnrichedEvent] = {}
     for event in events:
-        if event.event_type in LINK_EVENT_TYPES and _links(event):
+        if _links(event):
             assert event.anonymous_id is not None
             known = first.get(event.anonymous_id)
             if known is None or (event.occurred_at, event.event_id.int) < (

@@ -25,8 +25,10 @@ changes no aggregate. Every upsert visits its keys in sorted order (Python's `so
 byte order, as COLLATE "C"), so concurrent batches wait for each other instead of
 deadlocking; rows that every batch touches (this hour's and this minute's counters, and the
 dashboard rollups their triggers keep) come last, so batches wait on each other only at the end.
-Hours and days are UTC. Revenue sums `order.revenue` as sent, whatever the currency; amounts are
-rounded to cents as PostgreSQL's numeric(14, 2) rounds them.
+Hours and days are UTC. Amounts are rounded to cents as PostgreSQL's numeric(14, 2) rounds them,
+then converted to the reporting currency at the rate of their day (`processor.currency`); an
+order whose currency has no rate is counted apart (`unconverted_revenue_hour`) and adds to no
+revenue. The timeline keeps each order's amount and currency as sent.
 """
 
 from __future__ import annotations
@@ -35,15 +37,15 @@ import heapq
 import logging
 import uuid
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Final
 
 import asyncpg
 import msgspec
 
-from clickstream_contract.config import connect_options
-from processor import identities, sessions
+from clickstream_contract.config import Settings, connect_options
+from processor import currency, identities, sessions
 from processor.db import Connection
 from processor.records import BadEvent, EnrichedEvent, RefusedData
 
@@ -174,6 +176,14 @@ ON CONFLICT (hour, referrer_class, utm_source, utm_medium)
 DO UPDATE SET sessions = traffic_hour.sessions + excluded.sessions
 """
 
+UNCONVERTED_SQL: Final = """
+INSERT INTO unconverted_revenue_hour (hour, currency, orders, revenue)
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::bigint[], $4::numeric[])
+ON CONFLICT (hour, currency) DO UPDATE SET
+    orders = unconverted_revenue_hour.orders + excluded.orders,
+    revenue = unconverted_revenue_hour.revenue + excluded.revenue
+"""
+
 DEVICES_SQL: Final = """
 INSERT INTO devices_hour (hour, device_type, browser, os, sessions)
 SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::bigint[])
@@ -247,6 +257,7 @@ class TimelineEntry(msgspec.Struct, omit_defaults=True):
     quantity: int | None = None
     order_id: str | None = None
     revenue: float | None = None
+    currency: str | None = None
 
 
 _encode_timeline = msgspec.json.Encoder().encode
@@ -266,8 +277,12 @@ class BatchAggregates:
     key order) of one statement.
     """
 
-    def __init__(self, events: list[EnrichedEvent]) -> None:
+    def __init__(self, events: list[EnrichedEvent], rates: currency.Rates) -> None:
         self.events = events
+        # Per purchase (by event id), its revenue in the reporting currency; purchases without
+        # a rate are left out here and counted per (hour, currency) in `unconverted`.
+        self.revenue: dict[int, Decimal] = {}
+        self.unconverted: dict[tuple[datetime, str], list[Any]] = {}
         # (hour, day) per UTC minute; minutes per epoch minute (one datetime object each).
         self.hours: dict[datetime, tuple[datetime, Any]] = {}
         minute_of: dict[int, datetime] = {}
@@ -298,8 +313,14 @@ class BatchAggregates:
                 if reached is None or at < reached:
                     funnel[step] = at
             if kind == "purchase":
-                counts[1] += money(event.revenue)
-                _add_purchase(products, self.hours[minute][0], event)
+                hour, day = self.hours[minute]
+                converted = rates.convert(money(event.revenue), event.currency, day)
+                if converted is None:
+                    self._count_unconverted(hour, event)
+                else:
+                    self.revenue[event.event_id.int] = converted
+                    counts[1] += converted
+                _add_purchase(products, hour, event, rates, day)
             elif kind in PRODUCT_EVENTS and event.product_id is not None:
                 _add_product(
                     products, self.hours[minute][0], event.product_id, event.product_name,
@@ -311,6 +332,14 @@ class BatchAggregates:
         self.visitor_minutes = visitor_minutes
         self.funnel = funnel
         self.products = products
+
+    def _count_unconverted(self, hour: datetime, event: EnrichedEvent) -> None:
+        assert event.currency is not None  # an amount without currency needs no rate
+        row = self.unconverted.get((hour, event.currency))
+        if row is None:
+            row = self.unconverted[(hour, event.currency)] = [0, Decimal(0)]
+        row[0] += 1
+        row[1] += money(event.revenue)
 
     def _minute(self, epoch_minute: int) -> datetime:
         minute = datetime.fromtimestamp(epoch_minute * 60, UTC)
@@ -341,7 +370,7 @@ class BatchAggregates:
                     page_views += 1
                 elif e.event_type == "purchase":
                     purchased = True
-                    revenue += money(e.revenue)
+                    revenue += self.revenue.get(e.event_id.int, 0)
             rows.append((
                 session_id, first.visitor_key, first.anonymous_id, first.user_id,
                 first.occurred_at, max(e.occurred_at for e in group), len(group), page_views,
@@ -385,7 +414,7 @@ class BatchAggregates:
                     anonymous_ids.add(e.anonymous_id)
                 if e.event_type == "purchase":
                     orders += 1
-                    value += money(e.revenue)
+                    value += self.revenue.get(e.event_id.int, 0)
                     if last_order is None or _last_order(e) > _last_order(last_order):
                         last_order = e
             rows.append((
@@ -403,6 +432,10 @@ class BatchAggregates:
 
     def products_columns(self) -> tuple[list[Any], ...]:
         return _columns([(*key, *self.products[key]) for key in sorted(self.products)], 9)
+
+    def unconverted_columns(self) -> tuple[list[Any], ...]:
+        rows = [(*key, *self.unconverted[key]) for key in sorted(self.unconverted)]
+        return _columns(rows, 4)
 
     def minutes_columns(self) -> tuple[list[Any], ...]:
         counts = [(*key, *self.minutes[key]) for key in sorted(self.minutes)]
@@ -425,7 +458,7 @@ class BatchAggregates:
                 TimelineEntry(
                     e.event_id, e.event_type, e.occurred_at, e.session_id, e.anonymous_id,
                     e.page_path, e.page_title, e.product_id, e.product_name, e.price,
-                    e.quantity, e.order_id, e.revenue,
+                    e.quantity, e.order_id, e.revenue, e.currency,
                 )
                 for e in group
             ]  # fmt: skip
@@ -453,20 +486,27 @@ def _holds_nul(timeline: bytes) -> bool:
 
 
 def _add_purchase(
-    products: dict[tuple[datetime, str], list[Any]], hour: datetime, event: EnrichedEvent
+    products: dict[tuple[datetime, str], list[Any]],
+    hour: datetime,
+    event: EnrichedEvent,
+    rates: currency.Rates,
+    day: date,
 ) -> None:
-    """A purchase counts its order's items, or, without items, the product it carries."""
+    """A purchase counts its order's items, or, without items, the product it carries; their
+    revenue in the reporting currency (none when the order's currency has no rate)."""
     if event.order_items is None:
         quantity = event.quantity if event.quantity is not None else 1
+        converted = rates.convert(money(event.price) * quantity, event.currency, day)
         _add_product(
             products, hour, event.product_id, event.product_name, event.category, 3, quantity,
-            money(event.price) * quantity,
+            converted or 0,
         )  # fmt: skip
         return
     for item in _decode_items(event.order_items):
         units: int = item.get("quantity", 1)
         price = item.get("price")
-        revenue = Decimal(repr(price)) * units if price is not None else 0
+        line = Decimal(repr(price)) * units if price is not None else Decimal(0)
+        revenue = rates.convert(line, event.currency, day) or 0
         _add_product(
             products, hour, item.get("product_id"), item.get("name"), item.get("category"), 3,
             units, revenue,
@@ -537,8 +577,10 @@ def unique_events(events: list[EnrichedEvent]) -> list[EnrichedEvent]:
 class PostgresSink:
     """Writes batches through a pool made by `create_sink_pool`."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, reporting_currency: str | None = None) -> None:
         self.pool = pool
+        # Read once, as every setting: the deployment's setting unless a caller names one.
+        self.reporting_currency = reporting_currency or Settings.from_env().reporting_currency
 
     async def write(self, events: list[EnrichedEvent], bad: list[BadEvent]) -> int:
         """Write one batch in one transaction; return how many events were new.
@@ -587,7 +629,13 @@ class PostgresSink:
             fresh = await self._insert_ids(conn, events, pending)
             if fresh:
                 await identities.attribute(conn, fresh)
-                await self._apply(conn, BatchAggregates(fresh))
+                rates = await currency.rates_for(
+                    conn,
+                    self.reporting_currency,
+                    ((e.currency, e.occurred_at.astimezone(UTC).date()) for e in fresh
+                     if e.event_type == "purchase"),
+                )  # fmt: skip
+                await self._apply(conn, BatchAggregates(fresh, rates))
                 await identities.record_links(conn, fresh)
             await sessions.save_state(conn, after)
         if bad:
@@ -637,6 +685,8 @@ class PostgresSink:
         for sql, counts in ((TRAFFIC_SQL, traffic), (DEVICES_SQL, devices)):
             if counts:
                 await conn.execute(sql, *_columns([(*k, counts[k]) for k in sorted(counts)], 5))
+        if batch.unconverted:
+            await conn.execute(UNCONVERTED_SQL, *batch.unconverted_columns())
         await conn.execute(MINUTES_SQL, *batch.minutes_columns())
 
 

@@ -155,7 +155,7 @@ RECOUNTS: dict[str, tuple[str, str]] = {
     "metrics_minute": (
         "SELECT minute, event_type, events, revenue, unique_visitors FROM metrics_minute",
         """SELECT date_trunc('minute', occurred_at, 'UTC'), event_type, count(*),
-                  coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0),
+                  coalesce(sum(round(revenue * rate, 2)) FILTER (WHERE event_type = 'purchase'), 0),
                   count(DISTINCT visitor_key)
            FROM sent GROUP BY 1, 2""",
     ),
@@ -180,7 +180,7 @@ RECOUNTS: dict[str, tuple[str, str]] = {
                   min(occurred_at), max(occurred_at), count(*),
                   count(*) FILTER (WHERE event_type = 'page_view'),
                   bool_or(event_type = 'purchase'),
-                  coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0)
+                  coalesce(sum(round(revenue * rate, 2)) FILTER (WHERE event_type = 'purchase'), 0)
            FROM sent GROUP BY session_id""",
     ),
     "funnel_steps": (
@@ -200,7 +200,9 @@ RECOUNTS: dict[str, tuple[str, str]] = {
                       CASE WHEN event_type = 'purchase' THEN coalesce(quantity, 1) ELSE 0 END
                           AS units,
                       CASE WHEN event_type = 'purchase'
-                           THEN coalesce(price, 0) * coalesce(quantity, 1) ELSE 0 END AS revenue
+                           THEN coalesce(round(coalesce(price, 0) * coalesce(quantity, 1) * rate,
+                                               2), 0)
+                           ELSE 0 END AS revenue
                FROM sent
                WHERE product_id IS NOT NULL
                  AND (event_type IN ('product_view', 'add_to_cart', 'remove_from_cart')
@@ -208,7 +210,8 @@ RECOUNTS: dict[str, tuple[str, str]] = {
                UNION ALL
                SELECT date_trunc('hour', occurred_at, 'UTC'), item->>'product_id', 0, 0, 0,
                       coalesce((item->>'quantity')::int, 1),
-                      (item->>'price')::numeric * coalesce((item->>'quantity')::int, 1)
+                      coalesce(round((item->>'price')::numeric
+                                     * coalesce((item->>'quantity')::int, 1) * rate, 2), 0)
                FROM sent, jsonb_array_elements(order_items) AS item
                WHERE event_type = 'purchase')
            SELECT hour, product_id, sum(views), sum(carts), sum(removals), sum(units),
@@ -221,8 +224,14 @@ RECOUNTS: dict[str, tuple[str, str]] = {
         """SELECT e.visitor_key, min(occurred_at), max(occurred_at), count(*),
                   (SELECT count(*) FROM sessions s WHERE s.visitor_key = e.visitor_key),
                   count(*) FILTER (WHERE event_type = 'purchase'),
-                  coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0)
+                  coalesce(sum(round(revenue * rate, 2)) FILTER (WHERE event_type = 'purchase'), 0)
            FROM sent e GROUP BY e.visitor_key""",
+    ),
+    # Orders whose currency had no rate: apart, in their own currency.
+    "unconverted_revenue_hour": (
+        "SELECT hour, currency, orders, revenue FROM unconverted_revenue_hour",
+        """SELECT date_trunc('hour', occurred_at, 'UTC'), currency, count(*), sum(revenue)
+           FROM sent WHERE event_type = 'purchase' AND rate IS NULL GROUP BY 1, 2""",
     ),
     "traffic_hour": (
         """SELECT referrer_class, utm_source, utm_medium, sum(sessions) FROM traffic_hour
@@ -241,7 +250,7 @@ RECOUNTS: dict[str, tuple[str, str]] = {
     "metrics_hour": (
         "SELECT hour, event_type, events, revenue FROM metrics_hour",
         """SELECT date_trunc('hour', occurred_at, 'UTC'), event_type, count(*),
-                  coalesce(sum(revenue) FILTER (WHERE event_type = 'purchase'), 0)
+                  coalesce(sum(round(revenue * rate, 2)) FILTER (WHERE event_type = 'purchase'), 0)
            FROM sent GROUP BY 1, 2""",
     ),
     "funnel_hour": (
@@ -294,13 +303,27 @@ CROSS_CHECKS: dict[str, tuple[str, str]] = {
 # The columns of `sent`: each event as the sink would see it once accepted.
 SENT_COLUMNS = """event_id uuid, event_type text, occurred_at timestamptz, visitor_key text,
     session_id text, product_id text, price numeric(14, 2), quantity int,
-    revenue numeric(14, 2), order_items jsonb"""
+    revenue numeric(14, 2), order_items jsonb, currency text, rate numeric"""
+
+# Each event's rate to the reporting currency ($1): 1 in that currency (or none), else the
+# newest loaded rate of its UTC day or the 6 days before (processor/currency.py's promise);
+# NULL when there is none.
+SENT_RATES = """
+UPDATE sent SET rate = CASE
+    WHEN currency IS NULL OR currency = $1 THEN 1
+    ELSE (SELECT r.rate FROM exchange_rates r
+          WHERE r.reporting_currency = $1 AND r.currency = sent.currency
+            AND r.day BETWEEN (occurred_at AT TIME ZONE 'UTC')::date - 6
+                          AND (occurred_at AT TIME ZONE 'UTC')::date
+          ORDER BY r.day DESC LIMIT 1) END
+"""
 
 
 async def load_sent(conn: asyncpg.Connection, sent: list[dict[str, Any]]) -> None:
     """The temp table `sent`: the events the test sent (first of each id) that PostgreSQL
     accepted (in `event_ids`), with the session the processor assigned when the client sent
-    none, and the user of a linked anonymous id as visitor (the identity merge's promise)."""
+    none, the user of a linked anonymous id as visitor (the identity merge's promise), and the
+    rate that converts its amounts to the reporting currency (`SENT_RATES`)."""
     unique = {str(e["event_id"]): e for e in reversed(sent)}
     rows = []
     for event_id, e in unique.items():
@@ -310,6 +333,7 @@ async def load_sent(conn: asyncpg.Connection, sent: list[dict[str, Any]]) -> Non
             e.get("session_id"), product.get("product_id"), product.get("price"),
             product.get("quantity"), order.get("revenue"),
             json.dumps(order["items"]) if order.get("items") else None,
+            order.get("currency") or product.get("currency"),
         ))  # fmt: skip
     await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS sent ({SENT_COLUMNS})")
     await conn.execute("TRUNCATE sent")
@@ -319,11 +343,11 @@ async def load_sent(conn: asyncpg.Connection, sent: list[dict[str, Any]]) -> Non
                   coalesce(t.user_id, l.user_id, t.anonymous_id),
                   coalesce(t.session_id, i.session_id::text), t.product_id,
                   t.price::float8::numeric(14, 2), t.quantity,
-                  t.revenue::float8::numeric(14, 2), t.order_items::jsonb
+                  t.revenue::float8::numeric(14, 2), t.order_items::jsonb, t.currency
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::text[], $8::text[], $9::int[], $10::text[], $11::text[])
+                       $7::text[], $8::text[], $9::int[], $10::text[], $11::text[], $12::text[])
                 AS t(event_id, event_type, occurred_at, user_id, anonymous_id, session_id,
-                     product_id, price, quantity, revenue, order_items)
+                     product_id, price, quantity, revenue, order_items, currency)
            JOIN event_ids i ON i.event_id = t.event_id::uuid
            LEFT JOIN identities l ON t.user_id IS NULL AND l.anonymous_id = t.anonymous_id""",
         *[
@@ -331,8 +355,9 @@ async def load_sent(conn: asyncpg.Connection, sent: list[dict[str, Any]]) -> Non
             for i, column in enumerate(zip(*rows, strict=True))
         ]
         if rows
-        else [[] for _ in range(11)],
+        else [[] for _ in range(12)],
     )
+    await conn.execute(SENT_RATES, Settings.from_env().reporting_currency)
 
 
 async def aggregate_mismatches(

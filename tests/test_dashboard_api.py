@@ -484,7 +484,7 @@ def test_customer_profile(client: TestClient) -> None:
     assert client.get("/api/customers/nobody").status_code == 404
     page = client.get("/customers/alice@example.com?range=7d&sort=orders")
     assert page.status_code == 200
-    assert "150.50 USD" in page.text
+    assert "150.50 EUR" in page.text
     assert "/checkout/complete" in page.text
     assert 'href="/customers?range=7d&amp;sort=orders" id="back-to-list"' in page.text
 

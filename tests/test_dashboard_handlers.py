@@ -189,7 +189,7 @@ async def test_customer_endpoint_and_page(app: Starlette) -> None:
     assert answer(missing) == {"error": "no such customer"}
     page = await customer_page(make_request(app, "/customers/x", path_params=alice))
     assert page.status_code == 200
-    assert "150.50 USD" in bytes(page.body).decode()
+    assert "150.50 EUR" in bytes(page.body).decode()
     # Unknown customers get the page, with 404 (even when the range is bad).
     page = await customer_page(make_request(app, "/customers/x", "range=2w", path_params=nobody))
     assert page.status_code == 404

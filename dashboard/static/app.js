@@ -60,6 +60,22 @@ function renderKpis(data) {
     }
   }
   document.getElementById("empty-state").hidden = data.has_data;
+  renderUnconverted(data.unconverted);
+}
+
+// Orders in a currency without an exchange rate: not in the revenue figures, named apart in
+// their own currency (never added to the reporting currency's sums).
+function renderUnconverted(rows) {
+  const note = document.getElementById("unconverted-revenue");
+  note.hidden = rows.length === 0;
+  const amounts = rows.map((row) => {
+    const amount = new Intl.NumberFormat("en", { style: "currency", currency: row.currency })
+      .format(row.revenue);
+    return `${integer(row.orders)} ${row.orders === 1 ? "order" : "orders"} in ${row.currency} (${amount})`;
+  });
+  note.textContent = rows.length === 0 ? "" :
+    `Not in revenue, no ${CURRENCY} exchange rate for their day: ${amounts.join(", ")}. ` +
+    "Load rates with clickstream rates load.";
 }
 
 function bucketWord(seconds) {
