@@ -203,10 +203,14 @@ async def active_sessions(pool: asyncpg.Pool, now: datetime) -> dict[str, int]:
     return {"last_5m": int(row["last_5m"]), "last_30m": int(row["last_30m"])}
 
 
-def _kpi_values(totals: dict[str, float | int], visitors: int) -> dict[str, float | int | None]:
-    """The KPI values of one period (counts as int, money rounded to cents)."""
+def _kpi_values(
+    totals: dict[str, float | int], visitors: int, unconverted: list[dict[str, Any]]
+) -> dict[str, float | int | None]:
+    """The KPI values of one period (counts as int, money rounded to cents). The average order
+    value leaves out the orders whose amount is not in revenue (no exchange rate)."""
     revenue = round(float(totals["revenue"]), 2)
-    aov = ratio(revenue, totals["orders"])
+    converted_orders = totals["orders"] - sum(row["orders"] for row in unconverted)
+    aov = ratio(revenue, max(converted_orders, 0))
     return {
         "events": int(totals["events"]),
         "unique_visitors": visitors,
@@ -226,16 +230,21 @@ def _change(value: float | int | None, previous: float | int | None) -> float | 
 
 async def kpis(pool: asyncpg.Pool, r: TimeRange, now: datetime) -> dict[str, Any]:
     """KPIs of the range and of the period just before it, with the relative change."""
-    current, previous, visitors, previous_visitors, active, has_data = await asyncio.gather(
+    (
+        current, previous, visitors, previous_visitors, unconverted, previous_unconverted,
+        active, has_data,
+    ) = await asyncio.gather(
         _period_totals(pool, r),
         _period_totals(pool, r.previous),
         unique_visitors(pool, r),
         unique_visitors(pool, r.previous),
+        unconverted_revenue(pool, r),
+        unconverted_revenue(pool, r.previous),
         active_sessions(pool, now),
         pool.fetchval("SELECT EXISTS (SELECT 1 FROM metrics_hour)"),
-    )
-    values = _kpi_values(current, visitors[0])
-    before = _kpi_values(previous, previous_visitors[0])
+    )  # fmt: skip
+    values = _kpi_values(current, visitors[0], unconverted)
+    before = _kpi_values(previous, previous_visitors[0], previous_unconverted)
     result: dict[str, Any] = {
         "range": describe_range(r),
         "has_data": bool(has_data),
@@ -246,7 +255,7 @@ async def kpis(pool: asyncpg.Pool, r: TimeRange, now: datetime) -> dict[str, Any
         },
     }
     result["kpis"]["unique_visitors"]["approximate"] = visitors[1]
-    result["unconverted"] = await unconverted_revenue(pool, r)
+    result["unconverted"] = unconverted
     return result
 
 

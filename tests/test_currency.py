@@ -106,6 +106,7 @@ async def test_orders_are_converted_at_their_days_rate_and_the_rest_kept_apart(
     week = TimeRange(BASE_TIME - DAY, BASE_TIME + 8 * DAY, "custom")
     kpis = await queries.kpis(pool, week, BASE_TIME + 8 * DAY)
     assert kpis["kpis"]["revenue"]["value"] == 249.0
+    assert kpis["kpis"]["average_order_value"]["value"] == 49.8  # the 5 converted orders
     assert kpis["unconverted"] == [
         {"currency": "CHF", "orders": 1, "revenue": 50.0},
         {"currency": "USD", "orders": 1, "revenue": 33.0},
