@@ -25,10 +25,10 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 
@@ -156,6 +156,37 @@ def replay_settings(
             "PUBSUB_EMULATOR_HOST (an emulator), or start the local stack with ./dev up"
         )
     return settings
+
+
+# --- publishing -------------------------------------------------------------------------------
+
+
+class Publisher:
+    """The generated async publisher client, on the emulator's channel when one is set."""
+
+    def __init__(self, settings: Settings) -> None:
+        from gateway.pubsub import publisher_async_client
+
+        self.settings = settings
+        self.client = publisher_async_client(settings)
+
+    async def publish(self, topic: str, messages: Sequence[Outgoing]) -> None:
+        """Publish each (data, attributes), one request each (a request holds 10 MB at most),
+        and wait until Pub/Sub has every one (raises otherwise)."""
+        from google.pubsub_v1 import PubsubMessage
+
+        path = self.settings.topic_path(topic)
+        await asyncio.gather(
+            *(
+                self.client.publish(
+                    topic=path, messages=[PubsubMessage(data=data, attributes=attributes)]
+                )
+                for data, attributes in messages
+            )
+        )
+
+    async def close(self) -> None:
+        await self.client.transport.close()
 
 
 # --- bad events -------------------------------------------------------------------------------
@@ -323,34 +354,6 @@ async def replay_bad_events(settings: Settings, filters: Filters, dry_run: bool)
 # --- dead letters -----------------------------------------------------------------------------
 
 
-class Publisher:
-    """The generated async publisher client, on the emulator's channel when one is set."""
-
-    def __init__(self, settings: Settings) -> None:
-        from gateway.pubsub import publisher_async_client
-
-        self.settings = settings
-        self.client = publisher_async_client(settings)
-
-    async def publish(self, topic: str, messages: Sequence[Outgoing]) -> None:
-        """Publish each (data, attributes), one request each (a request holds 10 MB at most),
-        and wait until Pub/Sub has every one (raises otherwise)."""
-        from google.pubsub_v1 import PubsubMessage
-
-        path = self.settings.topic_path(topic)
-        await asyncio.gather(
-            *(
-                self.client.publish(
-                    topic=path, messages=[PubsubMessage(data=data, attributes=attributes)]
-                )
-                for data, attributes in messages
-            )
-        )
-
-    async def close(self) -> None:
-        await self.client.transport.close()
-
-
 def returned_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
     """A dead letter's attributes without the ones Pub/Sub added when it dead-lettered it."""
     return {
@@ -393,6 +396,7 @@ async def replay_dead_letters(
             if not fresh:  # nothing left, or only what this run keeps (redelivered)
                 break
             done: list[str] = []
+            outgoing: dict[str, list[Outgoing]] = {}
             for item in fresh:
                 message = item.message
                 attributes = returned_attributes(message.attributes)
@@ -404,10 +408,12 @@ async def replay_dead_letters(
                     held.append(item.ack_id)
                     continue
                 attributes[REPLAY_ATTRIBUTE] = "dead-letters"
-                await publisher.publish(topics[decoded.kind], [(message.data, attributes)])
+                outgoing.setdefault(topics[decoded.kind], []).append((message.data, attributes))
                 done.append(item.ack_id)
                 report.replayed += 1
                 report.events += decoded.event_count
+            for topic, messages in outgoing.items():  # acknowledged once all are published
+                await publisher.publish(topic, messages)
             if done:
                 await subscriber.acknowledge(subscription=subscription, ack_ids=done)
             if progress is not None:
@@ -431,6 +437,9 @@ def write_progress(stream: IO[str], line: str, final: bool = False) -> None:
     elif not final:
         stream.write(f"{line}\n")
     stream.flush()
+
+
+Report = TypeVar("Report", BadEventsReport, DeadLetterReport)
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -521,7 +530,7 @@ def run_dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
-def guarded(command: str, work: Any) -> Any:
+def guarded(command: str, work: Callable[[], Coroutine[Any, Any, Report]]) -> Report:
     """Run `work()`'s coroutine; what an operator can fix is one line naming it, no traceback."""
     import asyncpg
     from google.api_core.exceptions import GoogleAPICallError

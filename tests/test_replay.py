@@ -12,8 +12,12 @@ import asyncio
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -350,7 +354,7 @@ async def test_a_message_dead_lettered_while_postgres_was_down_is_replayed_once(
         assert (again.replayed, sum(again.kept.values())) == (0, 1)
 
 
-def test_settings_come_from_the_running_stack_or_name_what_to_set(tmp_path: Any) -> None:
+def test_settings_come_from_the_running_stack_or_name_what_to_set(tmp_path: Path) -> None:
     with pytest.raises(SettingError, match="DATABASE_URL is not set"):
         replay_settings({"CLICKSTREAM_STATE_DIR": str(tmp_path)}, database=True, pubsub=False)
     with pytest.raises(SettingError, match="GOOGLE_CLOUD_PROJECT"):
@@ -363,3 +367,23 @@ def test_settings_come_from_the_running_stack_or_name_what_to_set(tmp_path: Any)
         "postgresql://stack/db",
         "127.0.0.1:1",
     )
+
+
+def test_a_missing_or_wrong_setting_is_one_line_naming_it(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}  # nothing set, no stack running
+    cli = [sys.executable, "-m", "clickstream_contract.cli", "replay"]
+    for args, expected in [
+        (["bad-events"], "clickstream replay bad-events: DATABASE_URL is not set"),
+        (["dead-letters"], "clickstream replay dead-letters: no Pub/Sub to publish to"),
+        (["bad-events", "--since", "soon"], "argument --since: 'soon' is neither"),
+    ]:
+        done = subprocess.run(cli + args, env=env, cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode != 0
+        assert expected in done.stderr and "Traceback" not in done.stderr, done.stderr
+    unreachable = {**env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"}
+    done = subprocess.run(
+        [*cli, "bad-events", "--dry-run"], env=unreachable, cwd=tmp_path, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert done.stderr.startswith("clickstream replay bad-events: PostgreSQL: ")
+    assert len(done.stderr.splitlines()) == 1
