@@ -7,9 +7,11 @@ them (tests/test_bigquery_rows.py) and here only where the emulator really answe
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -252,6 +254,34 @@ async def test_customer_daily_refresh_replaces_only_the_recent_days(
     # A run whose window reaches back that far picks the old late event up (a backfill).
     refresh_customer_daily(client, settings.bigquery_dataset, run_time=BASE, days=3)
     assert query(client, f"SELECT events FROM {dataset}.customer_analytics") == [{"events": 6}]
+
+
+async def test_the_local_emulator_refreshes_customer_daily_by_itself(tmp_path: Path) -> None:
+    """`clickstream up` has no BigQuery Data Transfer: its emulator runs the same refresh on a
+    timer, so customer_analytics shows new events without anyone running the statement."""
+    proc, hosts = start_in_subprocess(tmp_path / "emulator.log", customer_daily_every=0.5)
+    try:
+        # In the project the emulator refreshes: its default, from the environment as up's.
+        project = Settings.from_env().project
+        settings = dataclasses.replace(emulator_settings(hosts, "local"), project=project)
+        sink = await create_sink(settings)
+        try:
+            now = datetime.now(UTC)
+            await sink.write([event(n, visitor_key="ana", occurred_at=now) for n in range(3)], [])
+        finally:
+            await sink.close()
+        client = bigquery_client(settings)
+        deadline = time.monotonic() + 30
+        found: list[dict[str, object]] = []
+        while not found and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            found = query(
+                client, f"SELECT visitor_key, events FROM `{project}.local.customer_analytics`"
+            )
+        client.close()
+        assert found == [{"visitor_key": "ana", "events": 3}]
+    finally:
+        stop_process(proc)
 
 
 async def test_a_batch_larger_than_one_request_is_appended_in_several(

@@ -31,6 +31,7 @@ from typing import Any
 
 DEFAULT_REST_PORT = 9050
 DEFAULT_GRPC_PORT = 9060
+DEFAULT_CUSTOMER_DAILY_EVERY = 60.0
 
 
 def register_emulator(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,6 +64,13 @@ def register_emulator(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         default=None,
         help="keep tables on disk here across restarts (default: in memory)",
     )
+    parser.add_argument(
+        "--customer-daily-every",
+        type=float,
+        default=DEFAULT_CUSTOMER_DAILY_EVERY,
+        help="seconds between refreshes of customer_daily, which BigQuery's scheduled query "
+        "does in production; 0 never refreshes (default %(default)s)",
+    )
     parser.set_defaults(func=run_bigquery)
 
 
@@ -72,7 +80,16 @@ def run_bigquery(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("numpy") is None:
         raise SystemExit("the BigQuery emulator needs numpy: pip install 'clickstream[local]'")
     project = args.project or Settings.from_env().project
-    asyncio.run(serve(args.host, args.port, args.grpc_port, project, args.data_dir))
+    asyncio.run(
+        serve(
+            args.host,
+            args.port,
+            args.grpc_port,
+            project,
+            args.data_dir,
+            args.customer_daily_every,
+        )
+    )
     return 0
 
 
@@ -134,7 +151,12 @@ def skip_automatic_snapshots() -> None:
 
 
 async def serve(
-    host: str, rest_port: int, grpc_port: int, project: str, data_dir: Path | None
+    host: str,
+    rest_port: int,
+    grpc_port: int,
+    project: str,
+    data_dir: Path | None,
+    customer_daily_every: float = 0,
 ) -> None:
     from bqemulator.observability.logging_ import configure_logging
 
@@ -153,27 +175,40 @@ async def serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await server.start()
+    refresher: asyncio.Task[None] | None = None
     try:
         # Test fixtures and `clickstream up` read these two lines to learn the bound ports.
         print(f"BIGQUERY_EMULATOR_HOST={server.rest_url}", flush=True)
         print(f"BIGQUERY_STORAGE_EMULATOR_HOST={server.grpc_endpoint}", flush=True)
+        if customer_daily_every > 0:
+            from clickstream.emulators.scheduled_queries import refresh_customer_daily_every
+
+            refreshes = refresh_customer_daily_every(customer_daily_every, server.rest_url, project)
+            refresher = asyncio.create_task(refreshes)
         await stop.wait()
     finally:
+        if refresher is not None:
+            refresher.cancel()
         await server.stop()
 
 
 def start_in_subprocess(
-    log_path: Path, timeout: float = 90.0, data_dir: Path | None = None
+    log_path: Path,
+    timeout: float = 90.0,
+    data_dir: Path | None = None,
+    customer_daily_every: float = 0,
 ) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     """Run `clickstream emulator bigquery` on free ports; return it and its two host variables.
 
     For tests and benchmarks. Output goes to `log_path` (a pipe left unread would fill up and
-    stall the emulator); tables stay in memory unless `data_dir` is given. The caller stops
-    the process (SIGTERM).
+    stall the emulator); tables stay in memory unless `data_dir` is given. customer_daily is
+    refreshed only every `customer_daily_every` seconds if given (tests refresh it themselves).
+    The caller stops the process (SIGTERM).
     """
     from clickstream.emulators.launch import stop_process
 
     command = [sys.executable, "-m", "clickstream_contract.cli", "emulator", "bigquery"]
+    command += ["--customer-daily-every", str(customer_daily_every)]
     if data_dir is not None:
         command += ["--data-dir", str(data_dir)]
     with log_path.open("wb") as log:
