@@ -236,7 +236,7 @@ def test_range_change_updates_url_and_numbers(page: Any, server: DashboardProces
     )
 
 
-def write_event(database_url: str, event_type: str) -> None:
+def write_event(database_url: str, event_type: str, **fields: Any) -> None:
     """One event through the processor's own PostgreSQL sink, as a live event would arrive."""
 
     async def write() -> None:
@@ -254,6 +254,7 @@ def write_event(database_url: str, event_type: str) -> None:
                 user_id="live-visitor@example.com",
                 session_id="",
                 device_type="desktop",
+                **fields,
             )
             assert await PostgresSink(pool).write([event], []) == 1
         finally:
@@ -276,6 +277,23 @@ def test_new_event_appears_without_reload(
         timeout=15_000,
     )
     assert page.evaluate("window.__sameDocument") is True  # no reload happened
+
+
+def test_orders_without_an_exchange_rate_are_named_apart(
+    page: Any, server: DashboardProcess, seeded_url: str
+) -> None:
+    """Revenue is in the reporting currency (EUR here); an order in a currency without a rate is
+    not added to it but named under the key figures, in its own currency."""
+    write_event(seeded_url, "purchase", order_id="O-CHF", revenue=42.0, currency="CHF")
+    page.goto(f"{server.url}/?range=15m")
+    page.wait_for_selector("body[data-loaded=true]")
+    kpis = api(page, "/api/kpis?range=15m")
+    assert kpis["unconverted"] == [{"currency": "CHF", "orders": 1, "revenue": 42.0}]
+    note = page.locator("#unconverted-revenue")
+    assert note.is_visible()
+    assert re.search(r"1 order in CHF \(CHF\s42\.00\)", note.inner_text())
+    revenue = kpis["kpis"]["revenue"]["value"]
+    assert kpi_text(page, "revenue") == f"€{revenue:,.2f}"
 
 
 def test_customer_search_and_profile(page: Any, server: DashboardProcess) -> None:

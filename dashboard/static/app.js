@@ -74,8 +74,8 @@ function renderUnconverted(rows) {
     return `${integer(row.orders)} ${row.orders === 1 ? "order" : "orders"} in ${row.currency} (${amount})`;
   });
   note.textContent = rows.length === 0 ? "" :
-    `Not in revenue, no ${CURRENCY} exchange rate for their day: ${amounts.join(", ")}. ` +
-    "Load rates with clickstream rates load.";
+    `Not in revenue (no ${CURRENCY} exchange rate for their day): ${amounts.join(", ")}. ` +
+    "Orders processed after clickstream rates load has loaded their day's rate are converted.";
 }
 
 function bucketWord(seconds) {
