@@ -256,6 +256,32 @@ async def test_customer_daily_refresh_replaces_only_the_recent_days(
     assert query(client, f"SELECT events FROM {dataset}.customer_analytics") == [{"events": 6}]
 
 
+async def test_a_view_of_an_older_release_gets_the_current_query(
+    settings: Settings, client: bigquery.Client
+) -> None:
+    """A local stack keeps its tables across releases: customer_analytics made when it was a
+    view over events_dedup reads customer_daily after the next start."""
+    await (await create_sink(settings)).close()
+    dataset = f"{settings.project}.{settings.bigquery_dataset}"
+    old = client.get_table(f"{dataset}.customer_analytics")
+    old.view_query = f"SELECT visitor_key FROM `{dataset}.events_dedup` GROUP BY visitor_key"
+    client.update_table(old, ["view_query"])
+    await (await create_sink(settings)).close()
+    # bqemulator 1.4.0 does not report a view's query: the columns it answers show which it is.
+    result = client.query(f"SELECT * FROM `{dataset}.customer_analytics`").result()
+    assert [field.name for field in result.schema] == [
+        "visitor_key",
+        "user_id",
+        "first_seen_at",
+        "last_seen_at",
+        "events",
+        "sessions",
+        "orders",
+        "lifetime_value",
+        "last_order_at",
+    ]
+
+
 async def test_the_local_emulator_refreshes_customer_daily_by_itself(tmp_path: Path) -> None:
     """`clickstream up` has no BigQuery Data Transfer: its emulator runs the same refresh on a
     timer, so customer_analytics shows new events without anyone running the statement."""
