@@ -26,3 +26,7 @@ class WorkerOptions:
     min_backoff: float = 0.5
     max_backoff: float = 10.0
     retry_for: float = 60.0  # then nack and let Pub/Sub redeliver
+    # Leases are extended this far ahead at a time (the client renews them while it holds the
+    # messages). It bounds how long a killed worker's messages stay leased: with the client's
+    # default, a 60 s stream deadline, Google's emulator redelivered them only after 60 s.
+    lease_extension: int = 10  # seconds (the client sends it as an integer)

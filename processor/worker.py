@@ -185,7 +185,11 @@ async def serve(settings: Settings, options: WorkerOptions, stop: asyncio.Event)
     others = await other_sinks(settings)
     worker = Worker(Processor(PostgresSink(pool), others), options)
     subscriber = subscriber_client(settings)
-    flow = FlowControl(max_messages=options.max_messages, max_bytes=options.max_bytes)
+    flow = FlowControl(
+        max_messages=options.max_messages,
+        max_bytes=options.max_bytes,
+        max_duration_per_lease_extension=options.lease_extension,
+    )
     callback = worker.callback(asyncio.get_running_loop())
     futures = [
         subscriber.subscribe(settings.subscription_path(name), callback, flow_control=flow)

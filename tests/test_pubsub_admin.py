@@ -46,9 +46,9 @@ async def test_ensure_topology_creates_topics_and_subscriptions_idempotently(
             settings.dead_letter_topic
         )
         assert got.dead_letter_policy.max_delivery_attempts == MAX_DELIVERY_ATTEMPTS
-        assert got.retry_policy.minimum_backoff.total_seconds() == MINIMUM_BACKOFF_SECONDS
-        assert got.retry_policy.maximum_backoff.total_seconds() == MAXIMUM_BACKOFF_SECONDS
-        assert got.push_config.push_endpoint == ""  # pulled by the streaming-pull worker
+        # Pulled by the streaming-pull worker, which retries failed batches itself.
+        assert got.push_config.push_endpoint == ""
+        assert "retry_policy" not in got
     held = subscriber.get_subscription(
         subscription=settings.subscription_path(settings.dead_letter_subscription)
     )
@@ -68,17 +68,20 @@ async def test_ensure_topology_switches_the_processor_subscriptions_between_push
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator_host)
     subscriber = pubsub_v1.SubscriberClient()
 
-    def endpoints() -> list[str]:
+    def delivery() -> list[tuple[str, float]]:
         names = [s.name for s in processor_subscriptions(settings, None)]
+        found = [subscriber.get_subscription(subscription=n) for n in names]
         return [
-            subscriber.get_subscription(subscription=n).push_config.push_endpoint for n in names
+            (s.push_config.push_endpoint, s.retry_policy.minimum_backoff.total_seconds())
+            for s in found
         ]
 
     await ensure_topology(settings)
     await ensure_topology(settings, push_endpoint="http://127.0.0.1:8090")
-    assert endpoints() == ["http://127.0.0.1:8090/", "http://127.0.0.1:8090/"]
+    pushed = ("http://127.0.0.1:8090/", MINIMUM_BACKOFF_SECONDS)
+    assert delivery() == [pushed, pushed]
     await ensure_topology(settings)
-    assert endpoints() == ["", ""]
+    assert delivery() == [("", 0), ("", 0)]
 
 
 def test_local_delivery_settings_are_terraforms() -> None:

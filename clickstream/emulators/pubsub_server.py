@@ -145,6 +145,13 @@ class Servicer:
         self.pushers.refresh(self.broker.subscription(config.name))
         return config
 
+    def update_subscription(self, request: Any) -> Any:
+        subscription = self.broker.update_subscription(
+            request.subscription, request.update_mask.paths
+        )
+        self.pushers.refresh(subscription)
+        return subscription.config
+
     def modify_push_config(self, request: Any) -> Any:
         subscription = self.broker.modify_push_config(request.subscription, request.push_config)
         self.pushers.refresh(subscription)
@@ -335,6 +342,9 @@ def handlers(servicer: Servicer) -> list[grpc.GenericRpcHandler]:
     subscriber = {
         "CreateSubscription": rpc(
             unary(servicer.create_subscription), types.Subscription, types.Subscription
+        ),
+        "UpdateSubscription": rpc(
+            unary(servicer.update_subscription), types.UpdateSubscriptionRequest, types.Subscription
         ),
         "GetSubscription": rpc(
             unary(servicer.get_subscription), types.GetSubscriptionRequest, types.Subscription

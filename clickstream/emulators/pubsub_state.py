@@ -37,6 +37,7 @@ DELETED_TOPIC = "_deleted-topic_"
 # A retry policy whose bounds are left unset gets the real service's defaults.
 DEFAULT_MIN_BACKOFF, DEFAULT_MAX_BACKOFF = 10.0, 600.0
 MAX_BACKOFF_LIMIT = 600.0
+UPDATABLE_FIELDS = {"push_config", "retry_policy"}
 
 RESOURCE_ID = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
 PROJECT_ID = re.compile(r"[^/]+")
@@ -352,6 +353,29 @@ class Broker:
             state.topic.subscriptions.remove(state)
         state.deleted = True
         state.notify()
+
+    def update_subscription(self, config: Proto, paths: Iterable[str]) -> SubscriptionState:
+        """UpdateSubscription for the fields the platform changes: delivery and retries."""
+        state = self.subscription(config.name)
+        paths = list(paths)
+        unsupported = set(paths) - UPDATABLE_FIELDS
+        if not paths or unsupported:
+            raise RpcError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"update_mask: the built-in emulator updates {sorted(UPDATABLE_FIELDS)}, "
+                f"not {sorted(unsupported) or 'nothing'}.",
+            )
+        updated = type(state.config)()
+        updated.CopyFrom(state.config)
+        for path in paths:
+            updated.ClearField(path)
+            if config.HasField(path):
+                getattr(updated, path).CopyFrom(getattr(config, path))
+        validate_push_config(updated.push_config)
+        state.backoff = retry_backoff(updated)
+        state.config.CopyFrom(updated)
+        state.notify()
+        return state
 
     def modify_push_config(self, name: str, push_config: Proto) -> SubscriptionState:
         """Switch between push (an endpoint) and pull (an empty config)."""
