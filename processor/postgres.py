@@ -39,7 +39,7 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import asyncpg
 import msgspec
@@ -350,14 +350,15 @@ class BatchAggregates:
         """The UTC hour of `at`."""
         return datetime.fromtimestamp(at.timestamp() // 3600 * 3600, UTC)
 
-    def visitor_hours_columns(self) -> tuple[list[Any], ...]:
+    def visitor_hours(self, known: set[tuple[datetime, str]]) -> list[tuple[datetime, str]]:
+        """(hour, visitor) rows to insert, sorted, but those in `known`."""
         hours = self.hours
-        keys = {(hours[m][0], v) for m, _, v in self.visitor_minutes}
-        return _columns(sorted(keys), 2)
+        return sorted({(hours[m][0], v) for m, _, v in self.visitor_minutes} - known)
 
-    def visitor_days_columns(self) -> tuple[list[Any], ...]:
+    def visitor_days(self, known: set[tuple[date, str]]) -> list[tuple[date, str]]:
+        """(day, visitor) rows to insert, sorted, but those in `known`."""
         hours = self.hours
-        return _columns(sorted({(hours[m][1], v) for m, _, v in self.visitor_minutes}), 2)
+        return sorted({(hours[m][1], v) for m, _, v in self.visitor_minutes} - known)
 
     def sessions_columns(self) -> tuple[list[Any], ...]:
         rows = []
@@ -427,8 +428,18 @@ class BatchAggregates:
             ids.extend((visitor, anonymous_id) for anonymous_id in sorted(anonymous_ids))
         return _columns(rows, 13) + _columns(ids, 2)
 
-    def funnel_columns(self) -> tuple[list[Any], ...]:
-        return _columns([(*key, self.funnel[key]) for key in sorted(self.funnel)], 3)
+    def funnel_steps(
+        self, known: dict[tuple[str, str], datetime]
+    ) -> list[tuple[str, str, datetime]]:
+        """(session, step, reached_at) rows to upsert, sorted, but the steps `known` to be
+        reached no later."""
+        rows = []
+        for key in sorted(self.funnel):
+            reached = self.funnel[key]
+            before = known.get(key)
+            if before is None or reached < before:
+                rows.append((*key, reached))
+        return rows
 
     def products_columns(self) -> tuple[list[Any], ...]:
         return _columns([(*key, *self.products[key]) for key in sorted(self.products)], 9)
@@ -574,11 +585,48 @@ def unique_events(events: list[EnrichedEvent]) -> list[EnrichedEvent]:
     return list(seen.values()) if len(seen) != len(events) else events
 
 
+class KnownRows:
+    """Rows this process saw committed that a later upsert could not change: a visitor
+    counted in an hour or a day, a session's funnel step reached at some time. Later batches
+    leave those keys out of their statements: a visitor active for hours costs PostgreSQL its
+    hour and day rows once per process, not once per batch.
+
+    Only committed rows are added (after the batch's commit); every row here only ever goes
+    on existing or gets earlier, except when an erasure deletes it: then a process that knew
+    it does not write it again until the key leaves this cache (the next hour or day, or a
+    restart). Bounded: cleared whenever it would exceed `limit` keys.
+    """
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self.hours: set[tuple[datetime, str]] = set()
+        self.days: set[tuple[date, str]] = set()
+        self.steps: dict[tuple[str, str], datetime] = {}
+        self.limit = limit
+
+    def add(self, written: Written) -> None:
+        hours, days, steps = written
+        if len(self.hours) + len(self.days) + len(self.steps) + len(steps) > self.limit:
+            self.hours.clear()
+            self.days.clear()
+            self.steps.clear()
+        self.hours.update(hours)
+        self.days.update(days)
+        for session_id, step, reached in steps:
+            self.steps[(session_id, step)] = reached  # never later than a known one
+
+
+# What a batch's statements wrote that `KnownRows` keeps: hours, days, funnel steps.
+Written: TypeAlias = tuple[
+    list[tuple[datetime, str]], list[tuple[date, str]], list[tuple[str, str, datetime]]
+]
+
+
 class PostgresSink:
     """Writes batches through a pool made by `create_sink_pool`."""
 
     def __init__(self, pool: asyncpg.Pool, reporting_currency: str | None = None) -> None:
         self.pool = pool
+        self.known = KnownRows()
         # Read once, as every setting: the deployment's setting unless a caller names one.
         self.reporting_currency = reporting_currency or Settings.from_env().reporting_currency
 
@@ -603,7 +651,8 @@ class PostgresSink:
         try:
             async with self.pool.acquire() as conn:
                 async with conn.transaction():
-                    fresh = await self._write(conn, events, pending, bad)
+                    fresh, written = await self._write(conn, events, pending, bad)
+                self.known.add(written)
                 # Anonymous ids this batch wrote unattributed that are linked by now (a link
                 # committed while this batch ran): their rows are merged again.
                 await identities.remerge_linked(conn, identities.unattributed_ids(fresh))
@@ -621,8 +670,9 @@ class PostgresSink:
         events: list[EnrichedEvent],
         pending: list[EnrichedEvent],
         bad: list[BadEvent],
-    ) -> list[EnrichedEvent]:
+    ) -> tuple[list[EnrichedEvent], Written]:
         fresh: list[EnrichedEvent] = []
+        written: Written = ([], [], [])
         if events:
             state = await sessions.lock_state(conn, sessions.keys_needing_sessions(events))
             after = sessions.assign(events, state)
@@ -635,12 +685,12 @@ class PostgresSink:
                     ((e.currency, e.occurred_at.astimezone(UTC).date()) for e in fresh
                      if e.event_type == "purchase"),
                 )  # fmt: skip
-                await self._apply(conn, BatchAggregates(fresh, rates))
+                written = await self._apply(conn, BatchAggregates(fresh, rates))
                 await identities.record_links(conn, fresh)
             await sessions.save_state(conn, after)
         if bad:
             await conn.execute(INSERT_BAD_SQL, *_bad_columns(bad))
-        return fresh
+        return fresh, written
 
     @staticmethod
     async def _insert_ids(
@@ -669,18 +719,20 @@ class PostgresSink:
                 event.session_id = stored.get(event.event_id, event.session_id)
         return [e for e in events if e.event_id.int in new]
 
-    @staticmethod
-    async def _apply(conn: Connection, batch: BatchAggregates) -> None:
-        """One statement per aggregate, in the order every writer locks rows."""
+    async def _apply(self, conn: Connection, batch: BatchAggregates) -> Written:
+        """One statement per aggregate, in the order every writer locks rows; the rows that
+        `KnownRows` keeps are returned, for after the commit."""
         await conn.copy_records_to_table(
             "visitor_activity", records=batch.activity_records(), columns=ACTIVITY_COLUMNS
         )
-        await conn.execute(VISITOR_HOURS_SQL, *batch.visitor_hours_columns())
-        await conn.execute(VISITOR_DAYS_SQL, *batch.visitor_days_columns())
+        hours, days = batch.visitor_hours(self.known.hours), batch.visitor_days(self.known.days)
+        await conn.execute(VISITOR_HOURS_SQL, *_columns(hours, 2))
+        await conn.execute(VISITOR_DAYS_SQL, *_columns(days, 2))
         created = [row[0] for row in await conn.fetch(SESSIONS_SQL, *batch.sessions_columns())]
         per_visitor, traffic, devices = batch.new_session_counts(created)
         await conn.execute(CUSTOMERS_SQL, *batch.customers_columns(per_visitor))
-        await conn.execute(FUNNEL_SQL, *batch.funnel_columns())
+        steps = batch.funnel_steps(self.known.steps)
+        await conn.execute(FUNNEL_SQL, *_columns(steps, 3))
         await conn.execute(PRODUCTS_SQL, *batch.products_columns())
         for sql, counts in ((TRAFFIC_SQL, traffic), (DEVICES_SQL, devices)):
             if counts:
@@ -688,6 +740,7 @@ class PostgresSink:
         if batch.unconverted:
             await conn.execute(UNCONVERTED_SQL, *batch.unconverted_columns())
         await conn.execute(MINUTES_SQL, *batch.minutes_columns())
+        return hours, days, steps
 
 
 def _bad_columns(bad: list[BadEvent]) -> tuple[list[object], ...]:
