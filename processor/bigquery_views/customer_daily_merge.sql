@@ -1,6 +1,7 @@
 -- customer_daily's refresh: recompute every (day, visitor_key) row of the last ${days} whole days
 -- before @run_time's date and every later day, from events deduplicated by event_id. Terraform
--- schedules it (BigQuery sets @run_time); tests and the local stack bind @run_time themselves.
+-- schedules it (BigQuery sets @run_time); tests and the local emulator put the time in as a
+-- literal (processor.bigquery_schema.refresh_customer_daily).
 -- The partition filter is on `events` itself, not on the events_dedup view: BigQuery cannot
 -- push a filter on occurred_at through ROW_NUMBER() OVER (PARTITION BY event_id), so the view
 -- would scan every partition. Filtering first is exact, as all copies of an event carry the
