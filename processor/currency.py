@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Final
 
 from processor.db import Connection
@@ -25,6 +25,9 @@ from processor.db import Connection
 FALLBACK_DAYS: Final = 7
 
 _CENT: Final = Decimal("0.01")
+# Products are exact whatever the digits of a float price (up to 17) times a quantity and a
+# rate: as PostgreSQL's numeric multiplies, so a recount in SQL gives the same cents.
+_EXACT: Final = Context(prec=64)
 
 # Per (currency, day) asked: the newest rate on that day or up to FALLBACK_DAYS - 1 days before.
 RATES_SQL: Final = """
@@ -51,7 +54,7 @@ class Rates:
         rate = self.rates.get((currency, day))
         if rate is None:
             return None
-        return (amount * rate).quantize(_CENT, ROUND_HALF_UP)
+        return _EXACT.multiply(amount, rate).quantize(_CENT, ROUND_HALF_UP, _EXACT)
 
 
 async def rates_for(

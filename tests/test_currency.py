@@ -19,9 +19,11 @@ from processor_testing import BASE_TIME, aggregate_mismatches, envelope_of, even
 
 from clickstream.rates import parse_ecb_csv, to_reporting
 from clickstream_contract import envelope
+from clickstream_contract.config import Settings
 from dashboard import queries
 from dashboard.ranges import TimeRange
 from processor.core import Message, Processor
+from processor.currency import Rates
 from processor.postgres import PostgresSink
 
 # BASE_TIME is Monday 2026-03-02. The ECB publishes newest first, nothing on weekends.
@@ -113,6 +115,23 @@ async def test_orders_are_converted_at_their_days_rate_and_the_rest_kept_apart(
     ]
     monday = TimeRange(BASE_TIME, BASE_TIME + timedelta(hours=1), "custom")
     assert [row["currency"] for row in await queries.unconverted_revenue(pool, monday)] == ["CHF"]
+
+
+def test_a_reporting_currency_that_is_no_iso_code_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ValueError, match="CLICKSTREAM_REPORTING_CURRENCY must be a three-letter"):
+        Settings.from_env({"CLICKSTREAM_REPORTING_CURRENCY": "euro"})
+    assert Settings.from_env({}).reporting_currency == "EUR"
+
+
+def test_an_amount_is_converted_then_rounded_to_cents() -> None:
+    day = BASE_TIME.date()
+    rates = Rates("EUR", {("USD", day): Decimal("0.9259259259")})
+    line = Decimal(repr(0.1234567890123456)) * 9999  # a float price's 16 digits x a quantity
+    assert rates.convert(line, "USD", day) == Decimal("1143.00")  # 1143.0041049...
+    assert rates.convert(Decimal("0.54"), "USD", day) == Decimal("0.50")  # 0.49999... up
+    assert rates.convert(line, "EUR", day) == rates.convert(line, None, day) == line  # as is
+    assert rates.convert(line, "GBP", day) is None
+    assert rates.convert(line, "USD", day + DAY) is None  # only the days asked were read
 
 
 async def test_the_reporting_currency_comes_from_the_deployments_setting(
