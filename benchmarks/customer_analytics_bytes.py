@@ -95,8 +95,8 @@ async def main(visitors: int, days: int) -> None:
             events = synthetic_events(visitors, days, now)
             sink = await create_sink(settings)
             try:
-                for start in range(0, len(events), 5000):
-                    await sink.write(events[start : start + 5000], [])
+                for first in range(0, len(events), 5000):
+                    await sink.write(events[first : first + 5000], [])
             finally:
                 await sink.close()
             client = bigquery_client(settings)
@@ -104,7 +104,7 @@ async def main(visitors: int, days: int) -> None:
             refresh_customer_daily(client, "bench", now, days=days + 1)
             events_table = f"`{settings.project}.bench.events`"
             daily_table = f"`{settings.project}.bench.customer_daily`"
-            start = f"DATE_SUB(CURRENT_DATE(), INTERVAL {CUSTOMER_DAILY_REFRESH_DAYS} DAY)"
+            window_start = f"DATE_SUB(CURRENT_DATE(), INTERVAL {CUSTOMER_DAILY_REFRESH_DAYS} DAY)"
             counts = {
                 "events rows": f"SELECT COUNT(*) FROM {events_table}",
                 "customer_daily rows": f"SELECT COUNT(*) FROM {daily_table}",
@@ -112,9 +112,9 @@ async def main(visitors: int, days: int) -> None:
                 f"FROM {events_table}",
                 "bytes: view over customer_daily": f"SELECT SUM({VIEW_COLUMNS}) FROM {daily_table}",
                 "bytes: refresh, events in window": f"SELECT SUM({EVENT_COLUMNS}) "
-                f"FROM {events_table} WHERE occurred_at >= TIMESTAMP({start})",
+                f"FROM {events_table} WHERE occurred_at >= TIMESTAMP({window_start})",
                 "bytes: refresh, customer_daily in window": f"SELECT SUM({DAILY_COLUMNS}) "
-                f"FROM {daily_table} WHERE day >= {start}",
+                f"FROM {daily_table} WHERE day >= {window_start}",
             }
             print(f"visitors={visitors} days={days} window={CUSTOMER_DAILY_REFRESH_DAYS}+1 days")
             for name, sql in counts.items():
