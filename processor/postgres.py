@@ -15,8 +15,10 @@ Per batch, on one pooled connection and in one transaction:
    hour / day, per session, per customer, per session and funnel step, per product and hour,
    per new session's source and device, per minute x type x visitor and per minute x type;
 4. apply each aggregate with one set-based statement (`INSERT ... SELECT FROM unnest(...)
-   ON CONFLICT DO UPDATE`), keys in sorted order, and write one `visitor_activity` row per
-   visitor (its newest events for the dashboard's timeline, and where it was active);
+   ON CONFLICT DO UPDATE`), keys in sorted order, leaving out the rows this process saw
+   committed and no upsert could change (`KnownRows`: a visitor's hour and day, a funnel step
+   reached no later), and write one `visitor_activity` row per visitor (its newest events for
+   the dashboard's timeline, and where it was active);
 5. record new identity links, save the session state, insert bad events (deduplicated by
    `message_key`), commit. Then merge pending identity links (`identities.merge_pending`).
 
@@ -25,6 +27,9 @@ changes no aggregate. Every upsert visits its keys in sorted order (Python's `so
 byte order, as COLLATE "C"), so concurrent batches wait for each other instead of
 deadlocking; rows that every batch touches (this hour's and this minute's counters, and the
 dashboard rollups their triggers keep) come last, so batches wait on each other only at the end.
+An identity merge cannot always lock in that order; a batch cancelled by a deadlock is written
+again at once (`DEADLOCK_ATTEMPTS`). What each statement costs PostgreSQL per event:
+benchmarks/processor_pg_profile.py (figures in benchmarks/README.md).
 Hours and days are UTC. Amounts are rounded to cents as PostgreSQL's numeric(14, 2) rounds them,
 then converted to the reporting currency at the rate of their day (`processor.currency`); an
 order whose currency has no rate is counted apart (`unconverted_revenue_hour`) and adds to no
@@ -220,6 +225,13 @@ SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::
                      $6::text[], $7::text[], $8::text[])
 ON CONFLICT (message_key) DO NOTHING
 """
+
+# The sink's sessions: every statement is planned for its arrays, and JIT would only add
+# latency. Its lookups by key (links of a batch's anonymous ids, rows to upsert) hit pages that
+# are cached or on SSD (Cloud SQL): at the default random_page_cost of 4 the planner scans all
+# 200,000 links to find a batch's 4,000 (165 ms) instead of probing the index (15 ms),
+# benchmarks/identity_merge_plan.py.
+SINK_SERVER_SETTINGS: Final = {"jit": "off", "random_page_cost": "1.1"}
 
 # A batch that PostgreSQL cancelled to break a deadlock (with an identity merge, whose row order
 # cannot follow the batches' everywhere) is written again at once: it was rolled back whole, and
@@ -569,8 +581,7 @@ async def create_sink_pool(database_url: str | None, *, max_size: int = 4) -> as
         **connect_options(database_url),
         min_size=1,
         max_size=max_size,
-        # Every statement is planned for its arrays; JIT would only add latency.
-        server_settings={"jit": "off"},
+        server_settings=SINK_SERVER_SETTINGS,
     )
     assert pool is not None
     return pool
