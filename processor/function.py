@@ -8,6 +8,12 @@ background thread that outlives invocations; the first invocation of an instance
 invocation fails and Pub/Sub retries it (the trigger must have retries enabled); a message that
 can never succeed is stored in `bad_events` by the core and the invocation succeeds.
 
+An instance answers several pushes at once (`max_instance_request_concurrency`), but has only
+`POOL_SIZE` connections: the messages of invocations that wait for one are written together,
+in one transaction, when one frees up (`Coalescer`), and each invocation answers when its
+message's transaction committed. One message per transaction spent most of PostgreSQL's time
+on per-transaction work and on row locks between instances (benchmarks/README.md, push).
+
 Many instances write one database, so two invocations' transactions may deadlock or fail to
 serialize. Such a conflict is retried here, after a short random wait, a few times before the
 invocation fails: a redelivery from Pub/Sub would come only after the subscription's minimum
@@ -42,6 +48,50 @@ T = TypeVar("T")
 TRANSACTION_CONFLICTS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 CONFLICT_RETRIES = 5
 CONFLICT_BACKOFF = 0.05  # seconds, doubled per retry, randomized so the two sides part
+POOL_SIZE = 2  # connections per instance: Cloud SQL's connections are shared by all of them
+MAX_COALESCED = 64  # messages written in one transaction, at most
+
+
+class Coalescer:
+    """Writes the messages of concurrent invocations in batches, one per free connection."""
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+        self.queue: asyncio.Queue[tuple[Message, asyncio.Future[None]]] = asyncio.Queue()
+        self.slots = asyncio.Semaphore(POOL_SIZE)
+        self.collector: asyncio.Task[None] | None = None
+        self.writes: set[asyncio.Task[None]] = set()
+
+    async def process(self, message: Message) -> None:
+        """Returns once `message` is written; raises what its batch's write raised."""
+        if self.collector is None:
+            self.collector = asyncio.create_task(self.collect())
+        done = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((message, done))
+        await done
+
+    async def collect(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            await self.slots.acquire()
+            # Whatever queued while no connection was free goes along: no added wait.
+            while not self.queue.empty() and len(batch) < MAX_COALESCED:
+                batch.append(self.queue.get_nowait())
+            task = asyncio.create_task(self.write(batch))
+            self.writes.add(task)
+            task.add_done_callback(self.writes.discard)
+
+    async def write(self, batch: list[tuple[Message, asyncio.Future[None]]]) -> None:
+        try:
+            await process_retrying_conflicts(self.processor, [message for message, _ in batch])
+        except Exception as exc:
+            for _, done in batch:
+                done.set_exception(exc)
+        else:
+            for _, done in batch:
+                done.set_result(None)
+        finally:
+            self.slots.release()
 
 
 class Runtime:
@@ -51,17 +101,18 @@ class Runtime:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="processor")
         self.thread.start()
-        self._processor: Processor | None = None
+        self._coalescer: Coalescer | None = None
         self._lock = threading.Lock()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
-    def processor(self) -> Processor:
+    def coalescer(self) -> Coalescer:
         with self._lock:
-            if self._processor is None:
-                self._processor = self.run(build_processor(Settings.from_env(), os.environ))
-            return self._processor
+            if self._coalescer is None:
+                processor = self.run(build_processor(Settings.from_env(), os.environ))
+                self._coalescer = Coalescer(processor)
+            return self._coalescer
 
 
 async def build_processor(settings: Settings, env: Mapping[str, str]) -> Processor:
@@ -70,7 +121,7 @@ async def build_processor(settings: Settings, env: Mapping[str, str]) -> Process
     from processor.sinks import other_sinks
 
     await migrate(settings.database_url)
-    pool = await create_sink_pool(settings.database_url, max_size=2)
+    pool = await create_sink_pool(settings.database_url, max_size=POOL_SIZE)
     return Processor(PostgresSink(pool), await other_sinks(settings, env))
 
 
@@ -105,26 +156,26 @@ def message_from(cloud_event: CloudEvent) -> Message:
     )
 
 
-async def process_retrying_conflicts(processor: Processor, message: Message) -> None:
-    """Process one message; a deadlock or serialization failure is retried in place."""
+async def process_retrying_conflicts(processor: Processor, messages: list[Message]) -> None:
+    """Process messages; a deadlock or serialization failure is retried in place."""
     for retry in range(CONFLICT_RETRIES + 1):
         try:
-            await processor.process([message])
+            await processor.process(messages)
             return
         except TRANSACTION_CONFLICTS as exc:
             if retry == CONFLICT_RETRIES:
                 log.warning(
-                    "transaction conflict (%s) on message %s: giving up after %d retries; "
-                    "Pub/Sub redelivers it",
+                    "transaction conflict (%s) on %d messages: giving up after %d retries; "
+                    "Pub/Sub redelivers them",
                     type(exc).__name__,
-                    message.message_id,
+                    len(messages),
                     retry,
                 )
                 raise
             log.warning(
-                "transaction conflict (%s) on message %s: retry %d",
+                "transaction conflict (%s) on %d messages: retry %d",
                 type(exc).__name__,
-                message.message_id,
+                len(messages),
                 retry + 1,
             )
             await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF * 2**retry))
@@ -134,4 +185,4 @@ async def process_retrying_conflicts(processor: Processor, message: Message) -> 
 def process_pubsub(cloud_event: CloudEvent) -> None:
     message = message_from(cloud_event)
     rt = runtime()
-    rt.run(process_retrying_conflicts(rt.processor(), message))
+    rt.run(rt.coalescer().process(message))

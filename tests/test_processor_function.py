@@ -148,12 +148,12 @@ async def test_transaction_conflicts_are_retried_in_the_invocation(
     events = a_day_of_traffic(visitors=1)
     message = Message("m-1", envelope_of(events), envelope.attributes("events", len(events)))
     sink = ConflictingSink(conflicts=2)
-    await process_retrying_conflicts(Processor(sink), message)
+    await process_retrying_conflicts(Processor(sink), [message])
     assert sink.writes == 3
     assert len([r for r in caplog.records if "transaction conflict" in r.message]) == 2
 
     hopeless = ConflictingSink(conflicts=CONFLICT_RETRIES + 1)
     with pytest.raises(asyncpg.DeadlockDetectedError):  # the invocation fails: Pub/Sub retries
-        await process_retrying_conflicts(Processor(hopeless), message)
+        await process_retrying_conflicts(Processor(hopeless), [message])
     assert hopeless.writes == CONFLICT_RETRIES + 1
     assert "giving up" in caplog.records[-1].message
