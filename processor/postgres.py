@@ -38,8 +38,8 @@ revenue. The timeline keeps each order's amount and currency as sent.
 
 from __future__ import annotations
 
-import heapq
 import logging
+import operator
 import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime
@@ -242,6 +242,7 @@ ACTIVITY_COLUMNS: Final = ("visitor_key", "received_at", "last_at", "minutes", "
                            "events")  # fmt: skip
 
 _CENT: Final = Decimal("0.01")
+_EVENT_ID_INT: Final = operator.attrgetter("event_id.int")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -290,6 +291,9 @@ class BatchAggregates:
     """
 
     def __init__(self, events: list[EnrichedEvent], rates: currency.Rates) -> None:
+        # In time order (then id): every group below is too, so a key's first event is its
+        # group's first, and its newest is found from the end.
+        events.sort(key=_order)
         self.events = events
         # Per purchase (by event id), its revenue in the reporting currency; purchases without
         # a rate are left out here and counted per (hour, currency) in `unconverted`.
@@ -376,7 +380,7 @@ class BatchAggregates:
         rows = []
         for session_id in sorted(self.by_session):
             group = self.by_session[session_id]
-            first = min(group, key=_order) if len(group) > 1 else group[0]
+            first = group[0]
             page_views, purchased, revenue = 0, False, Decimal(0)
             for e in group:
                 if e.event_type == "page_view":
@@ -386,7 +390,7 @@ class BatchAggregates:
                     revenue += self.revenue.get(e.event_id.int, 0)
             rows.append((
                 session_id, first.visitor_key, first.anonymous_id, first.user_id,
-                first.occurred_at, max(e.occurred_at for e in group), len(group), page_views,
+                first.occurred_at, group[-1].occurred_at, len(group), page_views,
                 first.page_url, first.referrer_class, first.utm_source, first.utm_medium,
                 first.utm_campaign, first.device_type, first.browser, first.os, purchased,
                 revenue,
@@ -401,7 +405,7 @@ class BatchAggregates:
         traffic: defaultdict[tuple[Any, ...], int] = defaultdict(int)
         devices: defaultdict[tuple[Any, ...], int] = defaultdict(int)
         for session_id in created:
-            first = min(self.by_session[session_id], key=_order)
+            first = self.by_session[session_id][0]
             hour = self.hour(first.occurred_at)
             per_visitor[first.visitor_key] += 1
             traffic[(hour, first.referrer_class, first.utm_source or "",
@@ -414,10 +418,7 @@ class BatchAggregates:
         ids: list[tuple[str, str]] = []
         for n, visitor in enumerate(sorted(self.by_visitor)):
             group = self.by_visitor[visitor]
-            if len(group) == 1:
-                first = last = group[0]
-            else:
-                first, last = min(group, key=_order), max(group, key=_last_order)
+            first, last = group[0], _newest(group)
             user_id, orders, value, last_order = None, 0, Decimal(0), None
             anonymous_ids = set()
             for e in group:
@@ -428,8 +429,8 @@ class BatchAggregates:
                 if e.event_type == "purchase":
                     orders += 1
                     value += self.revenue.get(e.event_id.int, 0)
-                    if last_order is None or _last_order(e) > _last_order(last_order):
-                        last_order = e
+                    if last_order is None or e.occurred_at > last_order.occurred_at:
+                        last_order = e  # the newest; at the same time, the smallest id
             rows.append((
                 visitor, user_id, first.occurred_at, last.occurred_at, len(group),
                 sessions.get(visitor, 0), orders, value,
@@ -474,16 +475,14 @@ class BatchAggregates:
         received_at = max(e.received_at for e in self.events)
         records = []
         for visitor, group in self.by_visitor.items():
-            if len(group) > TIMELINE_EVENTS:
-                group = heapq.nlargest(TIMELINE_EVENTS, group, key=_last_order)
-            active = sorted(pairs[visitor])
+            active = pairs[visitor]
             timeline = [
                 TimelineEntry(
                     e.event_id, e.event_type, e.occurred_at, e.session_id, e.anonymous_id,
                     e.page_path, e.page_title, e.product_id, e.product_name, e.price,
                     e.quantity, e.order_id, e.revenue, e.currency,
                 )
-                for e in group
+                for e in group[-TIMELINE_EVENTS:]
             ]  # fmt: skip
             encoded = _encode_timeline(timeline)
             if b"\\u0000" in encoded and _holds_nul(encoded):
@@ -492,7 +491,7 @@ class BatchAggregates:
                     " which PostgreSQL cannot store"
                 )
             records.append((
-                visitor, received_at, max(e.occurred_at for e in group),
+                visitor, received_at, group[-1].occurred_at,
                 [minute for minute, _ in active], [kind for _, kind in active], encoded.decode(),
             ))  # fmt: skip
         return records
@@ -536,10 +535,13 @@ def _add_purchase(
         )  # fmt: skip
 
 
-def _last_order(event: EnrichedEvent) -> tuple[datetime, int]:
-    """Newest last; among events at the same time, the smallest id last (as ORDER BY
-    occurred_at DESC, event_id picks it first)."""
-    return event.occurred_at, -event.event_id.int
+def _newest(group: list[EnrichedEvent]) -> EnrichedEvent:
+    """The newest event of a group in time order; at the same time, the smallest id (as
+    ORDER BY occurred_at DESC, event_id picks it)."""
+    index = len(group) - 1
+    while index and group[index - 1].occurred_at == group[index].occurred_at:
+        index -= 1
+    return group[index]
 
 
 def _add_product(
@@ -709,10 +711,15 @@ class PostgresSink:
     ) -> list[EnrichedEvent]:
         """Store the batch's event ids; return the events that were new."""
         assigned = {id(event) for event in pending}
-        events = sorted(events, key=lambda event: event.event_id.int)
-        records = [
-            (e.event_id, e.received_at, e.session_id if id(e) in assigned else None) for e in events
-        ]
+        events = sorted(events, key=_EVENT_ID_INT)
+        records = (
+            [
+                (e.event_id, e.received_at, e.session_id if id(e) in assigned else None)
+                for e in events
+            ]
+            if assigned
+            else [(e.event_id, e.received_at, None) for e in events]
+        )
         try:
             async with conn.transaction():  # a savepoint: a duplicate only undoes the COPY
                 await conn.copy_records_to_table("event_ids", records=records)
