@@ -195,3 +195,9 @@ async def wait_until_stored(url: str, expected: int, within: float) -> float | N
 def kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def machine() -> str:
+    """CPUs, and the load others put on them (this benchmark shares the machine)."""
+    one, five, _ = os.getloadavg()
+    return f"{os.cpu_count()} CPUs; load average {one:.1f} (1 min), {five:.1f} (5 min) at the end"

@@ -28,6 +28,7 @@ from push_harness import (
     database_server,
     fresh_database,
     kill,
+    machine,
     pipeline,
     stored_events,
     wait_until_stored,
@@ -103,6 +104,8 @@ async def main() -> None:
             worst = "not within 90 s" if None in times else f"{max(times):.1f}"
             exact = all(r["stored"] == r["counted"] == r["events"] for r in runs)
             lines.append(f"| {emulator} | {topology} | {len(runs)} | {worst} | {exact} |")
+    command = " ".join(["benchmarks/push_recovery.py", *sys.argv[1:]])
+    lines = [f"Command: `{command}`", "", f"Machine: {machine()}", "", *lines]
     table = "\n".join(lines)
     print(table)
     if args.out:

@@ -32,6 +32,7 @@ from push_harness import (
     counted_events,
     database_server,
     fresh_database,
+    machine,
     pipeline,
     stored_events,
     wait_until_stored,
@@ -116,6 +117,8 @@ async def one_run(emulator: str, topology: str, instances: int, args: argparse.N
 def write(results: list[dict], out: Path, command: str) -> None:
     lines = [
         f"Command: `{command}`",
+        "",
+        f"Machine: {machine()}",
         "",
         "| processor | instances | events/s | seconds | lock-wait share | conflicts retried"
         " in the invocation | reached Pub/Sub | exactly once |",

@@ -1,6 +1,6 @@
-"""The deployed topology, locally: Pub/Sub pushes into `clickstream function --instances 4`
-(functions-framework, four processes with a pool each, behind one port) and every aggregate
-stays exact under concurrent writers.
+"""The deployed topology, locally: Pub/Sub pushes into `clickstream function --instances N`
+(functions-framework, N processes with a pool each, behind one port). Every aggregate stays
+exact under concurrent writers, and after SIGKILL of an instance mid-stream.
 
 The workload mixes sign-ins (events with a user id beside the anonymous id), messages the
 gateway published twice, and the same events again in other messages. Deadlocks and
@@ -11,7 +11,10 @@ Pub/Sub as a failed push (then redelivered after the 10 s minimum backoff).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -29,43 +32,44 @@ from gateway.pubsub import publisher_async_client
 INSTANCES = 4
 
 
+Pushed = Callable[[int], Awaitable[tuple[Settings, Path, int]]]
+
+
 @pytest.fixture
 async def pushed(
     pubsub_emulator_host: str, pubsub_project: str, fresh_database_url: str, tmp_path: Path
-) -> AsyncIterator[tuple[Settings, Path]]:
-    """The processor subscriptions pushing into four function instances."""
-    settings = Settings(
-        project=pubsub_project,
-        pubsub_emulator_host=pubsub_emulator_host,
-        database_url=fresh_database_url,
-    )
-    env = {
-        "GOOGLE_CLOUD_PROJECT": pubsub_project,
-        "PUBSUB_EMULATOR_HOST": pubsub_emulator_host,
-        "DATABASE_URL": fresh_database_url,
-        "CLICKSTREAM_BIGQUERY": "off",
-    }
-    log = tmp_path / "function.log"
-    function, url = start_function(env, INSTANCES, log)
-    try:
+) -> AsyncIterator[Pushed]:
+    """`pushed(n)`: the processor subscriptions pushing into n function instances; returns the
+    settings, the function's log and the gunicorn master's pid."""
+    started = []
+
+    async def start(instances: int) -> tuple[Settings, Path, int]:
+        settings = Settings(
+            project=pubsub_project,
+            pubsub_emulator_host=pubsub_emulator_host,
+            database_url=fresh_database_url,
+        )
+        env = {
+            "GOOGLE_CLOUD_PROJECT": pubsub_project,
+            "PUBSUB_EMULATOR_HOST": pubsub_emulator_host,
+            "DATABASE_URL": fresh_database_url,
+            "CLICKSTREAM_BIGQUERY": "off",
+        }
+        log = tmp_path / "function.log"
+        function, url = start_function(env, instances, log)
+        started.append(function)
         await ensure_topology(settings, push_endpoint=url)
-        yield settings, log
-    finally:
+        return settings, log, function.pid
+
+    yield start
+    for function in started:
         stop_process(function)
 
 
-async def test_four_instances_keep_every_aggregate_exact(
-    pushed: tuple[Settings, Path],
-) -> None:
-    settings, log = pushed
-    events = a_day_of_traffic(visitors=90, seed=21)
-    bodies = [envelope_of(events[i : i + 3]) for i in range(0, len(events), 3)]
-    again = bodies[::10]  # the gateway published these twice
-    regrouped = [envelope_of(events[i : i + 7]) for i in range(0, len(events) // 4, 7)]
-    messages = bodies + again + regrouped
+async def publish(settings: Settings, bodies: list[bytes]) -> None:
     client = publisher_async_client(settings)
     try:
-        for start in range(0, len(messages), 100):
+        for start in range(0, len(bodies), 100):
             await client.publish(
                 topic=settings.topic_path(settings.events_topic),
                 messages=[
@@ -73,20 +77,52 @@ async def test_four_instances_keep_every_aggregate_exact(
                         data=body,
                         attributes=envelope.attributes("events", envelope.decode(body).event_count),
                     )
-                    for body in messages[start : start + 100]
+                    for body in bodies[start : start + 100]
                 ],
             )
     finally:
         await client.transport.close()
-    url = settings.database_url or ""
-    await wait_for(url, "SELECT count(*) FROM event_ids", len(events), within=120)
-    conn = await asyncpg.connect(url)
+
+
+async def check_exact(settings: Settings, events: list[dict[str, object]]) -> None:
+    conn = await asyncpg.connect(settings.database_url)
     try:
         assert await aggregate_mismatches(conn, events) == {}
     finally:
         await conn.close()
+
+
+async def test_four_instances_keep_every_aggregate_exact(pushed: Pushed) -> None:
+    settings, log, _ = await pushed(INSTANCES)
+    events = a_day_of_traffic(visitors=90, seed=21)
+    bodies = [envelope_of(events[i : i + 3]) for i in range(0, len(events), 3)]
+    again = bodies[::10]  # the gateway published these twice
+    regrouped = [envelope_of(events[i : i + 7]) for i in range(0, len(events) // 4, 7)]
+    messages = bodies + again + regrouped
+    await publish(settings, messages)
+    await wait_for(settings.database_url or "", "SELECT count(*) FROM event_ids", len(events), 120)
+    await check_exact(settings, events)
     text = log.read_text(errors="replace")
     redelivered = text.count("giving up")
     retried = text.count("transaction conflict") - redelivered
     print(f"{len(messages)} messages: {retried} conflicts retried in place, {redelivered} failed")
     assert redelivered <= len(messages) // 100, text[-3000:]
+
+
+async def test_an_instance_killed_mid_stream_loses_nothing(pushed: Pushed) -> None:
+    """Its pushes in flight fail (the connection drops) and come back after the retry
+    policy's 10 s minimum backoff, to the instances left or the one gunicorn starts instead."""
+    settings, _, master = await pushed(2)
+    events = a_day_of_traffic(visitors=150, seed=4)
+    bodies = [envelope_of(events[i : i + 2]) for i in range(0, len(events), 2)]
+    half = len(bodies) // 2
+    await publish(settings, bodies[:half])
+    url = settings.database_url or ""
+    await wait_for(url, "SELECT count(*) > 100 FROM event_ids", True)
+    [victim, _] = map(int, Path(f"/proc/{master}/task/{master}/children").read_text().split())
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    await publish(settings, bodies[half:])
+    await wait_for(url, "SELECT count(*) FROM event_ids", len(events), within=90)
+    print(f"all {len(events)} events stored {time.monotonic() - killed:.1f} s after the kill")
+    await check_exact(settings, events)
