@@ -139,6 +139,34 @@ async def test_concurrent_batches_of_the_same_visitors_stay_exact(
         assert await aggregate_mismatches(conn, events) == {}
 
 
+async def test_two_sinks_with_overlapping_batches_count_each_event_once(
+    pool: asyncpg.Pool, fresh_database_url: str
+) -> None:
+    """Two processes (each its own pool and known-rows cache), the same events in overlapping
+    batches of different shapes, with sign-ins, at the same time, twice over."""
+    other = await create_sink_pool(fresh_database_url)
+    try:
+        first, second = Processor(PostgresSink(pool)), Processor(PostgresSink(other))
+        events = a_day_of_traffic(visitors=12, seed=5)
+        signed = [e for e in events if "user_id" in e][:3]
+        events += [
+            event("identify", at=BASE_TIME + timedelta(minutes=30), anonymous_id=e["anonymous_id"],
+                  user_id=f"late-{e['anonymous_id']}")
+            for e in events if "user_id" not in e
+        ][:4] + signed  # fmt: skip
+        halves = [message(events[: len(events) * 2 // 3]), message(events[len(events) // 3 :])]
+        by_five = [message(events[i : i + 5]) for i in range(0, len(events), 5)]
+        for _ in range(2):
+            await asyncio.gather(first.process(halves), second.process(by_five[::-1]))
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM event_ids") == len(
+                {e["event_id"] for e in events}
+            )
+            assert await aggregate_mismatches(conn, events) == {}
+    finally:
+        await other.close()
+
+
 async def test_a_late_event_moves_funnel_step_and_rollups_follow(
     processor: Processor, pool: asyncpg.Pool
 ) -> None:
