@@ -278,7 +278,8 @@ def ensure_tables(settings: Settings) -> None:
     """
     client = bigquery_client(settings)
     try:
-        ensure_dataset(client, settings.bigquery_dataset)
+        local = settings.bigquery_emulator_host is not None
+        ensure_dataset(client, settings.bigquery_dataset, local=local)
     finally:
         client.close()
 

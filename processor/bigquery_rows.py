@@ -3,7 +3,8 @@
 The descriptor is built in code (proto2: every field optional, so an unset field is NULL) from
 the same `Column`s that define the table, and sent as the writer schema. Types follow the
 Storage Write API's mapping: STRING -> string, INT64 -> int64, FLOAT64 -> double, BOOL -> bool,
-BYTES -> bytes, TIMESTAMP -> int64 microseconds since the Unix epoch.
+BYTES -> bytes, TIMESTAMP -> int64 microseconds since the Unix epoch, NUMERIC -> string (the
+decimal text, exact).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -29,6 +31,7 @@ PROTO_TYPE_OF = {
     "BOOL": FieldProto.TYPE_BOOL,
     "BYTES": FieldProto.TYPE_BYTES,
     "TIMESTAMP": FieldProto.TYPE_INT64,
+    "NUMERIC": FieldProto.TYPE_STRING,
 }
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -55,8 +58,22 @@ def uuid_text(value: uuid.UUID) -> bytes:
 
 _json_encode = msgspec.json.Encoder().encode
 
+
+def numeric_text(value: Decimal) -> str:
+    """Fixed-point text (never an exponent, which str() may give), so no digit is lost."""
+    if type(value) is not Decimal:  # a float would carry its binary error into the column
+        raise TypeError(f"expected a Decimal, got {type(value).__name__}")
+    if not value.is_finite():
+        raise ValueError(f"{value} is not a number NUMERIC holds")
+    return format(value, "f")
+
+
 # How a field's Python value becomes the protobuf value; absent: stored as is.
-CONVERSIONS: dict[type, Callable[[Any], Any]] = {uuid.UUID: uuid_text, datetime: timestamp_micros}
+CONVERSIONS: dict[type, Callable[[Any], Any]] = {
+    uuid.UUID: uuid_text,
+    datetime: timestamp_micros,
+    Decimal: numeric_text,
+}
 
 
 def descriptor_proto(

@@ -19,6 +19,13 @@ The Storage Write API's default stream is at-least-once, so `events` may hold an
   deduplication by event_id needs, and a non-incremental one recomputes everything.
 - `customer_analytics` (view): per-customer rollups summed over `customer_daily` (far fewer
   rows than `events`); as fresh as customer_daily's last refresh.
+
+Amounts: a purchase row keeps `revenue` and `currency` as sent, and carries
+`revenue_reporting` (NUMERIC, exact cents), its revenue converted by the PostgreSQL sink
+(processor/currency.py, the code that fills PostgreSQL's aggregates) into `reporting_currency`,
+or NULL without a rate. customer_daily and customer_analytics sum only converted amounts in
+the deployment's reporting currency and list the other orders apart (`unconverted_order_ids`,
+`unconverted_orders`).
 """
 
 from __future__ import annotations
@@ -30,13 +37,14 @@ import typing
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import msgspec
 from google.api_core.exceptions import NotFound
 from google.cloud import bigquery
 
-from clickstream_contract.config import Settings
+from clickstream_contract.config import Settings, parse_currency
 from processor.records import BadEvent, EnrichedEvent
 
 EVENTS = "events"
@@ -58,6 +66,7 @@ BIGQUERY_TYPE_OF: dict[type, str] = {
     bool: "BOOL",
     str: "STRING",
     bytes: "BYTES",
+    Decimal: "NUMERIC",
 }
 
 
@@ -117,7 +126,10 @@ CUSTOMER_DAILY_FIELDS = [
     # Ids rather than counts: a session or an order spanning two days counts once in total.
     bigquery.SchemaField("session_ids", "STRING", mode="REPEATED"),
     bigquery.SchemaField("order_ids", "STRING", mode="REPEATED"),
-    bigquery.SchemaField("revenue", "FLOAT64", mode="REQUIRED"),
+    # In reporting_currency: the converted purchases only (processor/currency.py).
+    bigquery.SchemaField("revenue", "NUMERIC", mode="REQUIRED"),
+    bigquery.SchemaField("reporting_currency", "STRING", mode="REQUIRED"),
+    bigquery.SchemaField("unconverted_order_ids", "STRING", mode="REPEATED"),
     bigquery.SchemaField("last_order_at", "TIMESTAMP"),
 ]
 
@@ -134,11 +146,19 @@ def refresh_customer_daily(
     dataset: str,
     run_time: datetime,
     days: int = CUSTOMER_DAILY_REFRESH_DAYS,
+    reporting_currency: str | None = None,
 ) -> None:
     """Run customer_daily's scheduled query as BigQuery would at `run_time`, where no scheduler
-    runs it (the local stack, tests, a manual backfill). `@run_time` is bound as a literal:
-    bqemulator 1.4.0 splits a MERGE into statements and then miscounts its query parameters."""
-    statement = view_sql(CUSTOMER_DAILY_MERGE, client.project, dataset, days=days)
+    runs it (the local stack, tests, a manual backfill), in the deployment's reporting currency
+    unless one is named. `@run_time` is bound as a literal: bqemulator 1.4.0 splits a MERGE
+    into statements and then miscounts its query parameters."""
+    # Checked here too: the code goes into the statement as a literal.
+    currency = parse_currency(
+        reporting_currency or Settings.from_env().reporting_currency, "reporting_currency"
+    )
+    statement = view_sql(
+        CUSTOMER_DAILY_MERGE, client.project, dataset, days=days, reporting_currency=currency
+    )
     literal = f"TIMESTAMP '{run_time.astimezone(UTC).isoformat()}'"
     client.query(statement.replace("@run_time", literal)).result()
 
@@ -208,9 +228,52 @@ def check_schema(table: bigquery.Table, columns: tuple[Column, ...]) -> None:
         )
 
 
-def ensure_dataset(client: bigquery.Client, dataset: str) -> None:
-    """Create the dataset, tables and views when missing; check the tables we write to;
-    give a view from an older release (a local stack's kept data) its current query."""
+def add_new_columns(
+    client: bigquery.Client, table: bigquery.Table, columns: tuple[Column, ...]
+) -> bigquery.Table:
+    """Append the NULLABLE columns a local table of an older release lacks (their old rows
+    read NULL); anything else is left for `check_schema` to report. In a cloud project
+    Terraform's schema files add them, and the processor may run no query job.
+
+    bqemulator 1.4.0 needs both steps: ALTER TABLE changes its storage but not the schema it
+    reports, and a schema update changes only what it reports."""
+    present = {field.name for field in table.schema}
+    missing = [c for c in columns if c.name not in present and not c.required]
+    if not missing:
+        return table
+    name = f"`{table.project}.{table.dataset_id}.{table.table_id}`"
+    for column in missing:  # one column per statement: the emulator takes no more
+        client.query(
+            f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {column.name} {column.type}"
+        ).result()
+    table.schema = [*table.schema, *schema_fields(tuple(missing))]
+    return client.update_table(table, ["schema"])
+
+
+def schema_of(fields: list[bigquery.SchemaField]) -> list[tuple[str, str, str]]:
+    return [(f.name, LEGACY_TYPE_NAMES.get(f.field_type, f.field_type), f.mode) for f in fields]
+
+
+def rebuild_customer_daily(
+    client: bigquery.Client, definition: bigquery.Table, dataset: str, now: datetime
+) -> bigquery.Table:
+    """customer_daily again, in today's shape, refreshed over every day `events` holds: it is
+    derived, so a table of an older release is replaced rather than migrated."""
+    client.delete_table(definition.reference)
+    table = client.create_table(definition)
+    first = f"SELECT MIN(occurred_at) AS first FROM `{client.project}.{dataset}.{EVENTS}`"
+    (row,) = client.query(first).result()
+    if row.first is not None:
+        days = (now.date() - row.first.astimezone(UTC).date()).days + 1
+        refresh_customer_daily(client, dataset, now, days=max(days, CUSTOMER_DAILY_REFRESH_DAYS))
+    return table
+
+
+def ensure_dataset(client: bigquery.Client, dataset: str, *, local: bool = False) -> None:
+    """Create the dataset, tables and views when missing; check the tables we write to; give a
+    view from an older release its current query. `local` (an emulator, whose data a local
+    stack keeps across releases): also add the nullable columns this release added and rebuild
+    a customer_daily of an older shape; in a cloud project Terraform does both."""
     project = client.project
     try:
         # Look before creating: in production the processor may write to the dataset Terraform
@@ -222,7 +285,11 @@ def ensure_dataset(client: bigquery.Client, dataset: str) -> None:
     for definition in table_definitions(project, dataset):
         table = client.create_table(definition, exists_ok=True)
         if definition.table_id in written:
-            check_schema(table, written[definition.table_id])
+            columns = written[definition.table_id]
+            check_schema(add_new_columns(client, table, columns) if local else table, columns)
+        elif definition.table_id == CUSTOMER_DAILY:
+            if local and schema_of(table.schema) != schema_of(definition.schema):
+                rebuild_customer_daily(client, definition, dataset, datetime.now(UTC))
         # bqemulator 1.4.0 reports no view query (None): its views are rewritten at each start.
         elif definition.view_query and (table.view_query or "").strip() != definition.view_query:
             table.view_query = definition.view_query

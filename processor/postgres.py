@@ -628,6 +628,16 @@ class KnownRows:
             self.steps[(session_id, step)] = reached  # never later than a known one
 
 
+def stamp_reporting_revenue(events: list[EnrichedEvent], rates: currency.Rates) -> None:
+    """Give each purchase its revenue in the reporting currency (None without a rate), as the
+    aggregates above count it, for the sinks after this one (BigQuery's events rows)."""
+    for event in events:
+        if event.event_type == "purchase":
+            day = event.occurred_at.astimezone(UTC).date()
+            event.revenue_reporting = rates.convert(money(event.revenue), event.currency, day)
+            event.reporting_currency = rates.reporting
+
+
 # What a batch's statements wrote that `KnownRows` keeps: hours, days, funnel steps.
 Written: TypeAlias = tuple[
     list[tuple[datetime, str]], list[tuple[date, str]], list[tuple[str, str, datetime]]
@@ -647,7 +657,8 @@ class PostgresSink:
         """Write one batch in one transaction; return how many events were new.
 
         Afterwards every event carries its session id as stored (a redelivered event gets the
-        id it was first stored with), ready for the next sink.
+        id it was first stored with) and every purchase its revenue in the reporting currency,
+        ready for the next sink.
         """
         events = unique_events(events)
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
@@ -690,14 +701,16 @@ class PostgresSink:
             state = await sessions.lock_state(conn, sessions.keys_needing_sessions(events))
             after = sessions.assign(events, state)
             fresh = await self._insert_ids(conn, events, pending)
+            # Every purchase of the batch, redelivered ones too: the next sinks write them all.
+            rates = await currency.rates_for(
+                conn,
+                self.reporting_currency,
+                ((e.currency, e.occurred_at.astimezone(UTC).date()) for e in events
+                 if e.event_type == "purchase"),
+            )  # fmt: skip
+            stamp_reporting_revenue(events, rates)
             if fresh:
                 await identities.attribute(conn, fresh)
-                rates = await currency.rates_for(
-                    conn,
-                    self.reporting_currency,
-                    ((e.currency, e.occurred_at.astimezone(UTC).date()) for e in fresh
-                     if e.event_type == "purchase"),
-                )  # fmt: skip
                 written = await self._apply(conn, BatchAggregates(fresh, rates))
                 await identities.record_links(conn, fresh)
             await sessions.save_state(conn, after)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 
 import msgspec
 
@@ -53,6 +54,10 @@ class EnrichedEvent(msgspec.Struct, kw_only=True, gc=False):
     revenue: float | None = None
     order_items: str | None = None  # JSON array of the order's products
     properties: str | None = None  # JSON object
+    # A purchase's revenue in the deployment's reporting currency, set by the PostgreSQL sink
+    # for the sinks after it (processor/currency.py); None when its currency has no rate.
+    revenue_reporting: Decimal | None = None
+    reporting_currency: str | None = None  # set on purchases: the currency of the line above
 
 
 class BadEvent(msgspec.Struct, kw_only=True):

@@ -156,7 +156,7 @@ resource "google_bigquery_data_transfer_config" "customer_daily" {
   service_account_name = google_service_account.rollups.email
 
   params = {
-    query = templatefile("${local.repo_root}/processor/bigquery_views/customer_daily_merge.sql", { project = var.project_id, dataset = google_bigquery_dataset.main.dataset_id, days = var.customer_daily_refresh_days })
+    query = templatefile("${local.repo_root}/processor/bigquery_views/customer_daily_merge.sql", { project = var.project_id, dataset = google_bigquery_dataset.main.dataset_id, days = var.customer_daily_refresh_days, reporting_currency = var.reporting_currency })
   }
 
   depends_on = [

@@ -62,6 +62,7 @@ resource "google_compute_instance" "dashboard" {
       server_ca                    = local.sql_server_ca
       password_hash_secret         = google_secret_manager_secret.secrets["dashboard_password_hash"].secret_id
       port                         = local.dashboard_port
+      reporting_currency           = var.reporting_currency
     })
   }
 

@@ -50,6 +50,8 @@ resource "google_cloudfunctions2_function" "processor" {
       CLICKSTREAM_BIGQUERY_DATASET = google_bigquery_dataset.main.dataset_id
       DATABASE_URL                 = local.database_url
       CLICKSTREAM_DB_SERVER_CA     = local.sql_server_ca
+      # The processor converts every order into it (processor/currency.py).
+      CLICKSTREAM_REPORTING_CURRENCY = var.reporting_currency
     }
 
     secret_environment_variables {

@@ -392,6 +392,17 @@ variable "events_partition_expiration_days" {
   }
 }
 
+variable "reporting_currency" {
+  description = "ISO 4217 code of the currency every revenue figure is reported in: the processor converts each order into it at the rate of its day (rates loaded with `clickstream rates load`), the dashboard labels it, customer_daily sums it."
+  type        = string
+  default     = "EUR"
+
+  validation {
+    condition     = can(regex("^[A-Z]{3}$", var.reporting_currency))
+    error_message = "reporting_currency must be three upper-case letters, an ISO 4217 code such as EUR."
+  }
+}
+
 variable "customer_daily_refresh_hours" {
   description = "Hours between two refreshes of customer_daily (customer_analytics lags by up to this)."
   type        = number

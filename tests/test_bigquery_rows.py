@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import msgspec
 import pytest
@@ -53,6 +54,8 @@ def test_columns_follow_the_record_types_and_optionality() -> None:
     assert (by_name["quantity"].type, by_name["quantity"].mode) == ("INT64", "NULLABLE")
     assert (by_name["is_bot"].type, by_name["is_bot"].mode) == ("BOOL", "REQUIRED")
     assert by_name["order_items"].type == "STRING"
+    revenue_reporting = by_name["revenue_reporting"]
+    assert (revenue_reporting.type, revenue_reporting.mode) == ("NUMERIC", "NULLABLE")
     raw = next(c for c in BAD_EVENT_ROWS.columns if c.name == "raw")
     assert (raw.type, raw.mode) == ("BYTES", "REQUIRED")
 
@@ -71,6 +74,16 @@ def test_rows_decode_through_the_descriptor_to_the_record_values() -> None:
     # proto2 presence: a None field is absent, which BigQuery stores as NULL.
     assert not row.HasField("page_url")
     assert row.HasField("page_title")
+    assert not row.HasField("revenue_reporting")
+
+
+@pytest.mark.parametrize(
+    ("amount", "text"),
+    [(Decimal("39.98"), "39.98"), (Decimal("1E+2"), "100"), (Decimal("0E-9"), "0.000000000")],
+)
+def test_a_converted_amount_travels_as_exact_fixed_point_text(amount: Decimal, text: str) -> None:
+    (encoded,) = EVENT_ROWS.encode([make_event(revenue_reporting=amount)])
+    assert EVENT_ROWS.message.FromString(encoded).revenue_reporting == text
 
 
 def test_bad_event_rows_keep_raw_bytes() -> None:
@@ -95,6 +108,11 @@ def test_bad_event_rows_keep_raw_bytes() -> None:
         ({"event_id": 42}, "row 1: event_id (STRING) cannot hold 42: expected a UUID, got int"),
         ({"quantity": 2**64}, "row 1: quantity (INT64) cannot hold"),
         ({"page_title": "\ud800"}, "row 1: page_title (STRING) cannot hold"),
+        (
+            {"revenue_reporting": 39.98},
+            "row 1: revenue_reporting (NUMERIC) cannot hold 39.98: expected a Decimal, got float",
+        ),
+        ({"revenue_reporting": Decimal("NaN")}, "row 1: revenue_reporting (NUMERIC) cannot hold"),
     ],
 )
 def test_a_value_a_column_cannot_hold_is_named(changes: dict[str, object], message: str) -> None:

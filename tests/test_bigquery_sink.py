@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -29,11 +30,15 @@ from processor.bigquery import BigQuerySink, BigQueryWriteError, create_sink, sp
 from processor.bigquery_rows import EVENT_ROWS
 from processor.bigquery_schema import (
     BAD_EVENT_COLUMNS,
+    CUSTOMER_DAILY_FIELDS,
     EVENT_COLUMNS,
     LEGACY_TYPE_NAMES,
     SchemaMismatchError,
     bigquery_client,
+    ensure_dataset,
     refresh_customer_daily,
+    schema_fields,
+    schema_of,
 )
 from processor.records import BadEvent, EnrichedEvent
 
@@ -81,6 +86,21 @@ def event(n: int, **changes: object) -> EnrichedEvent:
         page_path=f"/p/{n}",
     )
     return msgspec.structs.replace(made, **changes)
+
+
+def purchase(n: int, visitor_key: str, revenue: str, **changes: object) -> EnrichedEvent:
+    """A purchase in EUR as the PostgreSQL sink hands it on, converted into EUR."""
+    return event(
+        n,
+        event_type="purchase",
+        visitor_key=visitor_key,
+        order_id=f"o-{n}",
+        revenue=float(revenue),
+        currency="EUR",
+        revenue_reporting=Decimal(revenue),
+        reporting_currency="EUR",
+        **changes,
+    )
 
 
 def as_row(record: msgspec.Struct) -> dict[str, object]:
@@ -135,6 +155,8 @@ async def test_rows_read_back_exactly(settings: Settings, client: bigquery.Clien
             currency="EUR",
             order_id="order-1",
             revenue=39.98,
+            revenue_reporting=Decimal("39.98"),
+            reporting_currency="EUR",
             order_items='[{"product_id": "p1", "quantity": 2}]',
             properties='{"coupon": "ÉTÉ"}',
         ),
@@ -170,8 +192,8 @@ async def test_rows_read_back_exactly(settings: Settings, client: bigquery.Clien
 async def test_dedup_view_and_customer_rollups_ignore_a_duplicate_append(
     settings: Settings, client: bigquery.Client
 ) -> None:
-    purchase = event(10, event_type="purchase", visitor_key="buyer", order_id="o-1", revenue=25.5)
-    first = [event(n, visitor_key="buyer", session_id="s-1") for n in range(4)] + [purchase]
+    bought = purchase(10, "buyer", "25.50")
+    first = [event(n, visitor_key="buyer", session_id="s-1") for n in range(4)] + [bought]
     # The same message delivered again (its rows appended twice), later than the first time.
     again = [
         msgspec.structs.replace(e, received_at=e.received_at + timedelta(hours=1)) for e in first
@@ -187,8 +209,8 @@ async def test_dedup_view_and_customer_rollups_ignore_a_duplicate_append(
     assert query(client, f"SELECT COUNT(*) AS n FROM {dataset}.events") == [{"n": 11}]
     dedup = query(client, f"SELECT event_id, received_at FROM {dataset}.events_dedup")
     assert len(dedup) == 6
-    assert {r["received_at"] for r in dedup if r["event_id"] == str(purchase.event_id)} == {
-        purchase.received_at  # the first copy received wins
+    assert {r["received_at"] for r in dedup if r["event_id"] == str(bought.event_id)} == {
+        bought.received_at  # the first copy received wins
     }
     refresh_customer_daily(client, settings.bigquery_dataset, run_time=BASE + timedelta(days=1))
     buyer = query(client, f"SELECT * FROM {dataset}.customer_analytics WHERE visitor_key = 'buyer'")
@@ -197,12 +219,14 @@ async def test_dedup_view_and_customer_rollups_ignore_a_duplicate_append(
             "visitor_key": "buyer",
             "user_id": None,
             "first_seen_at": BASE,
-            "last_seen_at": purchase.occurred_at,
+            "last_seen_at": bought.occurred_at,
             "events": 5,
             "sessions": 2,  # s-1 and the purchase's session-1
             "orders": 1,
-            "lifetime_value": 25.5,
-            "last_order_at": purchase.occurred_at,
+            "lifetime_value": Decimal("25.50"),
+            "reporting_currency": "EUR",
+            "unconverted_orders": 0,
+            "last_order_at": bought.occurred_at,
         }
     ]
 
@@ -220,15 +244,15 @@ async def test_customer_daily_refresh_replaces_only_the_recent_days(
         event(2, visitor_key="ana", session_id="late", occurred_at=midnight - timedelta(minutes=1)),
         event(3, visitor_key="ana", session_id="late", occurred_at=midnight + timedelta(minutes=1)),
     ]
-    purchase = event(4, event_type="purchase", visitor_key="ana", order_id="o-1", revenue=10.0)
+    bought = purchase(4, "ana", "10.00")
     sink = await create_sink(settings)
     try:
-        await sink.write([old, *across, purchase, event(5, visitor_key="bo")], [])
+        await sink.write([old, *across, bought, event(5, visitor_key="bo")], [])
         refresh_customer_daily(client, settings.bigquery_dataset, run_time=BASE, days=3)
         # Later: a late event for the day before the window, a redelivered purchase, and a
         # late event inside the window.
         late_old = event(6, visitor_key="ana", session_id="night", occurred_at=BASE - 3 * day)
-        redelivered = msgspec.structs.replace(purchase, received_at=BASE + day)
+        redelivered = msgspec.structs.replace(bought, received_at=BASE + day)
         late_recent = event(7, visitor_key="ana", session_id="late", occurred_at=midnight)
         await sink.write([late_old, redelivered, late_recent], [])
     finally:
@@ -250,7 +274,7 @@ async def test_customer_daily_refresh_replaces_only_the_recent_days(
     (ana,) = query(client, f"SELECT * FROM {dataset}.customer_analytics")
     assert (ana["events"], ana["sessions"], ana["orders"], ana["lifetime_value"]) == (5, 3, 1, 10)
     assert ana["first_seen_at"] == old.occurred_at
-    assert ana["last_order_at"] == purchase.occurred_at
+    assert ana["last_order_at"] == bought.occurred_at
     # A run whose window reaches back that far picks the old late event up (a backfill).
     refresh_customer_daily(client, settings.bigquery_dataset, run_time=BASE, days=3)
     assert query(client, f"SELECT events FROM {dataset}.customer_analytics") == [{"events": 6}]
@@ -278,8 +302,65 @@ async def test_a_view_of_an_older_release_gets_the_current_query(
         "sessions",
         "orders",
         "lifetime_value",
+        "reporting_currency",
+        "unconverted_orders",
         "last_order_at",
     ]
+
+
+async def test_tables_of_an_older_release_get_the_new_columns_and_a_rebuilt_customer_daily(
+    settings: Settings, client: bigquery.Client
+) -> None:
+    """A dataset made before revenue was converted: `events` gets its new nullable columns in
+    place (old rows read NULL), and a customer_daily of the older shape (revenue summed as sent)
+    is rebuilt from every day of events on an emulator only; in a cloud project Terraform
+    replaces it and the processor leaves it alone."""
+    dataset = f"{settings.project}.{settings.bigquery_dataset}"
+    client.create_dataset(dataset)
+    new_columns = {"revenue_reporting", "reporting_currency"}
+    older = [c for c in EVENT_COLUMNS if c.name not in new_columns]
+    client.create_table(bigquery.Table(f"{dataset}.events", schema=schema_fields(tuple(older))))
+    older_daily = [
+        bigquery.SchemaField("revenue", "FLOAT64", mode="REQUIRED") if f.name == "revenue" else f
+        for f in CUSTOMER_DAILY_FIELDS
+        if f.name not in {"reporting_currency", "unconverted_order_ids"}
+    ]
+    client.create_table(bigquery.Table(f"{dataset}.customer_daily", schema=older_daily))
+    long_ago = datetime.now(UTC) - timedelta(days=40)  # far before any refresh's window
+    client.query(
+        f"INSERT INTO `{dataset}.events` (event_id, event_type, occurred_at, received_at, source,"
+        f" visitor_key, session_id, order_id, revenue, currency) VALUES ('e-1', 'purchase',"
+        f" TIMESTAMP '{long_ago.isoformat()}', TIMESTAMP '{long_ago.isoformat()}', 'web', 'ana',"
+        f" 's-1', 'o-1', 30.0, 'EUR')"
+    ).result()
+
+    # In a cloud project Terraform adds the columns: until it has, the processor says which.
+    with pytest.raises(SchemaMismatchError, match="'revenue_reporting' is missing"):
+        ensure_dataset(client, settings.bigquery_dataset)
+
+    sink = await create_sink(settings)  # an emulator: a local stack's next start
+    try:
+        now = datetime.now(UTC)
+        converted = purchase(2, "ana", "12.34", occurred_at=now)
+        await sink.write([converted], [])
+    finally:
+        await sink.close()
+    daily = client.get_table(f"{dataset}.customer_daily")
+    assert schema_of(daily.schema) == schema_of(CUSTOMER_DAILY_FIELDS)
+    assert daily.time_partitioning.field == "day"
+    assert query(
+        client,
+        f"SELECT revenue_reporting, reporting_currency FROM `{dataset}.events`"
+        " ORDER BY occurred_at",
+    ) == [
+        {"revenue_reporting": None, "reporting_currency": None},  # the older row
+        {"revenue_reporting": Decimal("12.34"), "reporting_currency": "EUR"},
+    ]
+    # The old day is back, its order (never converted) counted apart, not summed as sent.
+    assert query(
+        client,
+        f"SELECT day, revenue, unconverted_order_ids FROM `{dataset}.customer_daily`",
+    ) == [{"day": long_ago.date(), "revenue": 0, "unconverted_order_ids": ["o-1"]}]
 
 
 async def test_the_local_emulator_refreshes_customer_daily_by_itself(tmp_path: Path) -> None:

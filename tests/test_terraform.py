@@ -809,6 +809,53 @@ def test_customer_daily_is_refreshed_by_the_processors_statement_with_only_what_
     )
 
 
+def templatefile_arguments(call: str) -> dict[str, str]:
+    """The variables a `${templatefile("...", { name = value, ... })}` expression passes."""
+    match = re.fullmatch(r'\$\{templatefile\("[^"]+",\s*\{(.*)\}\)\}', call, re.S)
+    assert match, call
+    return dict(re.findall(r"(\w+)\s*=\s*([^,\n]+?)\s*(?:,|\n|$)", match[1]))
+
+
+def test_every_part_that_converts_or_shows_amounts_gets_one_reporting_currency(
+    tf: Config,
+) -> None:
+    """The processor (which converts), the dashboard service (which labels), the operator's
+    `clickstream` on the VM (`rates load`, which stores rates into it) and customer_daily's
+    scheduled query (which sums converted amounts in it) all take var.reporting_currency: a
+    deployment never sums in one currency and shows another."""
+    setting = "${var.reporting_currency}"
+    variable = tf.variables["reporting_currency"]
+    assert tf.resolve(setting) == "EUR"  # the default, as the code's (Settings)
+    (validation,) = variable["validation"]
+    pattern = re.fullmatch(
+        r'\$\{can\(regex\("(.+)", var\.reporting_currency\)\)\}', validation["condition"]
+    )
+    assert pattern, validation["condition"]
+    accepted = [
+        code for code in ("EUR", "USD", "eur", "EURO", "E1R", "") if re.search(pattern[1], code)
+    ]
+    assert accepted == ["EUR", "USD"]
+
+    function = block(
+        tf.resources[("google_cloudfunctions2_function", "processor")], "service_config"
+    )
+    assert function["environment_variables"]["CLICKSTREAM_REPORTING_CURRENCY"] == setting
+
+    startup = tf.resources[("google_compute_instance", "dashboard")]["metadata"]["startup-script"]
+    assert templatefile_arguments(startup)["reporting_currency"] == "var.reporting_currency"
+    template = (TERRAFORM_DIR / "templates" / "dashboard-startup.sh.tftpl").read_text()
+    env_files = dict(
+        re.findall(r"cat > /etc/clickstream/(\w+)\.env <<'ENV'\n(.*?)\nENV", template, re.S)
+    )
+    assert set(env_files) == {"service", "admin"}  # the dashboard and `clickstream-admin`
+    for name, body in env_files.items():
+        assert "CLICKSTREAM_REPORTING_CURRENCY=${reporting_currency}" in body.splitlines(), name
+
+    (transfer,) = tf.of_type("google_bigquery_data_transfer_config").values()
+    passed = templatefile_arguments(transfer["params"]["query"])
+    assert passed["reporting_currency"] == "var.reporting_currency"
+
+
 # What identifies a person in the events (processor/bigquery_schema.py's columns).
 # visitor_key is the user id when one is known.
 IDENTIFYING_COLUMNS = {"client_ip", "user_agent", "user_id", "anonymous_id", "visitor_key"}

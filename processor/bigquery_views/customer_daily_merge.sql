@@ -6,6 +6,10 @@
 -- push a filter on occurred_at through ROW_NUMBER() OVER (PARTITION BY event_id), so the view
 -- would scan every partition. Filtering first is exact, as all copies of an event carry the
 -- same occurred_at. Recomputing whole days makes a run idempotent and picks up late events.
+-- Revenue is the processor's conversion into the reporting currency (revenue_reporting, set by
+-- processor/currency.py); a purchase without one in ${reporting_currency} (no rate, or an
+-- event from before the conversion or converted for another setting) is kept apart by its
+-- order id and never summed as sent.
 MERGE `${project}.${dataset}.customer_daily` AS daily
 USING (
   SELECT
@@ -17,10 +21,17 @@ USING (
     COUNT(*) AS events,
     ARRAY_AGG(DISTINCT session_id) AS session_ids,
     ARRAY_AGG(IF(event_type = 'purchase', order_id, NULL) IGNORE NULLS) AS order_ids,
-    COALESCE(SUM(IF(event_type = 'purchase', revenue, NULL)), 0) AS revenue,
+    COALESCE(SUM(IF(converted, revenue_reporting, NULL)), 0) AS revenue,
+    '${reporting_currency}' AS reporting_currency,
+    ARRAY_AGG(IF(event_type = 'purchase' AND NOT converted, order_id, NULL) IGNORE NULLS)
+      AS unconverted_order_ids,
     MAX(IF(event_type = 'purchase', occurred_at, NULL)) AS last_order_at
   FROM (
-    SELECT * FROM `${project}.${dataset}.events`
+    SELECT
+      *,
+      event_type = 'purchase' AND revenue_reporting IS NOT NULL
+        AND reporting_currency = '${reporting_currency}' AS converted
+    FROM `${project}.${dataset}.events`
     WHERE occurred_at >= TIMESTAMP(DATE_SUB(DATE(@run_time), INTERVAL ${days} DAY))
     QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY received_at) = 1
   )
@@ -39,13 +50,16 @@ WHEN MATCHED THEN UPDATE SET
   session_ids = recent.session_ids,
   order_ids = recent.order_ids,
   revenue = recent.revenue,
+  reporting_currency = recent.reporting_currency,
+  unconverted_order_ids = recent.unconverted_order_ids,
   last_order_at = recent.last_order_at
 WHEN NOT MATCHED BY TARGET THEN INSERT (
     day, visitor_key, user_id, first_seen_at, last_seen_at, events, session_ids, order_ids,
-    revenue, last_order_at
+    revenue, reporting_currency, unconverted_order_ids, last_order_at
   ) VALUES (
     recent.day, recent.visitor_key, recent.user_id, recent.first_seen_at, recent.last_seen_at,
-    recent.events, recent.session_ids, recent.order_ids, recent.revenue, recent.last_order_at
+    recent.events, recent.session_ids, recent.order_ids, recent.revenue,
+    recent.reporting_currency, recent.unconverted_order_ids, recent.last_order_at
   )
 WHEN NOT MATCHED BY SOURCE AND daily.day >= DATE_SUB(DATE(@run_time), INTERVAL ${days} DAY)
   THEN DELETE
