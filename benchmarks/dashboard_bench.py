@@ -48,7 +48,8 @@ async def prepare(url: str, events: int) -> str:
     await migrate(url)
     conn = await asyncpg.connect(url)
     try:
-        count = await conn.fetchval("SELECT count(*) FROM events")
+        # Events counted (PostgreSQL keeps no raw events since migration 201).
+        count = await conn.fetchval("SELECT coalesce(sum(events), 0) FROM metrics_minute")
         top = await conn.fetchval(
             "SELECT visitor_key FROM customers ORDER BY lifetime_value DESC LIMIT 1"
         )
