@@ -21,6 +21,8 @@ import asyncpg
 # The processor's tables this seeds, plus the dashboard's rollups (kept in step by triggers).
 TABLES = (
     "events",
+    "event_ids",
+    "visitor_activity",
     "metrics_minute",
     "visitor_minutes",
     "visitor_hours",
@@ -222,6 +224,35 @@ STEPS: list[tuple[str, str]] = [
         """,
     ),
     (
+        "timeline",
+        # What the processor keeps instead (migration 201): the dedup keys, and one activity row
+        # per visitor with its newest 50 events (the customer timeline) and where it was active.
+        """
+        INSERT INTO event_ids (event_id, received_at) SELECT event_id, received_at FROM seed_events;
+        INSERT INTO visitor_activity (visitor_key, received_at, last_at, minutes, event_types,
+                                      events)
+        SELECT e.visitor_key, max(e.received_at), max(e.occurred_at), b.minutes, b.event_types,
+               json_agg(json_build_object(
+                   'event_id', e.event_id, 'event_type', e.event_type,
+                   'occurred_at', e.occurred_at, 'session_id', e.session_id,
+                   'anonymous_id', e.anonymous_id, 'page_path', e.page_path,
+                   'page_title', e.page_title, 'product_id', e.product_id,
+                   'product_name', e.product_name, 'price', e.price, 'quantity', e.quantity,
+                   'order_id', e.order_id, 'revenue', e.revenue, 'currency', e.currency)
+                   ORDER BY e.occurred_at DESC) FILTER (WHERE e.n <= 50)
+        FROM (SELECT *, row_number() OVER (PARTITION BY visitor_key
+                                           ORDER BY occurred_at DESC) AS n
+              FROM seed_events) e
+        JOIN (SELECT visitor_key, array_agg(minute ORDER BY minute, event_type) AS minutes,
+                     array_agg(event_type ORDER BY minute, event_type) AS event_types
+              FROM (SELECT DISTINCT visitor_key, date_trunc('minute', occurred_at, 'UTC')
+                                    AS minute, event_type
+                    FROM seed_events) d
+              GROUP BY visitor_key) b USING (visitor_key)
+        GROUP BY e.visitor_key, b.minutes, b.event_types
+        """,
+    ),
+    (
         "metrics_minute",
         """
         INSERT INTO metrics_minute (minute, event_type, events, revenue, unique_visitors)
@@ -399,6 +430,8 @@ async def seed_database(
         async with conn.transaction():
             for name, sql in STEPS:
                 if name == "raw events" and "events" not in tables:
+                    continue
+                if name == "timeline" and "visitor_activity" not in tables:
                     continue
                 step_started = time.monotonic()
                 await conn.execute(sql.format(**values))
