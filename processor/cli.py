@@ -22,9 +22,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     migrate.set_defaults(func=run_migrate)
     prune = db_commands.add_parser(
         "prune",
-        help="delete raw events older than a retention period",
-        description="Delete events received before now minus the period (aggregates, sessions"
-        " and customers are kept). Keep it longer than the subscription's message retention.",
+        help="delete dedup keys and activity rows older than a retention period",
+        description="Delete the event ids (dedup keys) and the visitors' activity rows (customer"
+        " timelines) received before now minus the period, and idle session state (aggregates,"
+        " sessions and customers are kept). Keep it longer than the subscription's message"
+        " retention: a message redelivered after its ids were pruned would count again.",
     )
     prune.add_argument("--older-than", required=True, help="e.g. 7d, 36h")
     prune.set_defaults(func=run_prune)

@@ -1,8 +1,8 @@
 """The processor's unit of work: one event, validated, stamped and enriched, flat.
 
-Both sinks write this shape: PostgreSQL's `events` table has one column per field, and the
-BigQuery `events` table's schema is derived from it. Nested parts of the contract that have no
-column (order items, properties) travel as JSON text.
+Both sinks read this shape: the PostgreSQL sink aggregates it (processor.postgres), and the
+BigQuery `events` table's schema is derived from it, one column per field. Nested parts of the
+contract that have no column (order items, properties) travel as JSON text.
 """
 
 from __future__ import annotations
