@@ -16,9 +16,9 @@ Per batch, on one pooled connection and in one transaction:
    per new session's source and device, per minute x type x visitor and per minute x type;
 4. apply each aggregate with one set-based statement (`INSERT ... SELECT FROM unnest(...)
    ON CONFLICT DO UPDATE`), keys in sorted order, leaving out the rows this process saw
-   committed and no upsert could change (`KnownRows`: a visitor's hour and day, a funnel step
-   reached no later), and write one `visitor_activity` row per visitor (its newest events for
-   the dashboard's timeline, and where it was active);
+   committed and no upsert could change (`KnownRows`: a visitor's minute, hour and day, a
+   funnel step reached no later), and write one `visitor_activity` row per visitor (its
+   newest events for the dashboard's timeline, and where it was active);
 5. record new identity links, save the session state, insert bad events (deduplicated by
    `message_key`), commit. Then merge pending identity links (`identities.merge_pending`).
 
@@ -461,9 +461,15 @@ class BatchAggregates:
         rows = [(*key, *self.unconverted[key]) for key in sorted(self.unconverted)]
         return _columns(rows, 4)
 
-    def minutes_columns(self) -> tuple[list[Any], ...]:
-        counts = [(*key, *self.minutes[key]) for key in sorted(self.minutes)]
-        return _columns(sorted(self.visitor_minutes), 3) + _columns(counts, 4)
+    def visitor_minutes_rows(
+        self, known: set[tuple[datetime, str, str]]
+    ) -> list[tuple[datetime, str, str]]:
+        """(minute, type, visitor) rows to insert, sorted, but those in `known` (a visitor
+        already counted there is no new unique visitor either)."""
+        return sorted(self.visitor_minutes - known)
+
+    def minute_counts_columns(self) -> tuple[list[Any], ...]:
+        return _columns([(*key, *self.minutes[key]) for key in sorted(self.minutes)], 4)
 
     def activity_records(self) -> list[tuple[Any, ...]]:
         """One `visitor_activity` row per visitor: its newest events (the timeline, in no
@@ -600,9 +606,9 @@ def unique_events(events: list[EnrichedEvent]) -> list[EnrichedEvent]:
 
 class KnownRows:
     """Rows this process saw committed that a later upsert could not change: a visitor
-    counted in an hour or a day, a session's funnel step reached at some time. Later batches
-    leave those keys out of their statements: a visitor active for hours costs PostgreSQL its
-    hour and day rows once per process, not once per batch.
+    counted in a minute and event type, an hour or a day, a session's funnel step reached at
+    some time. Later batches leave those keys out of their statements: a visitor active for
+    hours costs PostgreSQL its hour and day rows once per process, not once per batch.
 
     Only committed rows are added (after the batch's commit); every row here only ever goes
     on existing or gets earlier, except when an erasure deletes it: then a process that knew
@@ -611,17 +617,21 @@ class KnownRows:
     """
 
     def __init__(self, limit: int = 1_000_000) -> None:
+        self.minutes: set[tuple[datetime, str, str]] = set()
         self.hours: set[tuple[datetime, str]] = set()
         self.days: set[tuple[date, str]] = set()
         self.steps: dict[tuple[str, str], datetime] = {}
         self.limit = limit
 
     def add(self, written: Written) -> None:
-        hours, days, steps = written
-        if len(self.hours) + len(self.days) + len(self.steps) + len(steps) > self.limit:
+        minutes, hours, days, steps = written
+        held = len(self.minutes) + len(self.hours) + len(self.days) + len(self.steps)
+        if held + len(minutes) + len(hours) + len(days) + len(steps) > self.limit:
+            self.minutes.clear()
             self.hours.clear()
             self.days.clear()
             self.steps.clear()
+        self.minutes.update(minutes)
         self.hours.update(hours)
         self.days.update(days)
         for session_id, step, reached in steps:
@@ -638,9 +648,13 @@ def stamp_reporting_revenue(events: list[EnrichedEvent], rates: currency.Rates) 
             event.reporting_currency = rates.reporting
 
 
-# What a batch's statements wrote that `KnownRows` keeps: hours, days, funnel steps.
+# What a batch's statements wrote that `KnownRows` keeps: visitor minutes, hours, days, funnel
+# steps.
 Written: TypeAlias = tuple[
-    list[tuple[datetime, str]], list[tuple[date, str]], list[tuple[str, str, datetime]]
+    list[tuple[datetime, str, str]],
+    list[tuple[datetime, str]],
+    list[tuple[date, str]],
+    list[tuple[str, str, datetime]],
 ]
 
 
@@ -696,7 +710,7 @@ class PostgresSink:
         bad: list[BadEvent],
     ) -> tuple[list[EnrichedEvent], Written]:
         fresh: list[EnrichedEvent] = []
-        written: Written = ([], [], [])
+        written: Written = ([], [], [], [])
         if events:
             state = await sessions.lock_state(conn, sessions.keys_needing_sessions(events))
             after = sessions.assign(events, state)
@@ -770,8 +784,9 @@ class PostgresSink:
                 await conn.execute(sql, *_columns([(*k, counts[k]) for k in sorted(counts)], 5))
         if batch.unconverted:
             await conn.execute(UNCONVERTED_SQL, *batch.unconverted_columns())
-        await conn.execute(MINUTES_SQL, *batch.minutes_columns())
-        return hours, days, steps
+        minutes = batch.visitor_minutes_rows(self.known.minutes)
+        await conn.execute(MINUTES_SQL, *_columns(minutes, 3), *batch.minute_counts_columns())
+        return minutes, hours, days, steps
 
 
 def _bad_columns(bad: list[BadEvent]) -> tuple[list[object], ...]:
