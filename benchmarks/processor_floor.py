@@ -45,12 +45,23 @@ from processor.bigquery_rows import CONVERSIONS, EVENT_ROWS, compile_encoder
 from processor.bigquery_schema import Column
 from processor.core import Message, decode
 from processor.migrations import migrate
-from processor.postgres import EVENT_COLUMNS, INCOMING_TYPES
 from processor.records import EnrichedEvent
 
 ROUNDS = 5
 astuple = msgspec.structs.astuple
-# `events`' columns with the sink's cheapest wire types (see `incoming`), keyed by event_id.
+# A raw row per event (the sink before migration 201 wrote one, and any design keeping events
+# keyed by `event_id` must): every EnrichedEvent field, with the cheapest wire types, keyed by
+# event_id.
+EVENT_COLUMNS = tuple(EnrichedEvent.__struct_fields__)
+INCOMING_TYPES = {
+    "event_id": "uuid",
+    "occurred_at": "timestamptz",
+    "received_at": "timestamptz",
+    "is_bot": "boolean",
+    "price": "float8",
+    "quantity": "integer",
+    "revenue": "float8",
+}
 FLOOR_TABLE_SQL = f"""CREATE TABLE events_floor (
     {", ".join(f"{name} {INCOMING_TYPES.get(name, 'text')}" for name in EVENT_COLUMNS)},
     PRIMARY KEY (event_id))"""
