@@ -138,7 +138,7 @@ def test_the_clickstream_command_runs_the_commands_each_part_declares() -> None:
     assert set(subcommands.choices) == {
         *("gateway", "processor", "db", "dashboard"),  # the deployables'
         # the development and operations tools'
-        *("up", "emulator", "loadgen", "audit", "erase", "env", "replay", "rates"),
+        *("up", "function", "emulator", "loadgen", "audit", "erase", "env", "replay", "rates"),
     }
 
 
