@@ -29,7 +29,7 @@ from processor_workload import shopper_batches
 from clickstream.emulators.launch import start_pubsub_emulator, stop_process
 from clickstream.local_postgres import postgres_url
 from clickstream.pubsub_admin import ensure_topology
-from clickstream.push import start_function
+from clickstream.push import CONCURRENCY, start_function
 from clickstream_contract.config import Settings
 from gateway.pubsub import publisher_async_client
 from processor.core import Message
@@ -46,6 +46,7 @@ class Pipeline:
     logs: Path
     topology: str  # "pull" or "push"
     instances: int = 1
+    concurrency: int = CONCURRENCY  # pushes one instance handles at once
     processor: subprocess.Popen[bytes] | None = None
     push_url: str = ""
     publisher: object = field(default=None, repr=False)
@@ -62,7 +63,9 @@ class Pipeline:
     def start_processor(self) -> None:
         log = self.logs / f"processor-{self.topology}.log"
         if self.topology == "push":
-            self.processor, url = start_function(self.env, self.instances, log)
+            self.processor, url = start_function(
+                self.env, self.instances, log, concurrency=self.concurrency
+            )
             if self.push_url and url != self.push_url:
                 raise RuntimeError("restarted on another port")
             self.push_url = url

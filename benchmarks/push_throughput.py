@@ -40,6 +40,7 @@ from push_harness import (
 )
 
 from clickstream.pubsub_admin import ensure_topology
+from clickstream.push import CONCURRENCY
 
 DUPLICATE_SHARE = 0.05
 SAMPLE_EVERY = 0.02
@@ -81,6 +82,7 @@ async def one_run(emulator: str, topology: str, instances: int, args: argparse.N
     async with fresh_database(args.server) as url:
         database = url.rsplit("/", 1)[1]
         async with pipeline(emulator, topology, instances, url, logs, start=False) as bench:
+            bench.concurrency = args.concurrency
             await bench.publish(messages + duplicates)  # the backlog, while nothing consumes
             stop = asyncio.Event()
             sampler = asyncio.create_task(sample_locks(url, database, stop))
@@ -171,6 +173,9 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--per-message", type=int, default=25)
     parser.add_argument("--emulator", default="builtin")
+    parser.add_argument(
+        "--concurrency", type=int, default=CONCURRENCY, help="pushes per instance at once"
+    )
     parser.add_argument("--limit", type=float, default=600.0, help="give up after (s)")
     parser.add_argument("--no-peer", action="store_true", help="skip the pull worker's run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/push_topology"))

@@ -87,7 +87,11 @@ def run_function(args: argparse.Namespace) -> int:
 
 
 def start_function(
-    env: Mapping[str, str], instances: int, log_path: Path, timeout: float = 60
+    env: Mapping[str, str],
+    instances: int,
+    log_path: Path,
+    timeout: float = 60,
+    concurrency: int = CONCURRENCY,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`clickstream function` as a child process on a free port (for tests and benchmarks);
     returns it and its URL once it accepts connections."""
@@ -96,7 +100,11 @@ def start_function(
     port = free_port()
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [*FUNCTION_COMMAND, "--port", str(port), "--instances", str(instances)],
+            [
+                *FUNCTION_COMMAND,
+                *("--port", str(port), "--instances", str(instances)),
+                *("--concurrency", str(concurrency)),
+            ],
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
