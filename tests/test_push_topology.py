@@ -112,13 +112,16 @@ async def test_four_instances_keep_every_aggregate_exact(pushed: Pushed) -> None
 async def test_an_instance_killed_mid_stream_loses_nothing(pushed: Pushed) -> None:
     """Its pushes in flight fail (the connection drops) and come back after the retry
     policy's 10 s minimum backoff, to the instances left or the one gunicorn starts instead."""
-    settings, _, master = await pushed(2)
+    settings, log, master = await pushed(2)
     events = a_day_of_traffic(visitors=150, seed=4)
     bodies = [envelope_of(events[i : i + 2]) for i in range(0, len(events), 2)]
     half = len(bodies) // 2
     await publish(settings, bodies[:half])
     url = settings.database_url or ""
-    await wait_for(url, "SELECT count(*) > 100 FROM event_ids", True)
+    try:
+        await wait_for(url, "SELECT count(*) > 100 FROM event_ids", True)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; the function's log: {log.read_text()[-3000:]}") from None
     [victim, _] = map(int, Path(f"/proc/{master}/task/{master}/children").read_text().split())
     os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
