@@ -42,7 +42,7 @@ from clickstream.local_postgres import postgres_url
 from clickstream.local_state import remove_stack_env, state_dir, write_stack_env
 from clickstream.push import positive
 from clickstream.shoppers import CURRENCY as SHOP_CURRENCY
-from clickstream_contract.config import LOCAL_PROJECT, REPORTING_CURRENCY_ENV
+from clickstream_contract.config import BIGQUERY_ENV, LOCAL_PROJECT, REPORTING_CURRENCY_ENV
 
 PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF_MAX = 30.0
@@ -57,6 +57,7 @@ STACK_VARIABLES = (
     "CLICKSTREAM_WRITE_KEYS",
     "CLICKSTREAM_GATEWAY_URL",
     REPORTING_CURRENCY_ENV,
+    BIGQUERY_ENV,
 )
 
 
@@ -190,6 +191,9 @@ class Options:
     processor: str = "pull"
     instances: int = 2
     function_port: int = 8090
+    # Off: no BigQuery emulator, and the processor acks after PostgreSQL alone (the pipeline's
+    # throughput without the emulator, which is slower than BigQuery itself).
+    bigquery: bool = True
     demo: bool = False
     # The seeded week averages ~0.8 events/s (busier afternoons); live shoppers at about that
     # rate continue it instead of towering over it.
@@ -249,7 +253,11 @@ async def serve(options: Options, database_url: str) -> None:
                 log_path=logs / "pubsub-emulator.log",
             )
         )
-    if not env.get("BIGQUERY_EMULATOR_HOST"):
+    if not options.bigquery:
+        env[BIGQUERY_ENV] = "off"
+        for name in ("BIGQUERY_EMULATOR_HOST", "BIGQUERY_STORAGE_EMULATOR_HOST"):
+            env.pop(name, None)
+    elif not env.get("BIGQUERY_EMULATOR_HOST"):
         env["BIGQUERY_EMULATOR_HOST"] = f"http://{options.host}:{options.bigquery_port}"
         env["BIGQUERY_STORAGE_EMULATOR_HOST"] = f"{options.host}:{options.bigquery_grpc_port}"
         emulators.append(
@@ -391,6 +399,7 @@ async def prepare(env: dict[str, str], push_endpoint: str | None = None) -> None
     from clickstream_contract.config import Settings
     from processor.bigquery import ensure_tables
     from processor.migrations import migrate
+    from processor.sinks import bigquery_enabled
 
     settings = Settings.from_env(env)
     log("applying database migrations")
@@ -398,8 +407,9 @@ async def prepare(env: dict[str, str], push_endpoint: str | None = None) -> None
     await migrate(settings.database_url)
     log("creating Pub/Sub topics and subscriptions")
     await ensure_topology(settings, push_endpoint)
-    log("creating BigQuery dataset and tables")
-    await asyncio.to_thread(ensure_tables, settings)
+    if bigquery_enabled(settings, env):
+        log("creating BigQuery dataset and tables")
+        await asyncio.to_thread(ensure_tables, settings)
 
 
 async def seed_demo_history(database_url: str, options: Options) -> None:
@@ -530,6 +540,12 @@ def register(subparsers: Any) -> None:
         default=Options.instances,
         help="function instances with --processor push, each with its own PostgreSQL pool "
         "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-bigquery",
+        dest="bigquery",
+        action="store_false",
+        help="no BigQuery emulator: the processor writes PostgreSQL alone (default: BigQuery on)",
     )
     parser.add_argument(
         "--demo",

@@ -43,6 +43,8 @@ def parse_write_keys(value: str) -> dict[str, str]:
 
 
 REPORTING_CURRENCY_ENV = "CLICKSTREAM_REPORTING_CURRENCY"
+# Whether the processor writes BigQuery: on | off | auto (processor/sinks.py).
+BIGQUERY_ENV = "CLICKSTREAM_BIGQUERY"
 _CURRENCY_CODE = re.compile(r"[A-Z]{3}")
 
 

@@ -12,12 +12,10 @@ import logging
 import os
 from collections.abc import Mapping
 
-from clickstream_contract.config import LOCAL_PROJECT, Settings
+from clickstream_contract.config import BIGQUERY_ENV, LOCAL_PROJECT, Settings
 from processor.core import Sink
 
 log = logging.getLogger(__name__)
-
-BIGQUERY_ENV = "CLICKSTREAM_BIGQUERY"
 
 
 def bigquery_enabled(settings: Settings, env: Mapping[str, str] = os.environ) -> bool:
