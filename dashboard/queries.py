@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -633,13 +633,14 @@ async def list_customers(pool: asyncpg.Pool, r: TimeRange, q: CustomerQuery) -> 
             f"visitor_key ~<~ {param(q.search + PREFIX_END)}",
         ]
     else:
-        # The range's UTC days (indexed) narrow the candidates, `last_seen_at` decides: it has
-        # no index of its own, so a customer's updates within a day stay HOT (migration 203).
+        # The range's UTC hours (indexed) narrow the candidates, `last_seen_at` decides: it has
+        # no index of its own, so a customer's updates within an hour stay HOT (migration 204).
+        start, end = param(r.start), param(r.end)
         where = [
-            f"last_seen_day >= {param(r.start.astimezone(UTC).date())}",
-            f"last_seen_day <= {param(r.end.astimezone(UTC).date())}",
-            f"last_seen_at >= {param(r.start)}",
-            f"last_seen_at < {param(r.end)}",
+            f"last_seen_hour >= date_trunc('hour', {start}::timestamptz AT TIME ZONE 'UTC')",
+            f"last_seen_hour < {end}::timestamptz AT TIME ZONE 'UTC'",
+            f"last_seen_at >= {start}",
+            f"last_seen_at < {end}",
         ]
     matching, count_params = " AND ".join(where), list(params)
     cursor = q.after or q.before
