@@ -428,6 +428,10 @@ def test_customers_last_seen_in_the_range_in_each_order(client: TestClient) -> N
     ]
     past = get(client, "/api/customers?range=custom&from=2026-05-01T11:00&to=2026-05-01T12:00")
     assert keys(past) == ["anon-dave"]
+    # The list narrows by the UTC hour of last_seen_at (migration 204): a range that starts
+    # after that hour began still finds the customer.
+    within = get(client, "/api/customers?range=custom&from=2026-05-01T11:02&to=2026-05-01T11:06")
+    assert keys(within) == ["anon-dave"]
 
 
 def test_customers_page_through_all_and_back(client: TestClient) -> None:
