@@ -4,9 +4,10 @@ Terraform deploys a root `main.py` that imports `process_pubsub` from here, with
 environment `DATABASE_URL` (no password), `CLICKSTREAM_DB_PASSWORD` (Secret Manager) and the
 usual `GOOGLE_CLOUD_PROJECT`. The asyncpg pool and the sinks live on an event loop in a
 background thread that outlives invocations; the first invocation of an instance creates them
-(and applies pending migrations, under the advisory lock). A transient failure raises, so the
-invocation fails and Pub/Sub retries it (the trigger must have retries enabled); a message that
-can never succeed is stored in `bad_events` by the core and the invocation succeeds.
+(after checking that every migration is applied: its database role cannot migrate). A
+transient failure raises, so the invocation fails and Pub/Sub retries it (the trigger must have
+retries enabled); a message that can never succeed is stored in `bad_events` by the core and
+the invocation succeeds.
 
 An instance answers several pushes at once (`max_instance_request_concurrency`), but has only
 `POOL_SIZE` connections: the messages of invocations that wait for one are written together,
@@ -116,11 +117,11 @@ class Runtime:
 
 
 async def build_processor(settings: Settings, env: Mapping[str, str]) -> Processor:
-    from processor.migrations import migrate
+    from processor.migrations import require_migrated
     from processor.postgres import PostgresSink, create_sink_pool
     from processor.sinks import other_sinks
 
-    await migrate(settings.database_url)
+    await require_migrated(settings.database_url)
     pool = await create_sink_pool(settings.database_url, max_size=POOL_SIZE)
     return Processor(PostgresSink(pool), await other_sinks(settings, env))
 

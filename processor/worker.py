@@ -176,9 +176,9 @@ async def prune_periodically(pool: Any, retention: timedelta, every: float) -> N
 
 async def serve(settings: Settings, options: WorkerOptions, stop: asyncio.Event) -> None:
     """Run the worker on the events and bad-events subscriptions until `stop` is set."""
-    from processor.migrations import migrate
+    from processor.migrations import require_migrated
 
-    await migrate(settings.database_url)
+    await require_migrated(settings.database_url)
     pool = await create_sink_pool(settings.database_url, max_size=options.concurrency)
     async with pool.acquire() as conn:  # links a worker recorded and died before merging
         await identities.merge_pending(conn)

@@ -284,6 +284,8 @@ def pipeline(
     running = Pipeline(Settings.from_env(full_env), full_env, log_dir, pubsub, bigquery)
     try:
         create_topology(running.settings)
+        # As before a deployment: the processor checks the schema, it does not migrate.
+        subprocess.run([*CLI, "db", "migrate"], env=full_env, check=True, capture_output=True)
         running.start_gateway()
         running.start_processor()
         yield running

@@ -1,13 +1,17 @@
 """How the deployed components reach PostgreSQL: the dashboard's role reads every table of the
-migrated schema and writes none (processor/migrations/301_dashboard_reader.sql), and clients
-given the server's CA verify the server's certificate against it (verify-ca)."""
+migrated schema and writes none (processor/migrations/301_dashboard_reader.sql), the processor's
+role writes rows but cannot change the schema (302_processor_writer.sql), and clients given the
+server's CA verify the server's certificate against it (verify-ca)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
 import ssl
+import uuid
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -15,9 +19,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from processor_testing import a_day_of_traffic, aggregate_mismatches, envelope_of
 
+from clickstream_contract import envelope
 from clickstream_contract.config import DB_SERVER_CA_ENV, DatabaseConfigError, connect_options
-from processor.migrations import migrate
+from processor import db, identities
+from processor.core import Message, Processor
+from processor.migrations import SchemaNotMigratedError, migrate, require_migrated
+from processor.postgres import PostgresSink, create_sink_pool
 
 READER = "clickstream_dashboard"
 WRITES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
@@ -60,6 +69,75 @@ async def test_the_dashboard_role_reads_every_table_and_writes_none(
                 raise AssertionError(f"{READER} could insert")
     finally:
         await conn.close()
+
+
+# --- the processor's role --------------------------------------------------------------------
+
+WRITER = "clickstream_processor"
+SCHEMA_CHANGES = (
+    "CREATE TABLE intruder (id int)",
+    "DROP TABLE sessions",
+    "ALTER TABLE sessions ADD COLUMN extra int",
+    "TRUNCATE bad_events",
+    "CREATE INDEX intruder_idx ON sessions (session_id)",
+)
+
+
+def as_user(url: str, user: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+async def test_the_processor_role_writes_rows_and_cannot_change_the_schema(
+    fresh_database_url: str,
+) -> None:
+    await migrate(fresh_database_url)
+    login = f"t_processor_{uuid.uuid4().hex[:10]}"  # roles are per server: one per test
+    admin = await asyncpg.connect(fresh_database_url)
+    await admin.execute(f"CREATE ROLE {login} LOGIN IN ROLE {WRITER}")
+    # A table a later migration creates is written like the others.
+    await admin.execute("CREATE TABLE later_rollup (day date PRIMARY KEY, n bigint)")
+    url = as_user(fresh_database_url, login)
+    try:
+        await require_migrated(url)  # what the function and the worker check at start
+        pool = await create_sink_pool(url, max_size=2)
+        try:
+            events = a_day_of_traffic(visitors=6)
+            await Processor(PostgresSink(pool), []).process(
+                [
+                    Message(
+                        message_id=uuid.uuid4().hex,
+                        data=envelope_of(events),
+                        attributes=envelope.attributes("events", len(events)),
+                    )
+                ]
+            )
+            async with pool.acquire() as conn:
+                await identities.merge_pending(conn)
+                assert await conn.fetchval("SELECT count(*) FROM event_ids") == len(events)
+                assert await aggregate_mismatches(conn, events) == {}
+                assert await conn.fetchval("SELECT count(*) FROM identities") > 0
+                await db.prune(conn, timedelta(0))
+                assert await conn.fetchval("SELECT count(*) FROM event_ids") == 0
+                await conn.execute("INSERT INTO later_rollup VALUES (current_date, 1)")
+                for statement in SCHEMA_CHANGES:
+                    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                        await conn.execute(statement)
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute("DELETE FROM schema_migrations")
+        finally:
+            await pool.close()
+        # A schema behind the code stops the processor with the command that fixes it.
+        await admin.execute("DELETE FROM schema_migrations WHERE version = '302_processor_writer'")
+        with pytest.raises(
+            SchemaNotMigratedError, match=r"302_processor_writer.*clickstream db migrate"
+        ):
+            await require_migrated(url)
+    finally:
+        await admin.execute(f"DROP OWNED BY {login}")
+        await admin.execute(f"DROP ROLE {login}")
+        await admin.close()
 
 
 # --- verify-ca ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from processor_testing import a_day_of_traffic, aggregate_mismatches, envelope_o
 from clickstream_contract import envelope
 from processor.core import Message, Processor
 from processor.function import CONFLICT_RETRIES, process_retrying_conflicts
+from processor.migrations import migrate
 
 
 def free_port() -> int:
@@ -74,8 +75,10 @@ def serve_function(tmp_path: Path, database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def function_url(tmp_path: Path, fresh_database_url: str) -> Iterator[str]:
-    yield from serve_function(tmp_path, fresh_database_url)
+async def function_url(tmp_path: Path, fresh_database_url: str) -> AsyncIterator[str]:
+    await migrate(fresh_database_url)  # as `clickstream db migrate` does before a deployment
+    for url in serve_function(tmp_path, fresh_database_url):
+        yield url
 
 
 def pubsub_cloud_event(data: bytes, attributes: dict[str, str], message_id: str) -> CloudEvent:

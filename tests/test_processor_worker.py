@@ -34,6 +34,7 @@ from clickstream.pubsub_admin import ensure_topology
 from clickstream_contract import envelope
 from clickstream_contract.config import Settings
 from gateway.pubsub import publisher_async_client
+from processor.migrations import migrate
 from processor.options import WorkerOptions
 from processor.worker import serve
 
@@ -42,7 +43,10 @@ FAST = WorkerOptions(max_batch_events=200, max_batch_wait=0.01, min_backoff=0.2,
 
 
 @pytest.fixture
-def settings(pubsub_emulator_host: str, pubsub_project: str, fresh_database_url: str) -> Settings:
+async def settings(
+    pubsub_emulator_host: str, pubsub_project: str, fresh_database_url: str
+) -> Settings:
+    await migrate(fresh_database_url)  # as `clickstream db migrate` does before a deployment
     return Settings(
         project=pubsub_project,
         pubsub_emulator_host=pubsub_emulator_host,
@@ -205,6 +209,7 @@ async def test_postgres_restart_mid_stream_loses_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server, url = own_postgres
+    await migrate(url)
     settings = Settings(
         project=pubsub_project, pubsub_emulator_host=pubsub_emulator_host, database_url=url
     )

@@ -28,6 +28,7 @@ from clickstream.push import start_function
 from clickstream_contract import envelope
 from clickstream_contract.config import Settings
 from gateway.pubsub import publisher_async_client
+from processor.migrations import migrate
 
 INSTANCES = 4
 
@@ -41,6 +42,7 @@ async def pushed(
 ) -> AsyncIterator[Pushed]:
     """`pushed(n)`: the processor subscriptions pushing into n function instances; returns the
     settings, the function's log and the gunicorn master's pid."""
+    await migrate(fresh_database_url)  # as `clickstream db migrate` does before a deployment
     started = []
 
     async def start(instances: int) -> tuple[Settings, Path, int]:

@@ -46,7 +46,7 @@ from clickstream_contract.config import Settings
 from gateway import segment
 from gateway.pubsub import publisher_async_client
 from gateway.validation import check_batch
-from processor.migrations import migration_files
+from processor.migrations import migrate, migration_files
 from processor.options import WorkerOptions
 from processor.worker import serve
 
@@ -67,11 +67,12 @@ def postgres_only(monkeypatch: pytest.MonkeyPatch) -> None:
 @contextlib.asynccontextmanager
 async def worker(settings: Settings) -> AsyncIterator[None]:
     """The streaming-pull worker on the settings' subscriptions, its schema applied."""
+    await migrate(settings.database_url)  # as `clickstream db migrate` does before a deployment
     await ensure_topology(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(serve(settings, FAST, stop))
     try:
-        # Ready once every migration is applied and its pool is connected.
+        # Ready once its pool is connected.
         await wait_for(
             settings.database_url or "",
             "SELECT max(version) FROM schema_migrations WHERE EXISTS (SELECT FROM pg_stat_activity"

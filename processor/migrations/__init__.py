@@ -3,7 +3,8 @@
 Each file runs once, in its own transaction, and is recorded in `schema_migrations`. An
 advisory lock makes concurrent starters (several workers, `clickstream up`, a function cold
 start) wait for each other instead of racing to create the same tables. Applied files are never
-edited: a change is a new file.
+edited: a change is a new file. The deployed processor only checks that they are applied
+(`require_migrated`): its role cannot change the schema.
 """
 
 from __future__ import annotations
@@ -56,6 +57,34 @@ async def apply_migrations(conn: Connection) -> list[str]:
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+
+
+class SchemaNotMigratedError(RuntimeError):
+    """The database lacks migrations this code expects; its role may not apply them itself."""
+
+
+async def check_migrated(conn: Connection) -> None:
+    """Raise `SchemaNotMigratedError` unless every migration file is recorded as applied.
+
+    The deployed processor writes with a role that cannot change the schema (migration
+    302_processor_writer), so it checks at start instead of migrating."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    rows = await conn.fetch("SELECT version FROM schema_migrations") if exists else []
+    missing = [p.stem for p in migration_files() if p.stem not in {r["version"] for r in rows}]
+    if missing:
+        span = missing[0] if len(missing) == 1 else f"{missing[0]} to {missing[-1]}"
+        raise SchemaNotMigratedError(
+            f"the database lacks {len(missing)} migration(s), {span}: run `clickstream db migrate`"
+        )
+
+
+async def require_migrated(database_url: str | None) -> None:
+    """Connect with `DATABASE_URL` (+ `CLICKSTREAM_DB_PASSWORD`) and `check_migrated`."""
+    conn = await connect(database_url)
+    try:
+        await check_migrated(conn)
+    finally:
+        await conn.close()
 
 
 async def migrate(database_url: str | None) -> list[str]:
