@@ -84,8 +84,9 @@ resource "google_compute_instance" "dashboard" {
     google_secret_manager_secret_version.dashboard_db_password,
     google_secret_manager_secret_version.dashboard_password_hash,
     google_storage_bucket_iam_member.dashboard_reads_source,
-    # Its migrations grant the dashboard's user (an existing role) read access.
+    # Its migrations grant the dashboard's and the processor's users (existing roles) access.
     google_sql_user.dashboard,
+    google_sql_user.processor,
   ]
 }
 

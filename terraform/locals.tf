@@ -43,4 +43,8 @@ locals {
   # read access to every table and nothing else.
   dashboard_db_user      = "clickstream_dashboard"
   dashboard_database_url = "postgresql://${local.dashboard_db_user}@${google_sql_database_instance.main.private_ip_address}:5432/${var.db_name}?sslmode=verify-ca"
+  # The processor writes as a user of its own, which migration 302_processor_writer makes a
+  # member of the clickstream_processor role: rows only, no schema changes.
+  processor_db_user      = "clickstream_processor_login"
+  processor_database_url = "postgresql://${local.processor_db_user}@${google_sql_database_instance.main.private_ip_address}:5432/${var.db_name}?sslmode=verify-ca"
 }

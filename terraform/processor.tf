@@ -48,7 +48,7 @@ resource "google_cloudfunctions2_function" "processor" {
     environment_variables = {
       GOOGLE_CLOUD_PROJECT         = var.project_id
       CLICKSTREAM_BIGQUERY_DATASET = google_bigquery_dataset.main.dataset_id
-      DATABASE_URL                 = local.database_url
+      DATABASE_URL                 = local.processor_database_url
       CLICKSTREAM_DB_SERVER_CA     = local.sql_server_ca
       # The processor converts every order into it (processor/currency.py).
       CLICKSTREAM_REPORTING_CURRENCY = var.reporting_currency
@@ -57,7 +57,7 @@ resource "google_cloudfunctions2_function" "processor" {
     secret_environment_variables {
       key        = "CLICKSTREAM_DB_PASSWORD"
       project_id = var.project_id
-      secret     = google_secret_manager_secret.secrets["db_password"].secret_id
+      secret     = google_secret_manager_secret.secrets["processor_db_password"].secret_id
       version    = "latest"
     }
   }
@@ -67,8 +67,8 @@ resource "google_cloudfunctions2_function" "processor" {
     google_artifact_registry_repository_iam_member.builders_push,
     google_storage_bucket_iam_member.processor_build_reads_source,
     google_secret_manager_secret_iam_member.readers,
-    google_secret_manager_secret_version.db_password,
-    google_sql_user.app,
+    google_secret_manager_secret_version.processor_db_password,
+    google_sql_user.processor,
     google_bigquery_dataset_access.processor_writer,
   ]
 }

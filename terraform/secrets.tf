@@ -15,6 +15,11 @@ ephemeral "random_password" "dashboard_db" {
   special = false
 }
 
+ephemeral "random_password" "processor_db" {
+  length  = 32
+  special = false
+}
+
 ephemeral "random_password" "write_key" {
   length  = 40
   special = false
@@ -27,6 +32,7 @@ locals {
   secrets = {
     db_password             = "${local.name}-db-password"
     dashboard_db_password   = "${local.name}-dashboard-db-password"
+    processor_db_password   = "${local.name}-processor-db-password"
     write_keys              = "${local.name}-write-keys"
     dashboard_password_hash = "${local.name}-dashboard-password-hash"
   }
@@ -54,6 +60,12 @@ resource "google_secret_manager_secret_version" "dashboard_db_password" {
   secret_data_wo_version = var.secret_versions.dashboard_db_password
 }
 
+resource "google_secret_manager_secret_version" "processor_db_password" {
+  secret                 = google_secret_manager_secret.secrets["processor_db_password"].id
+  secret_data_wo         = ephemeral.random_password.processor_db.result
+  secret_data_wo_version = var.secret_versions.processor_db_password
+}
+
 resource "google_secret_manager_secret_version" "write_keys" {
   secret                 = google_secret_manager_secret.secrets["write_keys"].id
   secret_data_wo         = local.write_keys
@@ -70,7 +82,7 @@ resource "google_secret_manager_secret_version" "dashboard_password_hash" {
 locals {
   secret_readers = {
     "gateway write_keys"                = { secret = google_secret_manager_secret.secrets["write_keys"].id, account = google_service_account.gateway.email }
-    "processor db_password"             = { secret = google_secret_manager_secret.secrets["db_password"].id, account = google_service_account.processor.email }
+    "processor processor_db_password"   = { secret = google_secret_manager_secret.secrets["processor_db_password"].id, account = google_service_account.processor.email }
     "dashboard db_password"             = { secret = google_secret_manager_secret.secrets["db_password"].id, account = google_service_account.dashboard.email }
     "dashboard dashboard_db_password"   = { secret = google_secret_manager_secret.secrets["dashboard_db_password"].id, account = google_service_account.dashboard.email }
     "dashboard dashboard_password_hash" = { secret = google_secret_manager_secret.secrets["dashboard_password_hash"].id, account = google_service_account.dashboard.email }

@@ -127,12 +127,26 @@ resource "google_sql_database" "main" {
   deletion_policy = "ABANDON"
 }
 
-# The password is write-only (secrets.tf): sent when password_wo_version changes, never stored.
+# The schema owner: only migrations connect as it (the VM's `clickstream db migrate`). The
+# password is write-only (secrets.tf): sent when password_wo_version changes, never stored.
 resource "google_sql_user" "app" {
   name                = var.db_user
   instance            = google_sql_database_instance.main.name
   password_wo         = local.db_password
   password_wo_version = var.secret_versions.db_password
+  deletion_policy     = "ABANDON"
+}
+
+# The processor's own user: rows only (no schema changes), through membership in the
+# clickstream_processor role that migration 302_processor_writer creates and grants it. The
+# migration grants it, not Terraform: granting from here would need a PostgreSQL provider
+# reaching the private IP from wherever Terraform runs, while the migration already runs inside
+# the network as the schema owner (the VM's clickstream-migrate.service, after this user exists).
+resource "google_sql_user" "processor" {
+  name                = local.processor_db_user
+  instance            = google_sql_database_instance.main.name
+  password_wo         = ephemeral.random_password.processor_db.result
+  password_wo_version = var.secret_versions.processor_db_password
   deletion_policy     = "ABANDON"
 }
 

@@ -452,10 +452,11 @@ variable "dashboard_password_hash" {
 }
 
 variable "secret_versions" {
-  description = "Generation of each secret Terraform writes (write-only: the value is sent to Google only when its number changes). Bump one to write a new value: a new database password of the application or the dashboard user (generated, or db_password; Cloud SQL and Secret Manager together), the current write_keys, or the current dashboard_password_hash."
+  description = "Generation of each secret Terraform writes (write-only: the value is sent to Google only when its number changes). Bump one to write a new value: a new database password of the schema owner (the application user), the processor's or the dashboard's user (generated, or db_password; Cloud SQL and Secret Manager together), the current write_keys, or the current dashboard_password_hash."
   type = object({
     db_password             = optional(number, 1)
     dashboard_db_password   = optional(number, 1)
+    processor_db_password   = optional(number, 1)
     write_keys              = optional(number, 1)
     dashboard_password_hash = optional(number, 1)
   })

@@ -260,7 +260,11 @@ def test_no_secret_value_reaches_state(tf: Config) -> None:
 
 def test_database_passwords_reach_cloud_sql_and_secret_manager_together(tf: Config) -> None:
     """A rotation (a bumped version) sends one new value to the user and to its secret."""
-    pairs = {"app": "db_password", "dashboard": "dashboard_db_password"}
+    pairs = {
+        "app": "db_password",
+        "dashboard": "dashboard_db_password",
+        "processor": "processor_db_password",
+    }
     for user_name, secret in pairs.items():
         user = tf.resources[("google_sql_user", user_name)]
         version = tf.resources[("google_secret_manager_secret_version", secret)]
@@ -273,8 +277,8 @@ def test_database_passwords_reach_cloud_sql_and_secret_manager_together(tf: Conf
     )
     (secret_env,) = function["secret_environment_variables"]
     assert secret_env["key"] == "CLICKSTREAM_DB_PASSWORD"
-    assert (
-        secret_env["secret"] == '${google_secret_manager_secret.secrets["db_password"].secret_id}'
+    assert secret_env["secret"] == (
+        '${google_secret_manager_secret.secrets["processor_db_password"].secret_id}'
     )
 
 
@@ -1215,6 +1219,50 @@ def test_clients_verify_the_database_server_and_the_dashboard_reads_as_its_own_u
         rf"/etc/clickstream/{service[1]}\.env <<'ENV'\n(.*?)^ENV$", template, re.M | re.S
     )
     assert env and "DATABASE_URL=${dashboard_database_url}" in env[1]
+
+
+def test_the_processor_writes_as_a_user_that_cannot_migrate(tf: Config) -> None:
+    """The VM's migrate service connects as the schema owner; the function as another user,
+    which a migration makes a member of the write-only role, with a password it alone reads."""
+    template = (TERRAFORM_DIR / "templates" / "dashboard-startup.sh.tftpl").read_text()
+    migrating = re.search(r"with-secrets (\w+) \S+/clickstream db migrate$", template, re.M)
+    assert migrating
+    env = re.search(
+        rf"/etc/clickstream/{migrating[1]}\.env <<'ENV'\n(.*?)^ENV$", template, re.M | re.S
+    )
+    assert env
+    url_var = re.search(r"^DATABASE_URL=\$\{(\w+)\}$", env[1], re.M)
+    secret_var = re.search(r"^CLICKSTREAM_SECRET_DB_PASSWORD=\$\{(\w+)\}$", env[1], re.M)
+    assert url_var and secret_var
+    dashboard_tf = (TERRAFORM_DIR / "dashboard.tf").read_text()
+    url_local = re.search(rf"^\s*{url_var[1]}\s*=\s*local\.(\w+)$", dashboard_tf, re.M)
+    secret_ref = re.search(rf"^\s*{secret_var[1]}\s*=\s*(\S+)$", dashboard_tf, re.M)
+    assert url_local and secret_ref
+
+    def user_of(url: str) -> str:
+        found = re.search(r"^postgresql://([a-z0-9_]+)@", tf.render(url))
+        assert found, url
+        return found[1]
+
+    migrator = user_of(tf.locals[url_local[1]])
+    function = block(
+        tf.resources[("google_cloudfunctions2_function", "processor")], "service_config"
+    )
+    processor = user_of(function["environment_variables"]["DATABASE_URL"])
+    assert processor != migrator
+    users = {tf.render(u["name"]) for u in tf.of_type("google_sql_user").values()}
+    assert {processor, migrator} <= users
+    migrations = "".join(p.read_text() for p in (REPO / "processor" / "migrations").glob("*.sql"))
+    assert re.search(rf"GRANT clickstream_processor TO {processor};", migrations)
+    (secret_env,) = function["secret_environment_variables"]
+    migrator_secret = secret_ref[1]  # google_secret_manager_secret.secrets["..."].secret_id
+    assert secret_env["secret"] != "${" + migrator_secret + "}"
+    processor_reads = {
+        reader["secret"]
+        for reader in tf.locals["secret_readers"].values()
+        if "service_account.processor." in reader["account"]
+    }
+    assert "${" + migrator_secret.replace(".secret_id", ".id") + "}" not in processor_reads
 
 
 def test_the_gateway_can_sit_behind_a_load_balancer_with_cloud_armor(tf: Config) -> None:
