@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +33,7 @@ from processor_testing import TIMELINE, aggregate_mismatches, start_worker, stop
 from segment.analytics import Client
 
 from clickstream_contract.config import Settings
+from processor.migrations import migrate
 
 NODE_DIR = Path(__file__).parent / "node"
 WRITE_KEY = "test-key"  # a key of tests/gateway_server.WRITE_KEYS, source "web"
@@ -65,9 +66,10 @@ def running_stack(
 
 
 @pytest.fixture
-def stack(
+async def stack(
     pubsub_emulator_host: str, pubsub_project: str, fresh_database_url: str, tmp_path: Path
-) -> Iterator[Stack]:
+) -> AsyncIterator[Stack]:
+    await migrate(fresh_database_url)  # as `clickstream db migrate` does before a deployment
     with running_stack(pubsub_emulator_host, pubsub_project, fresh_database_url, tmp_path) as s:
         yield s
 
@@ -373,6 +375,7 @@ async def test_analytics_js_in_a_browser_events_reach_postgres(
 ) -> None:
     from playwright.async_api import Request, Route, async_playwright
 
+    await migrate(fresh_database_url)
     bundle = node_package(package) / "dist" / "umd" / "index.js"
     pages = {"/analytics-next.js": ("text/javascript", bundle.read_bytes())}
     with serving_pages(pages) as shop:
