@@ -71,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "audit",
         help="count a loadgen ids file in PostgreSQL, bad_events and BigQuery",
         description="Look up every id of FILE (clickstream loadgen --ids-file) in PostgreSQL's "
-        "events and bad_events (DATABASE_URL) and BigQuery's events_dedup view "
+        "event_ids (the processor's dedup keys) and bad_events (DATABASE_URL) and "
+        "BigQuery's events_dedup view "
         "(BIGQUERY_EMULATOR_HOST or GOOGLE_CLOUD_PROJECT; skipped when neither is set). "
         "Unset variables come from the local stack when one runs. "
         "Exits 1 when an id is missing or duplicated.",
