@@ -117,13 +117,11 @@ class Runtime:
 
 
 async def build_processor(settings: Settings, env: Mapping[str, str]) -> Processor:
-    from processor.migrations import require_migrated
-    from processor.postgres import PostgresSink, create_sink_pool
+    from processor.postgres import start_sink
     from processor.sinks import other_sinks
 
-    await require_migrated(settings.database_url)
-    pool = await create_sink_pool(settings.database_url, max_size=POOL_SIZE)
-    return Processor(PostgresSink(pool), await other_sinks(settings, env))
+    sink = await start_sink(settings.database_url, max_size=POOL_SIZE)
+    return Processor(sink, await other_sinks(settings, env))
 
 
 _runtime: Runtime | None = None

@@ -595,6 +595,22 @@ async def create_sink_pool(database_url: str | None, *, max_size: int = 4) -> as
     return pool
 
 
+async def start_sink(database_url: str | None, *, max_size: int) -> PostgresSink:
+    """The sink a shell (worker, function instance) starts with.
+
+    Checks that every migration is applied (a shell's role cannot migrate), and merges the
+    identity links that a processor recorded and then died before merging: otherwise they
+    would wait for the next batch that records a link.
+    """
+    from processor.migrations import require_migrated
+
+    await require_migrated(database_url)
+    pool = await create_sink_pool(database_url, max_size=max_size)
+    async with pool.acquire() as conn:
+        await identities.merge_pending(conn)
+    return PostgresSink(pool)
+
+
 def unique_events(events: list[EnrichedEvent]) -> list[EnrichedEvent]:
     """First occurrence of each event_id: a batch may hold one event twice (two messages)."""
     # Keyed by the UUID's int: UUID.__hash__ is Python code, ~1 us per event here.

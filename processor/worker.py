@@ -31,10 +31,10 @@ from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransp
 
 from clickstream_contract.config import PUBSUB_CHANNEL_OPTIONS, Settings, describe_database
 from clickstream_contract.gc_tuning import tune_after_startup
-from processor import db, identities
+from processor import db
 from processor.core import Message, Processor
 from processor.options import WorkerOptions
-from processor.postgres import PostgresSink, create_sink_pool
+from processor.postgres import start_sink
 from processor.sinks import other_sinks
 
 log = logging.getLogger(__name__)
@@ -176,14 +176,10 @@ async def prune_periodically(pool: Any, retention: timedelta, every: float) -> N
 
 async def serve(settings: Settings, options: WorkerOptions, stop: asyncio.Event) -> None:
     """Run the worker on the events and bad-events subscriptions until `stop` is set."""
-    from processor.migrations import require_migrated
-
-    await require_migrated(settings.database_url)
-    pool = await create_sink_pool(settings.database_url, max_size=options.concurrency)
-    async with pool.acquire() as conn:  # links a worker recorded and died before merging
-        await identities.merge_pending(conn)
+    sink = await start_sink(settings.database_url, max_size=options.concurrency)
+    pool = sink.pool
     others = await other_sinks(settings)
-    worker = Worker(Processor(PostgresSink(pool), others), options)
+    worker = Worker(Processor(sink, others), options)
     subscriber = subscriber_client(settings)
     flow = FlowControl(
         max_messages=options.max_messages,
@@ -217,8 +213,8 @@ async def serve(settings: Settings, options: WorkerOptions, stop: asyncio.Event)
         await worker.drain()  # messages that slipped into the queue while the stream closed
         if pruner is not None:
             pruner.cancel()
-        for sink in others:
-            close = getattr(sink, "close", None)
+        for other in others:
+            close = getattr(other, "close", None)
             if close is not None:
                 await close()
         subscriber.close()

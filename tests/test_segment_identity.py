@@ -18,7 +18,9 @@ import pytest
 from processor_testing import BASE_TIME, IPHONE, aggregate_mismatches, envelope_of, event
 
 from clickstream_contract import envelope
+from processor import identities
 from processor.core import Message, Processor
+from processor.postgres import start_sink
 
 # Every event this module's tests sent, for the recount (each test has a database of its own;
 # the recount keeps the events stored there).
@@ -330,4 +332,32 @@ async def test_a_link_left_unmerged_by_a_crash_is_merged_by_the_next_batch(
     # The batch in flight committed next, and merged what the dead worker left.
     profiles = await customers(pool)
     assert "anon-1" not in profiles and profiles["user-1"]["events"] == 6
+    assert await mismatches(pool) == {}
+
+
+async def test_a_starting_processor_merges_the_links_a_dead_one_left(
+    processor: Processor,
+    pool: asyncpg.Pool,
+    fresh_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both shells (the worker and a function instance) start through `start_sink`: links
+    that a processor committed and then died before merging are merged before the first
+    message, not whenever another batch happens to record a link."""
+    await processor.process([message(anonymous_history("anon-1"))])
+    await processor.process([message([event("page_view", anonymous_id="phone", user_id="user-1")])])
+
+    async def dies_before_merging(conn: object) -> int:
+        return 0
+
+    with monkeypatch.context() as patched:
+        patched.setattr(identities, "merge_pending", dies_before_merging)
+        await processor.process([message([identify("anon-1", "user-1", minutes=5)])])
+    assert await pool.fetchval("SELECT count(*) FROM identities WHERE merged_at IS NULL") == 1
+    assert set(await customers(pool)) == {"anon-1", "user-1"}
+
+    sink = await start_sink(fresh_database_url, max_size=1)
+    await sink.pool.close()
+    profiles = await customers(pool)
+    assert set(profiles) == {"user-1"} and profiles["user-1"]["orders"] == 1
     assert await mismatches(pool) == {}
