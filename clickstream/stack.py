@@ -462,6 +462,14 @@ def print_banner(
         for name in STACK_VARIABLES
         if env.get(name) and name != "CLICKSTREAM_WRITE_KEYS"
     )
+    processor = "the streaming-pull worker (--processor push: as deployed)"
+    if options.processor == "push":
+        processor = (
+            f"{options.instances} Cloud Function instance(s) at {push_endpoint(options)},"
+            " Pub/Sub pushes into them"
+        )
+    if not options.bigquery:
+        processor += f"\n  {'BigQuery':<31} off (--no-bigquery): no event history kept"
     demo = ""
     if options.demo:
         demo = (
@@ -475,6 +483,7 @@ clickstream is running.
   gateway                         {gateway_url}   (POST /v1/events, /v1/batch; /openapi.json)
   dashboard                       {dashboard_url}   (password in {folder / "dashboard-password"})
   dev write key                   {(folder / "write-key").read_text().strip()}
+  processor                       {processor}
 {variables}
   logs of the emulators           {folder / "logs"}
 

@@ -2,7 +2,8 @@
 
 Events sent by the Python SDK and by the browser tracker (a real page in headless Chromium)
 reach PostgreSQL and BigQuery and show up on an open dashboard without a reload; Ctrl-C stops
-every process the stack started; a second `up` in the same folder keeps the data.
+every process the stack started; a second `up` in the same folder keeps the data. And the
+deployed topology: `up --processor push --instances 2 --no-bigquery`.
 """
 
 from __future__ import annotations
@@ -400,3 +401,43 @@ async def test_the_banners_commands_work_as_printed_and_a_killed_up_leaves_nothi
     assert await asyncio.to_thread(stack.interrupt) == 0
     left = still_running(second | {server})
     assert not left, f"processes left behind: {left}\n{stack.log()[-3000:]}"
+
+
+async def test_up_pushes_into_function_instances_and_runs_without_bigquery(
+    tmp_path: Path,
+) -> None:
+    """`up --processor push --instances 2 --no-bigquery`: the topology Terraform deploys (Pub/Sub
+    pushes into the Cloud Function, here two instances behind one port), PostgreSQL alone."""
+    stack = Stack(tmp_path, "http://127.0.0.1", "--processor", "push", "--instances", "2",
+                  "--no-bigquery")  # fmt: skip
+    await asyncio.to_thread(stack.start)
+    try:
+        banner = stack.log().rsplit("clickstream is running", 1)[1]
+        assert "2 Cloud Function instance(s) at http://127.0.0.1:" in banner
+        assert "off (--no-bigquery)" in banner and "BIGQUERY_EMULATOR_HOST" not in banner
+        functions = [
+            pid
+            for pid in stack.descendants()
+            if b"function" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(functions) >= 3  # the server and its two instances
+
+        with Client(stack.write_key, url=stack.gateway_url) as client:
+            sent = [
+                client.page_view(f"https://shop.example/{n}", anonymous_id=f"visitor-{n % 3}")
+                for n in range(30)
+            ]
+            sent.append(client.identify("user-7", anonymous_id="visitor-1"))
+        assert client.stats.accepted == len(sent)
+        ids = await wait_for_events(stack.database_url, len(sent))
+        assert ids == {str(event_id) for event_id in sent}
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            visitors = {row[0] for row in await conn.fetch("SELECT visitor_key FROM customers")}
+        finally:
+            await conn.close()
+        assert visitors == {"visitor-0", "user-7", "visitor-2"}  # visitor-1 signed in
+        logs = tmp_path / ".clickstream" / "logs"
+        assert not (logs / "bigquery-emulator.log").exists()
+    finally:
+        assert await asyncio.to_thread(stack.interrupt) == 0
