@@ -3,7 +3,8 @@
 A person is their `user_id` plus every `anonymous_id` linked to it (identities, customer
 profiles, events carrying both). PostgreSQL: their activity (the timeline's events), sessions
 and funnel steps, session state, profile, identity links, per-visitor presence rows, and bad
-events whose raw payload names them, in one transaction. BigQuery: their rows in `events`,
+events whose raw payload names them, in one transaction, after applying the aggregate deltas
+the processor committed (so those are erased too). BigQuery: their rows in `events`,
 `bad_events` and `customer_daily` (a table whose scheduled refresh rewrites recent days only,
 so older days are erased here; the views `events_dedup` and `customer_analytics` follow).
 Aggregates without identifiers (per-minute counts, products, traffic) are kept. Idempotent:
@@ -86,9 +87,11 @@ async def linked_anonymous_ids(conn: Any, user_id: str) -> list[str]:
 
 async def erase_postgres(database_url: str | None, user_id: str, dry_run: bool) -> Erased:
     from processor.db import connect
+    from processor.postgres import apply_pending
 
     conn = await connect(database_url)
     try:
+        await apply_pending(conn)  # what the processor committed and has not applied yet
         async with conn.transaction():
             anonymous = await linked_anonymous_ids(conn, user_id)
             erased = Erased(user_id, anonymous)

@@ -9,11 +9,11 @@ Per batch (see processor.postgres; tables from migrations 002, 005 and 201):
   link of an anonymous id wins), pending a merge. Any event that carries both an anonymous id
   and a user id links them, exactly as an `identify` does: a shop that sends its purchase with
   both (and never an identify) still ends with one profile holding the session and the order.
-- `MERGE_SQL`, run by `merge_pending` once that batch has committed, in a transaction of its
-  own: for each pending link, folds the anonymous customer profile into the user's (counts,
-  value, first/last seen, first source, last order, device, anonymous ids), deletes it, moves
-  its sessions, activity rows (timeline) and unique-visitor rows to the user, and marks the
-  link merged.
+- `MERGE_SQL`, run by `merge_pending` in the round that applies that batch's deltas (in a
+  savepoint of its own): for each pending link, folds the anonymous customer profile into the
+  user's (counts, value, first/last seen, first source, last order, device, anonymous ids),
+  deletes it, moves its sessions, activity rows (timeline) and unique-visitor rows to the
+  user, and marks the link merged.
 
 Only events new to `event_ids` can record a link. A merge moves what is stored under the
 anonymous key when it runs, and deletes it there, so running it again moves nothing twice: a
@@ -22,17 +22,16 @@ redelivered message or a repeated identify merges nothing twice. The unique-visi
 aggregate still equals a recount of the events sent. Only anonymous profiles (no user id) are
 merged; an alias of a previous *user* id is recorded but leaves that user's profile as it is.
 
-Concurrency, without a table lock. Batches never wait for merges, nor merges for every batch:
-each takes only the row locks of the keys it writes. A merge first locks the anonymous profiles
-it folds (waiting for a batch that is updating one to commit), then reads them. The one race
-left: a batch that read the links before a new link committed writes the anonymous id's rows
-unattributed, and may commit after that link's merge ran. So after its commit every batch asks
-whether any anonymous id it wrote unattributed is linked by now (`remerge_linked`, an index
-probe per such id) and, if so, marks those links pending again; `merge_pending` then moves
-those rows too. Whichever commits last sees the other: the batch sees the link, or the merge
-sees the batch's rows. A merge and a batch may still lock two rows in opposite orders;
-PostgreSQL then cancels one of them: a batch is retried as any transient failure is, a merge
-by `merge_pending` (its links stay pending until a merge commits).
+Concurrency, without a table lock. Batches never wait for merges: a batch only appends deltas
+(processor.postgres), and merges run in the applier's rounds (`apply_pending`), one at a time,
+each in the round's snapshot. A round applies whole batches, then merges the links pending, so
+a merge moves an anonymous id's timeline rows (written with its batch) in the same round as
+its visitor rows. The one race left: a batch that read the links before a new link committed
+wrote the anonymous id's deltas unattributed, and may be applied after that link's merge. So
+each round asks whether any profile it wrote is a linked anonymous id (`remerge_linked`, an
+index probe per profile) and, if so, marks those links pending again; `merge_pending` then
+moves those rows too. A merge may still lock rows in another order than another writer;
+PostgreSQL then cancels one of them, and the round (or the merge) runs again.
 
 Plans. The visitor tables are keyed (bucket, visitor_key) and have no index on visitor_key: the
 merge finds the anonymous id's rows by the buckets its activity rows list (moved through
@@ -43,7 +42,6 @@ identity_merge_plan.py shows the plan on a seeded database.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Final
 
 import asyncpg
@@ -119,17 +117,6 @@ async def record_links(conn: Connection, events: list[EnrichedEvent]) -> None:
             [first[i].user_id for i in ids],
             [first[i].occurred_at for i in ids],
         )
-
-
-def unattributed_ids(events: Iterable[EnrichedEvent]) -> list[str]:
-    """The anonymous ids under which these events were stored (no user, no link)."""
-    return sorted(
-        {
-            e.anonymous_id
-            for e in events
-            if e.user_id is None and e.anonymous_id and e.visitor_key == e.anonymous_id
-        }
-    )
 
 
 async def remerge_linked(conn: Connection, anonymous_ids: list[str]) -> None:

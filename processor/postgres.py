@@ -1,5 +1,5 @@
-"""The PostgreSQL sink: one transaction per batch, exactly once in effect, and PostgreSQL's
-work grows with the batch's distinct keys, not its events.
+"""The PostgreSQL sink: exactly once in effect; concurrent batches do not wait for each other's
+row locks, and PostgreSQL's work grows with the distinct keys of what it applies, not events.
 
 Per batch, on one pooled connection and in one transaction:
 
@@ -13,22 +13,24 @@ Per batch, on one pooled connection and in one transaction:
 3. attribute anonymous events of linked ids to their user (`processor.identities`), then
    aggregate the new events here, in the processor (`BatchAggregates`): one row per visitor and
    hour / day, per session, per customer, per session and funnel step, per product and hour,
-   per new session's source and device, per minute x type x visitor and per minute x type;
-4. apply each aggregate with one set-based statement (`INSERT ... SELECT FROM unnest(...)
-   ON CONFLICT DO UPDATE`), keys in sorted order, leaving out the rows this process saw
-   committed and no upsert could change (`KnownRows`: a visitor's minute, hour and day, a
-   funnel step reached no later), and write one `visitor_activity` row per visitor (its
-   newest events for the dashboard's timeline, and where it was active);
+   per minute x type x visitor and per minute x type;
+4. COPY one `visitor_activity` row per visitor (its newest events for the dashboard's timeline,
+   and where it was active) and the aggregates as deltas (migration 303: append-only tables
+   that no other batch touches), leaving out the rows this process saw committed and no delta
+   could change (`KnownRows`: a visitor's minute, hour and day, a funnel step reached no later);
 5. record new identity links, save the session state, insert bad events (deduplicated by
-   `message_key`), commit. Then merge pending identity links (`identities.merge_pending`).
+   `message_key`), commit.
+
+Then `apply_pending`: one session at a time (an advisory lock; the others return at once) folds
+every committed delta into the aggregates, many batches per round, one set-based upsert per
+table in key order, and merges the identity links pending. A batch's deltas are applied by its
+own session or by the one applying when it asks, in a round that starts after its commit.
 
 A redelivered message, or the same event in two messages, adds no new id in step 2 and so
-changes no aggregate. Every upsert visits its keys in sorted order (Python's `sorted` on str is
-byte order, as COLLATE "C"), so concurrent batches wait for each other instead of
-deadlocking; rows that every batch touches (this hour's and this minute's counters, and the
-dashboard rollups their triggers keep) come last, so batches wait on each other only at the end.
-An identity merge cannot always lock in that order; a batch cancelled by a deadlock is written
-again at once (`DEADLOCK_ATTEMPTS`). What each statement costs PostgreSQL per event:
+appends no delta; a round claims the deltas it applies (DELETE ... RETURNING) in the same
+transaction as it applies them. Before the deltas, concurrent batches of the same shoppers
+waited for each other's row locks on their sessions, profiles and visitor rows
+(benchmarks/README.md, push topology). What each statement costs PostgreSQL per event:
 benchmarks/processor_pg_profile.py (figures in benchmarks/README.md).
 Hours and days are UTC. Amounts are rounded to cents as PostgreSQL's numeric(14, 2) rounds them,
 then converted to the reporting currency at the rate of their day (`processor.currency`); an
@@ -72,28 +74,57 @@ SELECT event_id, session_id::text FROM event_ids
 WHERE event_id = ANY($1::uuid[]) AND session_id IS NOT NULL
 """
 
-VISITOR_HOURS_SQL: Final = """
+# The rows each batch appends (migration 303), in the order `_append_deltas` writes them.
+DELTA_TABLES: Final = (
+    "delta_visitor_hours", "delta_visitor_days", "delta_sessions", "delta_customers",
+    "delta_funnel_steps", "delta_products", "delta_unconverted", "delta_visitor_minutes",
+    "delta_minutes",
+)  # fmt: skip
+
+# The applier's statements, in one transaction. Each claims every committed delta of its table
+# (DELETE ... RETURNING: rows committed after its snapshot wait for the next round), folds them
+# per key (a key may have deltas of several batches) and upserts the result in key order.
+# Counters add up; a session's or profile's first attributes are those of its earliest delta.
+APPLY_VISITORS_SQL: Final = """
+WITH d AS (DELETE FROM delta_visitor_hours RETURNING hour, visitor_key)
 INSERT INTO visitor_hours (hour, visitor_key)
-SELECT * FROM unnest($1::timestamptz[], $2::text[])
-ON CONFLICT DO NOTHING
-"""
-VISITOR_DAYS_SQL: Final = """
+SELECT DISTINCT hour, visitor_key FROM d ORDER BY 1, 2
+ON CONFLICT DO NOTHING;
+
+WITH d AS (DELETE FROM delta_visitor_days RETURNING day, visitor_key)
 INSERT INTO visitor_days (day, visitor_key)
-SELECT * FROM unnest($1::date[], $2::text[])
-ON CONFLICT DO NOTHING
+SELECT DISTINCT day, visitor_key FROM d ORDER BY 1, 2
+ON CONFLICT DO NOTHING;
 """
 
-# Returns the sessions it created: traffic, devices and customers count each session once.
-SESSIONS_SQL: Final = """
-WITH upserted AS (
+# Also counts the sessions it created per hour and source, and per hour and device; returns
+# them per visitor, for the customers statement.
+APPLY_SESSIONS_SQL: Final = """
+WITH d AS (DELETE FROM delta_sessions RETURNING *),
+firsts AS (
+    SELECT DISTINCT ON (session_id) session_id, visitor_key, anonymous_id, landing_url,
+           referrer_class, utm_source, utm_medium, utm_campaign, device_type, browser, os
+    FROM d ORDER BY session_id, started_at
+),
+sums AS (
+    SELECT session_id, min(started_at) AS started_at, max(last_seen_at) AS last_seen_at,
+           sum(events) AS events, sum(page_views) AS page_views,
+           (array_agg(user_id ORDER BY started_at) FILTER (WHERE user_id IS NOT NULL))[1]
+               AS user_id,
+           bool_or(purchased) AS purchased, sum(revenue) AS revenue
+    FROM d GROUP BY session_id
+),
+upserted AS (
     INSERT INTO sessions (session_id, visitor_key, anonymous_id, user_id, started_at,
                           last_seen_at, events, page_views, landing_url, referrer_class,
                           utm_source, utm_medium, utm_campaign, device_type, browser, os,
                           purchased, revenue)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                         $6::timestamptz[], $7::bigint[], $8::bigint[], $9::text[], $10::text[],
-                         $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-                         $16::text[], $17::boolean[], $18::numeric[])
+    SELECT f.session_id, f.visitor_key, f.anonymous_id, s.user_id, s.started_at,
+           s.last_seen_at, s.events, s.page_views, f.landing_url, f.referrer_class,
+           f.utm_source, f.utm_medium, f.utm_campaign, f.device_type, f.browser, f.os,
+           s.purchased, s.revenue
+    FROM firsts f JOIN sums s USING (session_id)
+    ORDER BY f.session_id
     ON CONFLICT (session_id) DO UPDATE SET
         started_at = least(sessions.started_at, excluded.started_at),
         last_seen_at = greatest(sessions.last_seen_at, excluded.last_seen_at),
@@ -102,30 +133,66 @@ WITH upserted AS (
         user_id = coalesce(sessions.user_id, excluded.user_id),
         purchased = sessions.purchased OR excluded.purchased,
         revenue = sessions.revenue + excluded.revenue
-    RETURNING session_id, xmax = 0 AS inserted
+    RETURNING xmax = 0 AS inserted, visitor_key, date_trunc('hour', started_at, 'UTC') AS hour,
+              referrer_class, utm_source, utm_medium, device_type, browser, os
+),
+created AS (SELECT * FROM upserted WHERE inserted),
+traffic AS (
+    INSERT INTO traffic_hour (hour, referrer_class, utm_source, utm_medium, sessions)
+    SELECT hour, referrer_class, coalesce(utm_source, ''), coalesce(utm_medium, ''), count(*)
+    FROM created GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (hour, referrer_class, utm_source, utm_medium)
+    DO UPDATE SET sessions = traffic_hour.sessions + excluded.sessions
+),
+devices AS (
+    INSERT INTO devices_hour (hour, device_type, browser, os, sessions)
+    SELECT hour, device_type, coalesce(browser, ''), coalesce(os, ''), count(*)
+    FROM created GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (hour, device_type, browser, os)
+    DO UPDATE SET sessions = devices_hour.sessions + excluded.sessions
 )
-SELECT session_id FROM upserted WHERE inserted
+SELECT visitor_key, count(*) AS sessions FROM created GROUP BY visitor_key
 """
 
-CUSTOMERS_SQL: Final = """
-WITH ids AS (
-    SELECT visitor_key, array_agg(anonymous_id ORDER BY anonymous_id) AS anonymous_ids
-    FROM unnest($14::text[], $15::text[]) AS i(visitor_key, anonymous_id)
-    GROUP BY visitor_key
-)
+# $1, $2: the sessions created per visitor. Returns every profile it wrote.
+APPLY_CUSTOMERS_SQL: Final = """
+WITH d AS (DELETE FROM delta_customers RETURNING *),
+sums AS (
+    SELECT visitor_key, max(user_id) AS user_id, min(first_seen_at) AS first_seen_at,
+           max(last_seen_at) AS last_seen_at, sum(events) AS events, sum(orders) AS orders,
+           sum(lifetime_value) AS lifetime_value
+    FROM d GROUP BY visitor_key
+),
+ids AS (
+    SELECT visitor_key, array_agg(DISTINCT anonymous_id ORDER BY anonymous_id) AS anonymous_ids
+    FROM d, unnest(d.anonymous_ids) AS anonymous_id GROUP BY visitor_key
+),
+firsts AS (
+    SELECT DISTINCT ON (visitor_key) visitor_key, first_source
+    FROM d ORDER BY visitor_key, first_seen_at
+),
+lasts AS (
+    SELECT DISTINCT ON (visitor_key) visitor_key, device_type
+    FROM d ORDER BY visitor_key, last_seen_at DESC
+),
+orders AS (
+    SELECT DISTINCT ON (visitor_key) visitor_key, last_order_id, last_order_at
+    FROM d WHERE last_order_at IS NOT NULL ORDER BY visitor_key, last_order_at DESC
+),
+created AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS n(visitor_key, sessions))
 INSERT INTO customers (visitor_key, user_id, anonymous_ids, first_seen_at, last_seen_at, events,
                        sessions, orders, lifetime_value, last_order_id, last_order_at,
                        first_source, device_type)
-SELECT c.visitor_key, c.user_id, coalesce(i.anonymous_ids, '{}'), c.first_seen_at,
-       c.last_seen_at, c.events, c.sessions, c.orders, c.lifetime_value, c.last_order_id,
-       c.last_order_at, c.first_source, c.device_type
-FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[],
-            $6::bigint[], $7::bigint[], $8::numeric[], $9::text[], $10::timestamptz[],
-            $11::text[], $12::text[], $13::int[])
-     AS c(visitor_key, user_id, first_seen_at, last_seen_at, events, sessions, orders,
-          lifetime_value, last_order_id, last_order_at, first_source, device_type, n)
+SELECT s.visitor_key, s.user_id, coalesce(i.anonymous_ids, '{}'), s.first_seen_at,
+       s.last_seen_at, s.events, coalesce(n.sessions, 0), s.orders, s.lifetime_value,
+       o.last_order_id, o.last_order_at, f.first_source, l.device_type
+FROM sums s
+JOIN firsts f USING (visitor_key)
+JOIN lasts l USING (visitor_key)
 LEFT JOIN ids i USING (visitor_key)
-ORDER BY c.n
+LEFT JOIN orders o USING (visitor_key)
+LEFT JOIN created n USING (visitor_key)
+ORDER BY s.visitor_key
 ON CONFLICT (visitor_key) DO UPDATE SET
     user_id = coalesce(customers.user_id, excluded.user_id),
     anonymous_ids = CASE WHEN excluded.anonymous_ids <@ customers.anonymous_ids
@@ -148,22 +215,24 @@ ON CONFLICT (visitor_key) DO UPDATE SET
                         THEN excluded.first_source ELSE customers.first_source END,
     device_type = CASE WHEN excluded.last_seen_at >= customers.last_seen_at
                        THEN excluded.device_type ELSE customers.device_type END
+RETURNING visitor_key
 """
 
-# From here on, rows that every batch touches (this hour's, this minute's): last, so their
-# locks are held for the shortest time.
-FUNNEL_SQL: Final = """
+# Last, the rows that every round touches (this hour's and this minute's counters, and the
+# dashboard rollups their triggers keep).
+APPLY_COUNTERS_SQL: Final = """
+WITH d AS (DELETE FROM delta_funnel_steps RETURNING *)
 INSERT INTO funnel_steps (session_id, step, reached_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+SELECT session_id, step, min(reached_at) FROM d GROUP BY 1, 2 ORDER BY 1, 2
 ON CONFLICT (session_id, step) DO UPDATE SET reached_at = excluded.reached_at
-WHERE excluded.reached_at < funnel_steps.reached_at
-"""
+WHERE excluded.reached_at < funnel_steps.reached_at;
 
-PRODUCTS_SQL: Final = """
+WITH d AS (DELETE FROM delta_products RETURNING *)
 INSERT INTO product_metrics_hour (hour, product_id, product_name, category, views, carts,
                                   removals, units, revenue)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                     $6::bigint[], $7::bigint[], $8::bigint[], $9::numeric[])
+SELECT hour, product_id, max(product_name), max(category), sum(views), sum(carts),
+       sum(removals), sum(units), sum(revenue)
+FROM d GROUP BY 1, 2 ORDER BY 1, 2
 ON CONFLICT (hour, product_id) DO UPDATE SET
     product_name = coalesce(excluded.product_name, product_metrics_hour.product_name),
     category = coalesce(excluded.category, product_metrics_hour.category),
@@ -171,52 +240,48 @@ ON CONFLICT (hour, product_id) DO UPDATE SET
     carts = product_metrics_hour.carts + excluded.carts,
     removals = product_metrics_hour.removals + excluded.removals,
     units = product_metrics_hour.units + excluded.units,
-    revenue = product_metrics_hour.revenue + excluded.revenue
-"""
+    revenue = product_metrics_hour.revenue + excluded.revenue;
 
-TRAFFIC_SQL: Final = """
-INSERT INTO traffic_hour (hour, referrer_class, utm_source, utm_medium, sessions)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::bigint[])
-ON CONFLICT (hour, referrer_class, utm_source, utm_medium)
-DO UPDATE SET sessions = traffic_hour.sessions + excluded.sessions
-"""
-
-UNCONVERTED_SQL: Final = """
+WITH d AS (DELETE FROM delta_unconverted RETURNING *)
 INSERT INTO unconverted_revenue_hour (hour, currency, orders, revenue)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::bigint[], $4::numeric[])
+SELECT hour, currency, sum(orders), sum(revenue) FROM d GROUP BY 1, 2 ORDER BY 1, 2
 ON CONFLICT (hour, currency) DO UPDATE SET
     orders = unconverted_revenue_hour.orders + excluded.orders,
-    revenue = unconverted_revenue_hour.revenue + excluded.revenue
-"""
+    revenue = unconverted_revenue_hour.revenue + excluded.revenue;
 
-DEVICES_SQL: Final = """
-INSERT INTO devices_hour (hour, device_type, browser, os, sessions)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::bigint[])
-ON CONFLICT (hour, device_type, browser, os)
-DO UPDATE SET sessions = devices_hour.sessions + excluded.sessions
-"""
-
-# Last of all, the hottest rows (this minute's).
-MINUTES_SQL: Final = """
-WITH visitors AS (
+WITH dv AS (DELETE FROM delta_visitor_minutes RETURNING *),
+visitors AS (
     INSERT INTO visitor_minutes (minute, event_type, visitor_key)
-    SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[])
+    SELECT DISTINCT minute, event_type, visitor_key FROM dv ORDER BY 1, 2, 3
     ON CONFLICT DO NOTHING
     RETURNING minute, event_type
-), new_visitors AS (
+),
+new_visitors AS (
     SELECT minute, event_type, count(*) AS visitors FROM visitors GROUP BY 1, 2
+),
+dm AS (DELETE FROM delta_minutes RETURNING *),
+counts AS (
+    SELECT minute, event_type, sum(events) AS events, sum(revenue) AS revenue
+    FROM dm GROUP BY 1, 2
 )
 INSERT INTO metrics_minute (minute, event_type, events, revenue, unique_visitors)
 SELECT c.minute, c.event_type, c.events, c.revenue, coalesce(v.visitors, 0)
-FROM unnest($4::timestamptz[], $5::text[], $6::bigint[], $7::numeric[])
-     WITH ORDINALITY AS c(minute, event_type, events, revenue, n)
-LEFT JOIN new_visitors v USING (minute, event_type)
-ORDER BY c.n
+FROM counts c LEFT JOIN new_visitors v USING (minute, event_type)
+ORDER BY 1, 2
 ON CONFLICT (minute, event_type) DO UPDATE SET
     events = metrics_minute.events + excluded.events,
     revenue = metrics_minute.revenue + excluded.revenue,
-    unique_visitors = metrics_minute.unique_visitors + excluded.unique_visitors
+    unique_visitors = metrics_minute.unique_visitors + excluded.unique_visitors;
 """
+
+# Every batch appends minute counts: any row here means deltas wait.
+PENDING_DELTAS_SQL: Final = "SELECT EXISTS (SELECT FROM delta_minutes)"
+# Arbitrary constant, as the migrations' and the merger's lock keys.
+APPLIER_LOCK_KEY: Final = 0x636C6170  # "clap"
+TRY_LOCK_SQL: Final = "SELECT pg_try_advisory_xact_lock($1)"
+# An identity merge (another session's) may lock rows in another order than a round, or commit
+# a change to a row the round's snapshot is older than: the round is rolled back and run again.
+APPLY_CONFLICTS: Final = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 INSERT_BAD_SQL: Final = """
 INSERT INTO bad_events (received_at, source, reason, reason_class, raw, client_ip, user_agent,
@@ -286,8 +351,7 @@ def _order(event: EnrichedEvent) -> tuple[datetime, int]:
 class BatchAggregates:
     """A batch's new events, aggregated per key as the tables below store them.
 
-    Built once per batch; each `*_columns` method returns the arrays (one per column, rows in
-    key order) of one statement.
+    Built once per batch; each `*_rows` method returns the rows of one delta table.
     """
 
     def __init__(self, events: list[EnrichedEvent], rates: currency.Rates) -> None:
@@ -362,24 +426,19 @@ class BatchAggregates:
         self.hours[minute] = (minute.replace(minute=0), minute.date())
         return minute
 
-    def hour(self, at: datetime) -> datetime:
-        """The UTC hour of `at`."""
-        return datetime.fromtimestamp(at.timestamp() // 3600 * 3600, UTC)
-
     def visitor_hours(self, known: set[tuple[datetime, str]]) -> list[tuple[datetime, str]]:
-        """(hour, visitor) rows to insert, sorted, but those in `known`."""
+        """(hour, visitor) rows to append, but those in `known`."""
         hours = self.hours
-        return sorted({(hours[m][0], v) for m, _, v in self.visitor_minutes} - known)
+        return list({(hours[m][0], v) for m, _, v in self.visitor_minutes} - known)
 
     def visitor_days(self, known: set[tuple[date, str]]) -> list[tuple[date, str]]:
-        """(day, visitor) rows to insert, sorted, but those in `known`."""
+        """(day, visitor) rows to append, but those in `known`."""
         hours = self.hours
-        return sorted({(hours[m][1], v) for m, _, v in self.visitor_minutes} - known)
+        return list({(hours[m][1], v) for m, _, v in self.visitor_minutes} - known)
 
-    def sessions_columns(self) -> tuple[list[Any], ...]:
+    def sessions_rows(self) -> list[tuple[Any, ...]]:
         rows = []
-        for session_id in sorted(self.by_session):
-            group = self.by_session[session_id]
+        for session_id, group in self.by_session.items():
             first = group[0]
             page_views, purchased, revenue = 0, False, Decimal(0)
             for e in group:
@@ -395,29 +454,13 @@ class BatchAggregates:
                 first.utm_campaign, first.device_type, first.browser, first.os, purchased,
                 revenue,
             ))  # fmt: skip
-        return _columns(rows, 18)
+        return rows
 
-    def new_session_counts(
-        self, created: list[str]
-    ) -> tuple[dict[str, int], dict[tuple[Any, ...], int], dict[tuple[Any, ...], int]]:
-        """Per visitor, per (hour, source) and per (hour, device): the sessions just created."""
-        per_visitor: defaultdict[str, int] = defaultdict(int)
-        traffic: defaultdict[tuple[Any, ...], int] = defaultdict(int)
-        devices: defaultdict[tuple[Any, ...], int] = defaultdict(int)
-        for session_id in created:
-            first = self.by_session[session_id][0]
-            hour = self.hour(first.occurred_at)
-            per_visitor[first.visitor_key] += 1
-            traffic[(hour, first.referrer_class, first.utm_source or "",
-                     first.utm_medium or "")] += 1  # fmt: skip
-            devices[(hour, first.device_type, first.browser or "", first.os or "")] += 1
-        return per_visitor, traffic, devices
-
-    def customers_columns(self, sessions: dict[str, int]) -> tuple[list[Any], ...]:
+    def customers_rows(self) -> list[tuple[Any, ...]]:
+        """Per visitor, its profile's delta; the sessions it started are counted when applied
+        (the sessions statement knows which were new)."""
         rows: list[tuple[Any, ...]] = []
-        ids: list[tuple[str, str]] = []
-        for n, visitor in enumerate(sorted(self.by_visitor)):
-            group = self.by_visitor[visitor]
+        for visitor, group in self.by_visitor.items():
             first, last = group[0], _newest(group)
             user_id, orders, value, last_order = None, 0, Decimal(0), None
             anonymous_ids = set()
@@ -432,44 +475,40 @@ class BatchAggregates:
                     if last_order is None or e.occurred_at > last_order.occurred_at:
                         last_order = e  # the newest; at the same time, the smallest id
             rows.append((
-                visitor, user_id, first.occurred_at, last.occurred_at, len(group),
-                sessions.get(visitor, 0), orders, value,
-                last_order.order_id if last_order else None,
+                visitor, user_id, sorted(anonymous_ids), first.occurred_at, last.occurred_at,
+                len(group), orders, value, last_order.order_id if last_order else None,
                 last_order.occurred_at if last_order else None,
-                first.utm_source or first.referrer_class, last.device_type, n,
+                first.utm_source or first.referrer_class, last.device_type,
             ))  # fmt: skip
-            ids.extend((visitor, anonymous_id) for anonymous_id in sorted(anonymous_ids))
-        return _columns(rows, 13) + _columns(ids, 2)
+        return rows
 
     def funnel_steps(
         self, known: dict[tuple[str, str], datetime]
     ) -> list[tuple[str, str, datetime]]:
-        """(session, step, reached_at) rows to upsert, sorted, but the steps `known` to be
+        """(session, step, reached_at) rows to append, but the steps `known` to be
         reached no later."""
         rows = []
-        for key in sorted(self.funnel):
-            reached = self.funnel[key]
+        for key, reached in self.funnel.items():
             before = known.get(key)
             if before is None or reached < before:
                 rows.append((*key, reached))
         return rows
 
-    def products_columns(self) -> tuple[list[Any], ...]:
-        return _columns([(*key, *self.products[key]) for key in sorted(self.products)], 9)
+    def products_rows(self) -> list[tuple[Any, ...]]:
+        return [(*key, *row) for key, row in self.products.items()]
 
-    def unconverted_columns(self) -> tuple[list[Any], ...]:
-        rows = [(*key, *self.unconverted[key]) for key in sorted(self.unconverted)]
-        return _columns(rows, 4)
+    def unconverted_rows(self) -> list[tuple[Any, ...]]:
+        return [(*key, *row) for key, row in self.unconverted.items()]
 
     def visitor_minutes_rows(
         self, known: set[tuple[datetime, str, str]]
     ) -> list[tuple[datetime, str, str]]:
-        """(minute, type, visitor) rows to insert, sorted, but those in `known` (a visitor
+        """(minute, type, visitor) rows to append, but those in `known` (a visitor
         already counted there is no new unique visitor either)."""
-        return sorted(self.visitor_minutes - known)
+        return list(self.visitor_minutes - known)
 
-    def minute_counts_columns(self) -> tuple[list[Any], ...]:
-        return _columns([(*key, *self.minutes[key]) for key in sorted(self.minutes)], 4)
+    def minute_rows(self) -> list[tuple[Any, ...]]:
+        return [(*key, *row) for key, row in self.minutes.items()]
 
     def activity_records(self) -> list[tuple[Any, ...]]:
         """One `visitor_activity` row per visitor: its newest events (the timeline, in no
@@ -598,16 +637,16 @@ async def create_sink_pool(database_url: str | None, *, max_size: int = 4) -> as
 async def start_sink(database_url: str | None, *, max_size: int) -> PostgresSink:
     """The sink a shell (worker, function instance) starts with.
 
-    Checks that every migration is applied (a shell's role cannot migrate), and merges the
-    identity links that a processor recorded and then died before merging: otherwise they
-    would wait for the next batch that records a link.
+    Checks that every migration is applied (a shell's role cannot migrate), and applies the
+    deltas and merges the identity links that a processor committed and then died before
+    applying: otherwise they would wait for the next batch.
     """
     from processor.migrations import require_migrated
 
     await require_migrated(database_url)
     pool = await create_sink_pool(database_url, max_size=max_size)
     async with pool.acquire() as conn:
-        await identities.merge_pending(conn)
+        await apply_pending(conn)
     return PostgresSink(pool)
 
 
@@ -707,11 +746,7 @@ class PostgresSink:
                 async with conn.transaction():
                     fresh, written = await self._write(conn, events, pending, bad)
                 self.known.add(written)
-                # Anonymous ids this batch wrote unattributed that are linked by now (a link
-                # committed while this batch ran): their rows are merged again.
-                await identities.remerge_linked(conn, identities.unattributed_ids(fresh))
-                # Links this batch (or one whose process died before this step) recorded.
-                await identities.merge_pending(conn)
+                await apply_pending(conn)
                 return len(fresh)
         except BaseException:
             for event in pending:  # a retry must sessionize these again from committed state
@@ -741,7 +776,7 @@ class PostgresSink:
             stamp_reporting_revenue(events, rates)
             if fresh:
                 await identities.attribute(conn, fresh)
-                written = await self._apply(conn, BatchAggregates(fresh, rates))
+                written = await self._append_deltas(conn, BatchAggregates(fresh, rates))
                 await identities.record_links(conn, fresh)
             await sessions.save_state(conn, after)
         if bad:
@@ -780,29 +815,66 @@ class PostgresSink:
                 event.session_id = stored.get(event.event_id, event.session_id)
         return [e for e in events if e.event_id.int in new]
 
-    async def _apply(self, conn: Connection, batch: BatchAggregates) -> Written:
-        """One statement per aggregate, in the order every writer locks rows; the rows that
-        `KnownRows` keeps are returned, for after the commit."""
+    async def _append_deltas(self, conn: Connection, batch: BatchAggregates) -> Written:
+        """COPY the batch's timeline rows and its deltas; return the rows that `KnownRows`
+        keeps, for after the commit."""
         await conn.copy_records_to_table(
             "visitor_activity", records=batch.activity_records(), columns=ACTIVITY_COLUMNS
         )
         hours, days = batch.visitor_hours(self.known.hours), batch.visitor_days(self.known.days)
-        await conn.execute(VISITOR_HOURS_SQL, *_columns(hours, 2))
-        await conn.execute(VISITOR_DAYS_SQL, *_columns(days, 2))
-        created = [row[0] for row in await conn.fetch(SESSIONS_SQL, *batch.sessions_columns())]
-        per_visitor, traffic, devices = batch.new_session_counts(created)
-        await conn.execute(CUSTOMERS_SQL, *batch.customers_columns(per_visitor))
         steps = batch.funnel_steps(self.known.steps)
-        await conn.execute(FUNNEL_SQL, *_columns(steps, 3))
-        await conn.execute(PRODUCTS_SQL, *batch.products_columns())
-        for sql, counts in ((TRAFFIC_SQL, traffic), (DEVICES_SQL, devices)):
-            if counts:
-                await conn.execute(sql, *_columns([(*k, counts[k]) for k in sorted(counts)], 5))
-        if batch.unconverted:
-            await conn.execute(UNCONVERTED_SQL, *batch.unconverted_columns())
         minutes = batch.visitor_minutes_rows(self.known.minutes)
-        await conn.execute(MINUTES_SQL, *_columns(minutes, 3), *batch.minute_counts_columns())
+        deltas: tuple[list[Any], ...] = (
+            hours, days, batch.sessions_rows(), batch.customers_rows(), steps,
+            batch.products_rows(), batch.unconverted_rows(), minutes, batch.minute_rows(),
+        )  # fmt: skip
+        for table, records in zip(DELTA_TABLES, deltas, strict=True):
+            if records:
+                await conn.copy_records_to_table(table, records=records)
         return minutes, hours, days, steps
+
+
+async def apply_pending(conn: Connection) -> None:
+    """Apply the committed deltas of every batch to the aggregates, and merge the identity
+    links pending. Outside any transaction: each round is one of its own.
+
+    One applier at a time: when another session holds the lock, this one returns at once and
+    leaves its batch's deltas to it, as that session looks for more after each round's commit
+    (a batch commits its deltas before it asks, so one of the two always sees them). A round
+    reads one snapshot (repeatable read), so it applies whole batches: a batch committed while
+    it runs is left whole to the next round, and any delta table tells whether one waits. Its
+    merges see the same snapshot: a merge moves a batch's timeline rows (written with the
+    batch) only in the round that applies the batch's visitor rows, so it finds them all.
+    """
+    while True:
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                async with conn.transaction(isolation="repeatable_read"):
+                    if not await conn.fetchval(TRY_LOCK_SQL, APPLIER_LOCK_KEY):
+                        return
+                    visitors = await _apply_round(conn)
+                    # Anonymous ids whose rows this round wrote and that are linked by now (a
+                    # link committed after their batch read the links): merged again.
+                    await identities.remerge_linked(conn, visitors)
+                    await identities.merge_pending(conn)
+                break
+            except APPLY_CONFLICTS as exc:  # with an identity merge: rolled back whole
+                if attempt == DEADLOCK_ATTEMPTS:
+                    raise
+                log.info("applying deltas cancelled (%s, attempt %d)", type(exc).__name__, attempt)
+        if not await conn.fetchval(PENDING_DELTAS_SQL):
+            return
+
+
+async def _apply_round(conn: Connection) -> list[str]:
+    """Fold and apply every delta committed so far; return the profiles written."""
+    await conn.execute(APPLY_VISITORS_SQL)
+    created = await conn.fetch(APPLY_SESSIONS_SQL)
+    rows = await conn.fetch(
+        APPLY_CUSTOMERS_SQL, [row[0] for row in created], [row[1] for row in created]
+    )
+    await conn.execute(APPLY_COUNTERS_SQL)
+    return [row[0] for row in rows]
 
 
 def _bad_columns(bad: list[BadEvent]) -> tuple[list[object], ...]:
