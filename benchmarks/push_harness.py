@@ -180,14 +180,15 @@ async def counted_events(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT coalesce(sum(events), 0) FROM metrics_minute"))
 
 
-async def wait_until_stored(url: str, expected: int, within: float) -> float | None:
-    """Seconds until `expected` events are stored, None if not within `within`."""
+async def wait_until_counted(url: str, expected: int, within: float) -> float | None:
+    """Seconds until `expected` events are stored and counted by the aggregates (what the
+    dashboard shows), None if not within `within`."""
     conn = await asyncpg.connect(url)
     try:
         started = time.monotonic()
         while time.monotonic() - started < within:
             with contextlib.suppress(asyncpg.UndefinedTableError):
-                if await stored_events(conn) >= expected:
+                if await stored_events(conn) >= expected and await counted_events(conn) >= expected:
                     return time.monotonic() - started
             await asyncio.sleep(0.1)
         return None

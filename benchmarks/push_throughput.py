@@ -6,8 +6,8 @@
 For each count of instances, a fresh pipeline (benchmarks/push_harness.py): the shopper
 workload (sign-ins included) is published while the subscriptions pull, 5% of its messages
 twice (a gateway retry), then the subscriptions are switched to push into `clickstream function
---instances N`, and the clock runs until every event is in PostgreSQL. The streaming-pull worker
-drains the same backlog in the same run, as the peer. Meanwhile pg_stat_activity is sampled
+--instances N`, and the clock runs until the aggregates count every event. The streaming-pull
+worker drains the same backlog in the same run, as the peer. Meanwhile pg_stat_activity is sampled
 every 20 ms: of the samples where a backend of the run's database is active, the share waiting on
 a lock (wait_event_type = 'Lock') is the time batches wait on locks. The function's logs give the
 transaction conflicts retried in an invocation, and those that failed it (Pub/Sub redelivered).
@@ -35,7 +35,7 @@ from push_harness import (
     machine,
     pipeline,
     stored_events,
-    wait_until_stored,
+    wait_until_counted,
     workload,
 )
 
@@ -90,7 +90,7 @@ async def one_run(emulator: str, topology: str, instances: int, args: argparse.N
             bench.start_processor()
             if topology == "push":
                 await ensure_topology(bench.settings, bench.push_url)
-            waited = await wait_until_stored(url, args.events, args.limit)
+            waited = await wait_until_counted(url, args.events, args.limit)
             elapsed = time.monotonic() - started
             stop.set()
             active, waiting, waits = await sampler
@@ -155,7 +155,7 @@ def write(results: list[dict], out: Path, command: str) -> None:
     labels = [f"push x{r['instances']}" for r in push] + ["pull worker" for _ in pull]
     rates = [r["events_per_s"] for r in push + pull]
     rate_axis.bar(labels, rates, color=["tab:blue"] * len(push) + ["tab:gray"] * len(pull))
-    rate_axis.set_ylabel("events/s until all stored")
+    rate_axis.set_ylabel("events/s until all counted")
     share_axis = rate_axis.twinx()
     share_axis.plot(
         labels, [100 * r["lock_wait_share"] for r in push + pull], "o-", color="tab:red"
