@@ -276,6 +276,11 @@ ON CONFLICT (minute, event_type) DO UPDATE SET
 
 # Every batch appends minute counts: any row here means deltas wait.
 PENDING_DELTAS_SQL: Final = "SELECT EXISTS (SELECT FROM delta_minutes)"
+# The database went away (refused, shut down, connection closed mid-statement).
+CONNECTION_LOST: Final = (
+    OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+)  # fmt: skip
 # Arbitrary constant, as the migrations' and the merger's lock keys.
 APPLIER_LOCK_KEY: Final = 0x636C6170  # "clap"
 TRY_LOCK_SQL: Final = "SELECT pg_try_advisory_xact_lock($1)"
@@ -639,14 +644,18 @@ async def start_sink(database_url: str | None, *, max_size: int) -> PostgresSink
 
     Checks that every migration is applied (a shell's role cannot migrate), and applies the
     deltas and merges the identity links that a processor committed and then died before
-    applying: otherwise they would wait for the next batch.
+    applying: otherwise they would wait for the next batch. Losing the database during that
+    catch-up does not stop the start: the next batch applies them, and retries as batches do.
     """
     from processor.migrations import require_migrated
 
     await require_migrated(database_url)
     pool = await create_sink_pool(database_url, max_size=max_size)
-    async with pool.acquire() as conn:
-        await apply_pending(conn)
+    try:
+        async with pool.acquire() as conn:
+            await apply_pending(conn)
+    except CONNECTION_LOST as exc:
+        log.warning("pending deltas not applied at start (%s); the next batch applies them", exc)
     return PostgresSink(pool)
 
 
