@@ -18,7 +18,7 @@ import pytest
 from processor_testing import BASE_TIME, IPHONE, aggregate_mismatches, envelope_of, event
 
 from clickstream_contract import envelope
-from processor import identities
+from processor import identities, postgres
 from processor.core import Message, Processor
 from processor.postgres import start_sink
 
@@ -359,4 +359,47 @@ async def test_a_starting_processor_merges_the_links_a_dead_one_left(
     await sink.pool.close()
     profiles = await customers(pool)
     assert set(profiles) == {"user-1"} and profiles["user-1"]["orders"] == 1
+    assert await mismatches(pool) == {}
+
+
+async def test_a_start_that_loses_the_database_while_catching_up_still_starts(
+    processor: Processor,
+    pool: asyncpg.Pool,
+    fresh_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database goes away during `start_sink`'s catch-up round: the start goes on, and the
+    next batch through the started sink applies what was left."""
+
+    async def dies_before_applying(conn: object) -> None:
+        return None
+
+    with monkeypatch.context() as patched:
+        patched.setattr(postgres, "apply_pending", dies_before_applying)
+        await processor.process([message(anonymous_history())])
+    assert await pool.fetchval("SELECT count(*) FROM customers") == 0  # left as deltas
+
+    async with pool.acquire() as blocker, blocker.transaction():
+        # The catch-up round waits on this minute row; its connection is then terminated.
+        await blocker.execute(
+            "INSERT INTO metrics_minute (minute, event_type) VALUES ($1, 'page_view')",
+            BASE_TIME.replace(second=0, microsecond=0),
+        )
+        starting = asyncio.create_task(start_sink(fresh_database_url, max_size=1))
+        for _ in range(200):
+            waiting = await pool.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting, "the catch-up round did not reach the blocked row"
+        await pool.execute("SELECT pg_terminate_backend($1)", waiting)
+        sink = await asyncio.wait_for(starting, 30)
+    try:
+        await Processor(sink).process([message([event("page_view", anonymous_id="anon-2")])])
+    finally:
+        await sink.pool.close()
+    assert set(await customers(pool)) == {"anon-1", "anon-2"}
     assert await mismatches(pool) == {}
