@@ -12,8 +12,9 @@ the invocation succeeds.
 An instance answers several pushes at once (`max_instance_request_concurrency`), but has only
 `POOL_SIZE` connections: the messages of invocations that wait for one are written together,
 in one transaction, when one frees up (`Coalescer`), and each invocation answers when its
-message's transaction committed. One message per transaction spent most of PostgreSQL's time
-on per-transaction work and on row locks between instances (benchmarks/README.md, push).
+message's transaction committed and its deltas were applied or left to the session applying
+(processor.postgres). One message per transaction spent most of PostgreSQL's time on
+per-transaction work (benchmarks/README.md, push).
 
 Many instances write one database, so two invocations' transactions may deadlock or fail to
 serialize. Such a conflict is retried here, after a short random wait, a few times before the
