@@ -468,8 +468,9 @@ def print_banner(
             f"{options.instances} Cloud Function instance(s) at {push_endpoint(options)},"
             " Pub/Sub pushes into them"
         )
+    bigquery = ""
     if not options.bigquery:
-        processor += f"\n  {'BigQuery':<31} off (--no-bigquery): no event history kept"
+        bigquery = f"\n  {'BigQuery':<31} off (--no-bigquery): no event history kept"
     demo = ""
     if options.demo:
         demo = (
@@ -483,7 +484,7 @@ clickstream is running.
   gateway                         {gateway_url}   (POST /v1/events, /v1/batch; /openapi.json)
   dashboard                       {dashboard_url}   (password in {folder / "dashboard-password"})
   dev write key                   {(folder / "write-key").read_text().strip()}
-  processor                       {processor}
+  processor                       {processor}{bigquery}
 {variables}
   logs of the emulators           {folder / "logs"}
 

@@ -303,9 +303,10 @@ ON CONFLICT (message_key) DO NOTHING
 # benchmarks/identity_merge_plan.py.
 SINK_SERVER_SETTINGS: Final = {"jit": "off", "random_page_cost": "1.1"}
 
-# A batch that PostgreSQL cancelled to break a deadlock (with an identity merge, whose row order
-# cannot follow the batches' everywhere) is written again at once: it was rolled back whole, and
-# after its commit a rewrite finds every id stored and changes nothing.
+# A transaction that PostgreSQL cancelled to break a deadlock (a batch's identity links, or an
+# apply round, against an identity merge whose row order cannot follow theirs everywhere) is run
+# again at once: it was rolled back whole, and after a batch's commit a rewrite finds every id
+# stored and changes nothing.
 DEADLOCK_ATTEMPTS: Final = 3
 
 ACTIVITY_COLUMNS: Final = ("visitor_key", "received_at", "last_at", "minutes", "event_types",
@@ -313,7 +314,6 @@ ACTIVITY_COLUMNS: Final = ("visitor_key", "received_at", "last_at", "minutes", "
 
 _CENT: Final = Decimal("0.01")
 _EVENT_ID_INT: Final = operator.attrgetter("event_id.int")
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def money(value: float | None) -> Decimal:
@@ -669,7 +669,7 @@ def unique_events(events: list[EnrichedEvent]) -> list[EnrichedEvent]:
 
 
 class KnownRows:
-    """Rows this process saw committed that a later upsert could not change: a visitor
+    """Rows this process saw committed (as deltas) that a later delta could not change: a visitor
     counted in a minute and event type, an hour or a day, a session's funnel step reached at
     some time. Later batches leave those keys out of their statements: a visitor active for
     hours costs PostgreSQL its hour and day rows once per process, not once per batch.
