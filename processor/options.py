@@ -30,3 +30,7 @@ class WorkerOptions:
     # messages). It bounds how long a killed worker's messages stay leased: with the client's
     # default, a 60 s stream deadline, Google's emulator redelivered them only after 60 s.
     lease_extension: int = 10  # seconds (the client sends it as an integer)
+    # Against an emulator, each streaming pull ends after this long and the client opens the
+    # next (`processor.worker.StreamLifetime`): Google's emulator never notices that a stream's
+    # client went away, and until the stream's deadline it keeps leasing messages into it.
+    stream_lifetime: float = 30.0  # seconds

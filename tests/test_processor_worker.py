@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
@@ -17,7 +19,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from google.pubsub_v1 import PubsubMessage
+from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1.subscriber.message import Message as ReceivedMessage
+from google.pubsub_v1 import DeadLetterPolicy, PubsubMessage
 from processor_testing import (
     TIMELINE,
     a_day_of_traffic,
@@ -29,6 +33,7 @@ from processor_testing import (
     wait_for,
 )
 
+from clickstream.emulators.google_pubsub import find_emulator
 from clickstream.local_postgres import embedded_postgres, restart_embedded
 from clickstream.pubsub_admin import ensure_topology
 from clickstream_contract import envelope
@@ -36,7 +41,7 @@ from clickstream_contract.config import Settings
 from gateway.pubsub import publisher_async_client
 from processor.migrations import migrate
 from processor.options import WorkerOptions
-from processor.worker import serve
+from processor.worker import serve, subscriber_client
 
 # Quick batches so the tests see partial progress and redeliveries.
 FAST = WorkerOptions(max_batch_events=200, max_batch_wait=0.01, min_backoff=0.2, max_backoff=1)
@@ -258,3 +263,73 @@ def test_the_command_line_defaults_are_the_workers() -> None:
     assert worker_options(given) == WorkerOptions(
         max_batch_wait=0.02, concurrency=5, retention=timedelta(days=2)
     )
+
+
+EMULATORS = [
+    "builtin",
+    pytest.param(
+        "google",
+        marks=pytest.mark.skipif(find_emulator() is None, reason="Google's emulator is missing"),
+    ),
+]
+
+
+@pytest.mark.parametrize("emulator", EMULATORS)
+def test_a_gone_workers_stream_takes_no_messages_after_its_lifetime(
+    emulator: str,
+    pubsub_emulator: Callable[[str], str],
+    pubsub_project: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Google's emulator keeps leasing messages into a streaming pull whose client has gone
+    (stopped or killed) until the stream's deadline: about half of what follows then reaches the
+    live worker only a lease later, on a second delivery. The worker's streams have a lifetime."""
+    host = pubsub_emulator(emulator)
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", host)
+    settings = Settings(project=pubsub_project, pubsub_emulator_host=host)
+    publisher = pubsub_v1.PublisherClient()
+    admin = pubsub_v1.SubscriberClient()
+    topic, dead_letters = (settings.topic_path(f"t-{uuid.uuid4().hex[:8]}") for _ in range(2))
+    subscription = settings.subscription_path(f"s-{uuid.uuid4().hex[:8]}")
+    for name in (topic, dead_letters):
+        publisher.create_topic(name=name)
+    admin.create_subscription(  # a dead-letter policy, so that deliveries are counted
+        request={
+            "name": subscription,
+            "topic": topic,
+            "dead_letter_policy": DeadLetterPolicy(dead_letter_topic=dead_letters),
+        }
+    )
+    lifetime = 2.0
+    gone = subscriber_client(settings, lifetime)
+    held = threading.Event()
+    stream = gone.subscribe(subscription, lambda message: held.set())  # never acks
+    publisher.publish(topic, b"probe").result(timeout=30)
+    assert held.wait(30)  # its stream is open and delivering
+    stream.cancel()
+    stream.result(timeout=30)
+    gone.close()
+    time.sleep(lifetime + 1)  # past the gone stream's deadline
+
+    live = subscriber_client(settings, 60.0)
+    attempts: dict[bytes, int | None] = {}
+
+    def receive(message: ReceivedMessage) -> None:
+        attempts.setdefault(message.data, message.delivery_attempt)
+        message.ack()
+
+    stream = live.subscribe(subscription, receive)
+    try:
+        sent = [f"m{i}".encode() for i in range(20)]
+        for data in sent:  # one at a time: each is handed to whichever stream asks first
+            publisher.publish(topic, data).result(timeout=30)
+            time.sleep(0.05)
+        give_up = time.monotonic() + 60
+        while not set(sent) <= attempts.keys() and time.monotonic() < give_up:
+            time.sleep(0.05)
+        assert {data: attempts.get(data) for data in sent} == dict.fromkeys(sent, 1)
+    finally:
+        stream.cancel()
+        live.close()
+        admin.close()
+        publisher.stop()
