@@ -31,7 +31,7 @@ import msgspec
 from clickstream_contract import envelope
 from clickstream_contract.event import Event
 from processor.enrich import enrich
-from processor.records import BadEvent, EnrichedEvent, RefusedData
+from processor.records import BadEvent, EnrichedEvent, RefusedData, unique_events
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,12 @@ def _bad(group: envelope.Group, raw: bytes, reason: str, reason_class: str, key:
 
 
 def decode(messages: Sequence[Message]) -> Batch:
+    """The messages' events, each once (a gateway's retry may sit beside its first try in one
+    batch: every sink takes the event once, as the PostgreSQL sink stored and stamped it)."""
     batch = Batch()
     for message in messages:
         decode_into(batch, message)
+    batch.events = unique_events(batch.events)
     return batch
 
 

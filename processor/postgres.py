@@ -54,7 +54,7 @@ import msgspec
 from clickstream_contract.config import Settings, connect_options
 from processor import currency, identities, sessions
 from processor.db import Connection
-from processor.records import BadEvent, EnrichedEvent, RefusedData
+from processor.records import BadEvent, EnrichedEvent, RefusedData, unique_events
 
 log = logging.getLogger(__name__)
 
@@ -659,15 +659,6 @@ async def start_sink(database_url: str | None, *, max_size: int) -> PostgresSink
     return PostgresSink(pool)
 
 
-def unique_events(events: list[EnrichedEvent]) -> list[EnrichedEvent]:
-    """First occurrence of each event_id: a batch may hold one event twice (two messages)."""
-    # Keyed by the UUID's int: UUID.__hash__ is Python code, ~1 us per event here.
-    seen: dict[int, EnrichedEvent] = {}
-    for event in events:
-        seen.setdefault(event.event_id.int, event)
-    return list(seen.values()) if len(seen) != len(events) else events
-
-
 class KnownRows:
     """Rows this process saw committed (as deltas) that a later delta could not change: a visitor
     counted in a minute and event type, an hour or a day, a session's funnel step reached at
@@ -736,7 +727,8 @@ class PostgresSink:
 
         Afterwards every event carries its session id as stored (a redelivered event gets the
         id it was first stored with) and every purchase its revenue in the reporting currency,
-        ready for the next sink.
+        ready for the next sink; of an event passed twice, the first (`Processor` passes each
+        once).
         """
         events = unique_events(events)
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):

@@ -33,7 +33,9 @@ async def test_bigquery_sums_the_conversions_postgresql_counts_and_keeps_the_res
     sink = await create_sink(settings)
     try:
         processor = Processor(PostgresSink(pool, "EUR"), [sink])
-        await processor.process([message(ORDERS)])
+        # The first two orders twice in the batch (a gateway's retry beside its first try):
+        # each sink takes them once.
+        await processor.process([message(ORDERS), message(ORDERS[:2])])
         # Redelivered: PostgreSQL has them already, BigQuery appends them again and the copies
         # carry the same conversion.
         await processor.process([message(ORDERS[1:3])])
