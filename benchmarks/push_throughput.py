@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -80,7 +81,7 @@ async def one_run(emulator: str, topology: str, instances: int, args: argparse.N
     duplicates = messages[:: int(1 / DUPLICATE_SHARE)]
     logs = Path(tempfile.mkdtemp(prefix="push-throughput-"))
     async with fresh_database(args.server) as url:
-        database = url.rsplit("/", 1)[1]
+        database = urlsplit(url).path.lstrip("/")  # pgserver's URLs end in ?host=/tmp/...
         async with pipeline(emulator, topology, instances, url, logs, start=False) as bench:
             bench.concurrency = args.concurrency
             await bench.publish(messages + duplicates)  # the backlog, while nothing consumes
@@ -108,6 +109,7 @@ async def one_run(emulator: str, topology: str, instances: int, args: argparse.N
         "messages": len(messages) + len(duplicates),
         "seconds": elapsed if waited is not None else None,
         "events_per_s": args.events / elapsed if waited is not None else None,
+        "active_samples": active,
         "lock_wait_share": waiting / active if active else 0.0,
         "conflicts_retried": log.count("transaction conflict") - log.count("giving up"),
         "conflicts_redelivered": log.count("giving up"),
