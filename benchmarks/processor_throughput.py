@@ -1,7 +1,7 @@
 """Bounded end-to-end run of the processing core: decode + enrich + PostgreSQL sink.
 
     .venv/bin/python benchmarks/processor_throughput.py [--workload shoppers|worst]
-        [--events 100000] [--batch 20000] [--concurrency 3] [--gc tuned|default]
+        [--events 100000] [--batch 20000] [--concurrency 3] [--gc tuned|default] [--backends]
 
 Feeds gateway envelopes (100 events each) in batches through `Processor.process` with several
 batches in flight, as the worker does, against DATABASE_URL or a throwaway pgserver. Workloads
@@ -13,8 +13,11 @@ Python's.
 
 Prints wall-clock events/s and CPU per event on each side: the processor's own (this process)
 and PostgreSQL's (every process of the server, when it runs on this machine: backends, WAL
-writer, checkpointer). On a shared machine the numbers are noisy: compare runs, not single
-figures.
+writer, checkpointer). With `--backends`, what limits the wall figure: `pg_stat_activity`,
+sampled every 10 ms while the batches are written, gives how many of the run's backends were
+busy at once, and which statements they were running most often (the apply round's begin with
+`WITH d AS (DELETE FROM delta_`); the sampling's own queries add to PostgreSQL's CPU. On a
+shared machine the numbers are noisy: compare runs, not single figures.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import asyncio
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import asyncpg
 from processor_workload import batches
 
 from clickstream.local_postgres import postgres_url
@@ -60,6 +65,33 @@ def server_cpu(postmaster: int) -> float:
     return total
 
 
+async def sample_backends(
+    database_url: str, stop: asyncio.Event
+) -> tuple[Counter[int], Counter[str]]:
+    """Until `stop`: per 10 ms sample, how many of the database's other backends run a
+    statement, and what each of those runs (its first words; "waiting for the client" when it
+    waits in the middle of a COPY for the processor's next rows)."""
+    busy: Counter[int] = Counter()
+    running: Counter[str] = Counter()
+    conn = await asyncpg.connect(database_url)
+    try:
+        while not stop.is_set():
+            rows = await conn.fetch(
+                """SELECT wait_event = 'ClientRead' AS client,
+                          left(regexp_replace(query, '\\s+', ' ', 'g'), 48) AS query
+                   FROM pg_stat_activity
+                   WHERE datname = current_database() AND state = 'active'
+                     AND pid <> pg_backend_pid()"""
+            )
+            busy[sum(not row["client"] for row in rows)] += 1
+            for row in rows:
+                running[("waiting for the client: " if row["client"] else "") + row["query"]] += 1
+            await asyncio.sleep(0.01)
+    finally:
+        await conn.close()
+    return busy, running
+
+
 def local_postmaster(backend_pid: int) -> int | None:
     """The server's postmaster pid if the server runs on this machine, else None."""
     try:
@@ -71,7 +103,13 @@ def local_postmaster(backend_pid: int) -> int | None:
 
 
 async def run(
-    database_url: str, workload: str, total: int, size: int, concurrency: int, gc: str
+    database_url: str,
+    workload: str,
+    total: int,
+    size: int,
+    concurrency: int,
+    gc: str,
+    backends: bool,
 ) -> None:
     await migrate(database_url)
     pool = await create_sink_pool(database_url, max_size=concurrency)
@@ -99,12 +137,16 @@ async def run(
         async with slots:
             await processor.process(batch)
 
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_backends(database_url, stop)) if backends else None
     server_before = server_cpu(postmaster) if postmaster else 0.0
     cpu = time.process_time()
     start = time.perf_counter()
     await asyncio.gather(*(one(batch) for batch in work))
     wall = time.perf_counter() - start
     client_cpu = time.process_time() - cpu
+    stop.set()
+    busy, running = await sampler if sampler else (None, None)
     server = server_cpu(postmaster) - server_before if postmaster else None
     async with pool.acquire() as conn:
         stored = await conn.fetchval("SELECT count(*) FROM event_ids") - stored_before
@@ -118,11 +160,18 @@ async def run(
           f"({client_cpu / wall:.0%} of a core)")  # fmt: skip
     if server is None:
         print("  PostgreSQL CPU           n/a (server not on this machine)")
-        return
-    print(f"  PostgreSQL CPU           {n / server:,.0f} events/s per core "
-          f"({server / wall:.0%} of a core)")  # fmt: skip
-    print(f"  both                     {n / (client_cpu + server):,.0f} events/s per core "
-          f"({(client_cpu + server) * 1e6 / n:.1f} us CPU per event)")  # fmt: skip
+    else:
+        print(f"  PostgreSQL CPU           {n / server:,.0f} events/s per core "
+              f"({server / wall:.0%} of a core)")  # fmt: skip
+        print(f"  both                     {n / (client_cpu + server):,.0f} events/s per core "
+              f"({(client_cpu + server) * 1e6 / n:.1f} us CPU per event)")  # fmt: skip
+    if busy is not None and running is not None:
+        samples = sum(busy.values())
+        print("  PostgreSQL backends busy at once, share of the time: " + ", ".join(
+            f"{count}: {hits / samples:.0%}" for count, hits in sorted(busy.items())))  # fmt: skip
+        print("  statements running, share of the time (most sampled):")
+        for query, hits in running.most_common(6):
+            print(f"    {hits / samples:4.0%}  {query}")
 
 
 def main() -> None:
@@ -132,8 +181,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=WorkerOptions.max_batch_events)
     parser.add_argument("--concurrency", type=int, default=WorkerOptions.concurrency)
     parser.add_argument("--gc", choices=("tuned", "default"), default="tuned")
+    parser.add_argument(
+        "--backends", action="store_true", help="sample pg_stat_activity (adds ~1 us per event)"
+    )
     args = parser.parse_args()
-    options = (args.workload, args.events, args.batch, args.concurrency, args.gc)
+    options = (args.workload, args.events, args.batch, args.concurrency, args.gc, args.backends)
     with postgres_url() as url:
         asyncio.run(run(url, *options))
 
