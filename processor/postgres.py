@@ -727,10 +727,8 @@ class PostgresSink:
 
         Afterwards every event carries its session id as stored (a redelivered event gets the
         id it was first stored with) and every purchase its revenue in the reporting currency,
-        ready for the next sink; of an event passed twice, the first (`Processor` passes each
-        once).
+        ready for the next sink.
         """
-        events = unique_events(events)
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
                 return await self._write_once(events, bad)
@@ -788,7 +786,9 @@ class PostgresSink:
     async def _insert_ids(
         conn: Connection, events: list[EnrichedEvent], pending: list[EnrichedEvent]
     ) -> list[EnrichedEvent]:
-        """Store the batch's event ids; return the events that were new."""
+        """Store the batch's event ids; return the events that were new, each once (an id
+        stored before, or twice in `events`, fails the COPY: then an INSERT ... ON CONFLICT DO
+        NOTHING tells which are new)."""
         assigned = {id(event) for event in pending}
         events = sorted(events, key=_EVENT_ID_INT)
         records = (
@@ -814,7 +814,7 @@ class PostgresSink:
         for event in seen:
             if id(event) in assigned:
                 event.session_id = stored.get(event.event_id, event.session_id)
-        return [e for e in events if e.event_id.int in new]
+        return unique_events([e for e in events if e.event_id.int in new])
 
     async def _append_deltas(self, conn: Connection, batch: BatchAggregates) -> Written:
         """COPY the batch's timeline rows and its deltas; return the rows that `KnownRows`

@@ -21,7 +21,7 @@ from processor_testing import (
 from clickstream_contract import envelope
 from clickstream_contract.config import DatabaseConfigError, connect_options, describe_database
 from processor import db
-from processor.core import Message, Processor
+from processor.core import Message, Processor, decode
 from processor.migrations import apply_migrations, migrate, migration_files
 from processor.postgres import PostgresSink, create_sink_pool
 
@@ -126,6 +126,15 @@ async def test_redelivery_and_duplicates_change_no_aggregate(
         assert await aggregate_mismatches(conn, events) == {}
         assert first["event_ids"] == len(events)
         assert await conn.fetchval("SELECT sum(events) FROM metrics_minute") == len(events)
+
+
+async def test_an_event_passed_twice_in_one_write_counts_once(pool: asyncpg.Pool) -> None:
+    # The processor's batches hold each event once; the sink keeps the promise on its own too.
+    events = a_day_of_traffic(visitors=20, seed=11)
+    twice = decode([message(events)]).events + decode([message(events[:30])]).events
+    assert await PostgresSink(pool).write(twice, []) == len(events)
+    async with pool.acquire() as conn:
+        assert await aggregate_mismatches(conn, events) == {}
 
 
 async def test_concurrent_batches_of_the_same_visitors_stay_exact(
