@@ -15,7 +15,7 @@ Prints wall-clock events/s and CPU per event on each side: the processor's own (
 and PostgreSQL's (every process of the server, when it runs on this machine: backends, WAL
 writer, checkpointer). With `--backends`, what limits the wall figure: `pg_stat_activity`,
 sampled every 10 ms while the batches are written, gives how many of the run's backends were
-busy at once, and which statements they were running most often (the apply round's begin with
+busy at once, and which statements they ran most often (the apply round's statements begin with
 `WITH d AS (DELETE FROM delta_`); the sampling's own queries add to PostgreSQL's CPU. On a
 shared machine the numbers are noisy: compare runs, not single figures.
 """
