@@ -32,8 +32,8 @@ from processor_testing import (
     stop_worker,
     wait_for,
 )
+from test_pubsub_conformance import endpoint_params
 
-from clickstream.emulators.google_pubsub import find_emulator
 from clickstream.local_postgres import embedded_postgres, restart_embedded
 from clickstream.pubsub_admin import ensure_topology
 from clickstream_contract import envelope
@@ -265,16 +265,7 @@ def test_the_command_line_defaults_are_the_workers() -> None:
     )
 
 
-EMULATORS = [
-    "builtin",
-    pytest.param(
-        "google",
-        marks=pytest.mark.skipif(find_emulator() is None, reason="Google's emulator is missing"),
-    ),
-]
-
-
-@pytest.mark.parametrize("emulator", EMULATORS)
+@pytest.mark.parametrize("emulator", endpoint_params())
 def test_a_gone_workers_stream_takes_no_messages_after_its_lifetime(
     emulator: str,
     pubsub_emulator: Callable[[str], str],
