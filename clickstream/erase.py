@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,7 +92,7 @@ async def erase_postgres(database_url: str | None, user_id: str, dry_run: bool) 
 
     conn = await connect(database_url)
     try:
-        await apply_pending(conn)  # what the processor committed and has not applied yet
+        await apply_pending(conn, math.inf)  # what the processor committed, not applied yet
         async with conn.transaction():
             anonymous = await linked_anonymous_ids(conn, user_id)
             erased = Erased(user_id, anonymous)

@@ -24,7 +24,9 @@ Per batch, on one pooled connection and in one transaction:
 Then `apply_pending`: one session at a time (an advisory lock; the others return at once) folds
 every committed delta into the aggregates, many batches per round, one set-based upsert per
 table in key order, and merges the identity links pending. A batch's deltas are applied by its
-own session or by the one applying when it asks, in a round that starts after its commit.
+own session or by the one applying when it asks, in a round that starts after its commit; under
+sustained load an applier hands on after `APPLY_BUDGET` seconds to a batch in flight, so that no
+batch waits on rounds for others for long.
 
 A redelivered message, or the same event in two messages, adds no new id in step 2 and so
 appends no delta; a round claims the deltas it applies (DELETE ... RETURNING) in the same
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import time
 import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime
@@ -281,9 +284,26 @@ CONNECTION_LOST: Final = (
     OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,
 )  # fmt: skip
-# Arbitrary constant, as the migrations' and the merger's lock keys.
+# Arbitrary constants, as the migrations' and the merger's lock keys.
 APPLIER_LOCK_KEY: Final = 0x636C6170  # "clap"
 TRY_LOCK_SQL: Final = "SELECT pg_try_advisory_xact_lock($1)"
+# Every batch's transaction holds this lock, shared: an applier past its budget sees a batch in
+# flight, which applies the deltas pending after its commit (`apply_pending`).
+WRITER_LOCK_KEY: Final = 0x636C7772  # "clwr"
+WRITER_LOCK_SQL: Final = "SELECT pg_advisory_xact_lock_shared($1)"
+WRITER_IN_FLIGHT_SQL: Final = """
+SELECT EXISTS (
+    SELECT FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND classid = 0 AND objid = $1 AND objsubid = 1
+)
+"""
+# Seconds an applier goes on with further rounds (batches committed while it applied) before it
+# leaves them to a batch in flight. Under sustained load every round finds new batches: without
+# a bound, the batch (and the push invocations) that took the lock would wait until the load
+# stops, past the function's timeout.
+APPLY_BUDGET: Final = 10.0
 # An identity merge (another session's) may lock rows in another order than a round, or commit
 # a change to a row the round's snapshot is older than: the round is rolled back and run again.
 APPLY_CONFLICTS: Final = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
@@ -761,6 +781,7 @@ class PostgresSink:
     ) -> tuple[list[EnrichedEvent], Written]:
         fresh: list[EnrichedEvent] = []
         written: Written = ([], [], [], [])
+        await conn.execute(WRITER_LOCK_SQL, WRITER_LOCK_KEY)
         if events:
             state = await sessions.lock_state(conn, sessions.keys_needing_sessions(events))
             after = sessions.assign(events, state)
@@ -835,19 +856,26 @@ class PostgresSink:
         return minutes, hours, days, steps
 
 
-async def apply_pending(conn: Connection) -> None:
+async def apply_pending(conn: Connection, budget: float = APPLY_BUDGET) -> None:
     """Apply the committed deltas of every batch to the aggregates, and merge the identity
     links pending. Outside any transaction: each round is one of its own.
 
     One applier at a time: when another session holds the lock, this one returns at once and
     leaves its batch's deltas to it, as that session looks for more after each round's commit
-    (a batch commits its deltas before it asks, so one of the two always sees them). A round
-    reads one snapshot (repeatable read), so it applies whole batches: a batch committed while
-    it runs is left whole to the next round, and any delta table tells whether one waits. Its
-    merges see the same snapshot: a merge moves a batch's timeline rows (written with the
-    batch) only in the round that applies the batch's visitor rows, so it finds them all.
+    (a batch commits its deltas before it asks, so one of the two always sees them). After
+    `budget` seconds it stops looking when a batch is in flight (holds the writer lock): that
+    batch asks after its commit, and its round sees every delta committed before. A batch that
+    never commits (its process killed, its retries spent) leaves them to the next batch, or to
+    the catch-up of the next process to start (`start_sink`).
+
+    A round reads one snapshot (repeatable read), so it applies whole batches: a batch
+    committed while it runs is left whole to the next round, and any delta table tells whether
+    one waits. Its merges see the same snapshot: a merge moves a batch's timeline rows (written
+    with the batch) only in the round that applies the batch's visitor rows, so it finds them.
     """
+    started, rounds = time.monotonic(), 0
     while True:
+        rounds += 1
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
                 async with conn.transaction(isolation="repeatable_read"):
@@ -864,6 +892,13 @@ async def apply_pending(conn: Connection) -> None:
                     raise
                 log.info("applying deltas cancelled (%s, attempt %d)", type(exc).__name__, attempt)
         if not await conn.fetchval(PENDING_DELTAS_SQL):
+            return
+        elapsed = time.monotonic() - started
+        if elapsed > budget and await conn.fetchval(WRITER_IN_FLIGHT_SQL, WRITER_LOCK_KEY):
+            log.info(
+                "applied deltas for %.1f s in %d rounds; leaving the rest to a batch in flight",
+                elapsed, rounds,
+            )  # fmt: skip
             return
 
 

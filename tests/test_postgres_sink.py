@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
@@ -20,7 +20,7 @@ from processor_testing import (
 
 from clickstream_contract import envelope
 from clickstream_contract.config import DatabaseConfigError, connect_options, describe_database
-from processor import db
+from processor import db, postgres
 from processor.core import Message, Processor, decode
 from processor.migrations import apply_migrations, migrate, migration_files
 from processor.postgres import PostgresSink, create_sink_pool
@@ -174,6 +174,78 @@ async def test_two_sinks_with_overlapping_batches_count_each_event_once(
             assert await aggregate_mismatches(conn, events) == {}
     finally:
         await other.close()
+
+
+async def lock_waiters(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+
+
+async def until_lock_waiters(conn: asyncpg.Connection, count: int) -> None:
+    for _ in range(400):
+        if await lock_waiters(conn) >= count:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"fewer than {count} sessions came to wait on a lock")
+
+
+@pytest.mark.parametrize("batch_in_flight", [True, False])
+async def test_an_applier_past_its_budget_leaves_the_rest_to_a_batch_in_flight(
+    processor: Processor, pool: asyncpg.Pool, fresh_database_url: str, batch_in_flight: bool
+) -> None:
+    """Under sustained load every apply round finds batches committed while it ran. Past its
+    budget, the applier returns when a batch is in flight, which applies them after its
+    commit; with none in flight it goes on and applies them itself."""
+    events = a_day_of_traffic(visitors=10, seed=17)
+    first, second = events[::2], events[1::2]
+    late = event("page_view", at=BASE_TIME + timedelta(days=1), anonymous_id="anon-0")
+    first_minute = min(first, key=lambda e: e["occurred_at"])
+    blocked_minute = (
+        datetime.fromisoformat(first_minute["occurred_at"]).replace(second=0, microsecond=0),
+        first_minute["event_type"],
+    )
+    async with pool.acquire() as holder, holder.transaction():  # `first` is left as deltas
+        await holder.execute("SELECT pg_advisory_xact_lock($1)", postgres.APPLIER_LOCK_KEY)
+        await processor.process([message(first)])
+    watcher, minute, state = [await db.connect(fresh_database_url) for _ in range(3)]
+    try:
+        # The applier's round waits on a minute row of `first` ...
+        rows_held = minute.transaction()
+        await rows_held.start()
+        await minute.execute(
+            "INSERT INTO metrics_minute (minute, event_type) VALUES ($1, $2)", *blocked_minute
+        )
+        async with pool.acquire() as conn:
+            applier = asyncio.create_task(postgres.apply_pending(conn, budget=0))
+            await until_lock_waiters(watcher, 1)
+            # ... while `second` commits: its deltas wait for a round after this one.
+            await processor.process([message(second)])
+            if batch_in_flight:  # a batch waits on its visitor's session state, mid-transaction
+                state_held = state.transaction()
+                await state_held.start()
+                await state.execute(
+                    "SELECT FROM session_state WHERE anonymous_id = 'anon-0' FOR UPDATE"
+                )
+                in_flight = asyncio.create_task(processor.process([message([late])]))
+                await until_lock_waiters(watcher, 2)
+            await rows_held.rollback()
+            await asyncio.wait_for(applier, 30)
+        if batch_in_flight:
+            assert await watcher.fetchval(postgres.PENDING_DELTAS_SQL)
+            assert await aggregate_mismatches(watcher, first) == {}
+            await state_held.rollback()
+            await asyncio.wait_for(in_flight, 30)
+            applied = [*first, *second, late]
+        else:
+            applied = [*first, *second]
+    finally:
+        for conn in (watcher, minute, state):
+            await conn.close()
+    async with pool.acquire() as conn:
+        assert not await conn.fetchval(postgres.PENDING_DELTAS_SQL)
+        assert await aggregate_mismatches(conn, applied) == {}
 
 
 async def test_a_late_event_moves_funnel_step_and_rollups_follow(
