@@ -69,7 +69,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     processor.set_defaults(func=run_processor)
 
 
-def _logging() -> None:
+def configure_logging() -> None:
+    """Informational lines and up, for every shell of the processor (the function's too);
+    nothing if the host configured logging already."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
@@ -77,7 +79,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     from clickstream_contract.config import Settings
     from processor.migrations import migrate
 
-    _logging()
+    configure_logging()
     try:
         applied = asyncio.run(migrate(Settings.from_env().database_url))
     except ValueError as exc:  # DatabaseConfigError, a misnamed migration file
@@ -127,7 +129,7 @@ def run_processor(args: argparse.Namespace) -> int:
     from clickstream_contract.config import Settings
     from processor.worker import main
 
-    _logging()
+    configure_logging()
     try:
         options = worker_options(args)
     except ValueError as exc:

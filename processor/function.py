@@ -41,6 +41,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from clickstream_contract.config import Settings
+from processor.cli import configure_logging
 from processor.core import Message, Processor
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class Runtime:
     """An event loop in a daemon thread, and the processor built on it once."""
 
     def __init__(self) -> None:
+        configure_logging()  # as the worker: the applier's hand-offs are informational
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="processor")
         self.thread.start()
