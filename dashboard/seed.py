@@ -229,9 +229,8 @@ STEPS: list[tuple[str, str]] = [
         # per visitor with its newest 50 events (the customer timeline) and where it was active.
         """
         INSERT INTO event_ids (event_id, received_at) SELECT event_id, received_at FROM seed_events;
-        INSERT INTO visitor_activity (visitor_key, received_at, last_at, minutes, event_types,
-                                      events)
-        SELECT e.visitor_key, max(e.received_at), max(e.occurred_at), b.minutes, b.event_types,
+        INSERT INTO visitor_activity (visitor_key, received_at, last_at, minutes, events)
+        SELECT e.visitor_key, max(e.received_at), max(e.occurred_at), b.minutes,
                json_agg(json_build_object(
                    'event_id', e.event_id, 'event_type', e.event_type,
                    'occurred_at', e.occurred_at, 'session_id', e.session_id,
@@ -243,29 +242,26 @@ STEPS: list[tuple[str, str]] = [
         FROM (SELECT *, row_number() OVER (PARTITION BY visitor_key
                                            ORDER BY occurred_at DESC) AS n
               FROM seed_events) e
-        JOIN (SELECT visitor_key, array_agg(minute ORDER BY minute, event_type) AS minutes,
-                     array_agg(event_type ORDER BY minute, event_type) AS event_types
-              FROM (SELECT DISTINCT visitor_key, date_trunc('minute', occurred_at, 'UTC')
-                                    AS minute, event_type
-                    FROM seed_events) d
-              GROUP BY visitor_key) b USING (visitor_key)
-        GROUP BY e.visitor_key, b.minutes, b.event_types
+        JOIN (SELECT visitor_key, array_agg(DISTINCT date_trunc('minute', occurred_at, 'UTC')
+                                            ORDER BY date_trunc('minute', occurred_at, 'UTC'))
+                                  AS minutes
+              FROM seed_events GROUP BY visitor_key) b USING (visitor_key)
+        GROUP BY e.visitor_key, b.minutes
         """,
     ),
     (
         "metrics_minute",
         """
-        INSERT INTO metrics_minute (minute, event_type, events, revenue, unique_visitors)
-        SELECT date_trunc('minute', occurred_at), event_type, count(*),
-               coalesce(sum(revenue), 0), count(DISTINCT visitor_key)
+        INSERT INTO metrics_minute (minute, event_type, events, revenue)
+        SELECT date_trunc('minute', occurred_at), event_type, count(*), coalesce(sum(revenue), 0)
         FROM seed_events GROUP BY 1, 2
         """,
     ),
     (
         "visitor_minutes",
         """
-        INSERT INTO visitor_minutes (minute, event_type, visitor_key)
-        SELECT DISTINCT date_trunc('minute', occurred_at), event_type, visitor_key FROM seed_events
+        INSERT INTO visitor_minutes (minute, visitor_key)
+        SELECT DISTINCT date_trunc('minute', occurred_at), visitor_key FROM seed_events
         """,
     ),
     (

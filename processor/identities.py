@@ -18,7 +18,7 @@ Per batch (see processor.postgres; tables from migrations 002, 005 and 201):
 Only events new to `event_ids` can record a link. A merge moves what is stored under the
 anonymous key when it runs, and deletes it there, so running it again moves nothing twice: a
 redelivered message or a repeated identify merges nothing twice. The unique-visitor tables
-(visitor_minutes/hours/days, metrics_minute.unique_visitors) are re-keyed too, so every
+(visitor_minutes/hours/days) are re-keyed too, so every
 aggregate still equals a recount of the events sent. Only anonymous profiles (no user id) are
 merged; an alias of a previous *user* id is recorded but leaves that user's profile as it is.
 
@@ -130,22 +130,20 @@ def _links(event: EnrichedEvent) -> bool:
     return bool(event.anonymous_id and event.user_id and event.anonymous_id != event.user_id)
 
 
-def _move_visitor_rows(table: str, bucket: str, keys: str) -> str:
+def _move_visitor_rows(table: str, bucket: str, key: str) -> str:
     """CTEs that re-key `table`'s rows of linked anonymous ids to the user (one row per
-    bucket and visitor: a bucket where both were active keeps one). `keys` computes the
-    `bucket` columns from `moved_buckets`; each row is deleted by its primary key."""
-    columns = [c.strip() for c in bucket.split(",")]
+    `bucket` and visitor: a bucket where both were active keeps one). `key` computes the
+    bucket from `moved_buckets`' minute; each row is deleted by its primary key."""
     return f"""{table}_removed AS (
     DELETE FROM {table} v
-    USING (SELECT DISTINCT {keys}, visitor_key, user_id FROM moved_buckets) k ({bucket},
-                                                                             visitor_key, user_id)
-    WHERE {" AND ".join(f"v.{c} = k.{c}" for c in columns)} AND v.visitor_key = k.visitor_key
-    RETURNING {", ".join(f"v.{c}" for c in columns)}, k.user_id
+    USING (SELECT DISTINCT {key}, visitor_key, user_id FROM moved_buckets) k ({bucket},
+                                                                           visitor_key, user_id)
+    WHERE v.{bucket} = k.{bucket} AND v.visitor_key = k.visitor_key
+    RETURNING v.{bucket}, k.user_id
 ), {table}_added AS (
     INSERT INTO {table} ({bucket}, visitor_key)
     SELECT DISTINCT {bucket}, user_id FROM {table}_removed ORDER BY 1, 2
     ON CONFLICT DO NOTHING
-    RETURNING {bucket}
 )"""
 
 
@@ -208,29 +206,15 @@ WITH links AS (
 ), moved_activity AS (
     UPDATE visitor_activity v SET visitor_key = a.user_id
     FROM anon a WHERE v.visitor_key = a.visitor_key
-    RETURNING v.minutes, v.event_types, a.visitor_key, a.user_id
+    RETURNING v.minutes, a.visitor_key, a.user_id
 ), moved_buckets AS (
-    -- Where the anonymous id was active: exactly the keys of its unique-visitor rows.
-    SELECT DISTINCT b.minute, b.event_type, m.visitor_key, m.user_id
-    FROM moved_activity m CROSS JOIN LATERAL unnest(m.minutes, m.event_types)
-         AS b(minute, event_type)
+    -- Where the anonymous id was active: exactly the minutes of its unique-visitor rows.
+    SELECT DISTINCT minute, m.visitor_key, m.user_id
+    FROM moved_activity m CROSS JOIN LATERAL unnest(m.minutes) AS minute
 ),
 {_move_visitor_rows("visitor_hours", "hour", "date_trunc('hour', minute, 'UTC')")},
 {_move_visitor_rows("visitor_days", "day", "(minute AT TIME ZONE 'UTC')::date")},
-{_move_visitor_rows("visitor_minutes", "minute, event_type", "minute, event_type")},
--- A minute where both ids were active now counts one visitor, not two.
-fewer_visitors AS (
-    UPDATE metrics_minute m SET unique_visitors = m.unique_visitors - d.visitors
-    FROM (
-        SELECT minute, event_type, sum(n) AS visitors
-        FROM (SELECT minute, event_type, 1 AS n FROM visitor_minutes_removed
-              UNION ALL
-              SELECT minute, event_type, -1 FROM visitor_minutes_added) changes
-        GROUP BY 1, 2 HAVING sum(n) > 0
-    ) d
-    WHERE m.minute = d.minute AND m.event_type = d.event_type
-    RETURNING m.minute
-)
+{_move_visitor_rows("visitor_minutes", "minute", "minute")}
 SELECT count(*) FROM links
 """
 

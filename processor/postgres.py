@@ -12,8 +12,8 @@ Per batch, on one pooled connection and in one transaction:
    only per-event row PostgreSQL writes;
 3. attribute anonymous events of linked ids to their user (`processor.identities`), then
    aggregate the new events here, in the processor (`BatchAggregates`): one row per visitor and
-   hour / day, per session, per customer, per session and funnel step, per product and hour,
-   per minute x type x visitor and per minute x type;
+   minute / hour / day, per session, per customer, per session and funnel step, per product and
+   hour, and per minute x type;
 4. COPY one `visitor_activity` row per visitor (its newest events for the dashboard's timeline,
    and where it was active) and the aggregates as deltas (migration 303: append-only tables
    that no other batch touches), leaving out the rows this process saw committed and no delta
@@ -89,6 +89,11 @@ DELTA_TABLES: Final = (
 # per key (a key may have deltas of several batches) and upserts the result in key order.
 # Counters add up; a session's or profile's first attributes are those of its earliest delta.
 APPLY_VISITORS_SQL: Final = """
+WITH d AS (DELETE FROM delta_visitor_minutes RETURNING minute, visitor_key)
+INSERT INTO visitor_minutes (minute, visitor_key)
+SELECT DISTINCT minute, visitor_key FROM d ORDER BY 1, 2
+ON CONFLICT DO NOTHING;
+
 WITH d AS (DELETE FROM delta_visitor_hours RETURNING hour, visitor_key)
 INSERT INTO visitor_hours (hour, visitor_key)
 SELECT DISTINCT hour, visitor_key FROM d ORDER BY 1, 2
@@ -252,29 +257,12 @@ ON CONFLICT (hour, currency) DO UPDATE SET
     orders = unconverted_revenue_hour.orders + excluded.orders,
     revenue = unconverted_revenue_hour.revenue + excluded.revenue;
 
-WITH dv AS (DELETE FROM delta_visitor_minutes RETURNING *),
-visitors AS (
-    INSERT INTO visitor_minutes (minute, event_type, visitor_key)
-    SELECT DISTINCT minute, event_type, visitor_key FROM dv ORDER BY 1, 2, 3
-    ON CONFLICT DO NOTHING
-    RETURNING minute, event_type
-),
-new_visitors AS (
-    SELECT minute, event_type, count(*) AS visitors FROM visitors GROUP BY 1, 2
-),
-dm AS (DELETE FROM delta_minutes RETURNING *),
-counts AS (
-    SELECT minute, event_type, sum(events) AS events, sum(revenue) AS revenue
-    FROM dm GROUP BY 1, 2
-)
-INSERT INTO metrics_minute (minute, event_type, events, revenue, unique_visitors)
-SELECT c.minute, c.event_type, c.events, c.revenue, coalesce(v.visitors, 0)
-FROM counts c LEFT JOIN new_visitors v USING (minute, event_type)
-ORDER BY 1, 2
+WITH d AS (DELETE FROM delta_minutes RETURNING *)
+INSERT INTO metrics_minute (minute, event_type, events, revenue)
+SELECT minute, event_type, sum(events), sum(revenue) FROM d GROUP BY 1, 2 ORDER BY 1, 2
 ON CONFLICT (minute, event_type) DO UPDATE SET
     events = metrics_minute.events + excluded.events,
-    revenue = metrics_minute.revenue + excluded.revenue,
-    unique_visitors = metrics_minute.unique_visitors + excluded.unique_visitors;
+    revenue = metrics_minute.revenue + excluded.revenue;
 """
 
 # Every batch appends minute counts: any row here means deltas wait.
@@ -329,8 +317,7 @@ SINK_SERVER_SETTINGS: Final = {"jit": "off", "random_page_cost": "1.1"}
 # stored and changes nothing.
 DEADLOCK_ATTEMPTS: Final = 3
 
-ACTIVITY_COLUMNS: Final = ("visitor_key", "received_at", "last_at", "minutes", "event_types",
-                           "events")  # fmt: skip
+ACTIVITY_COLUMNS: Final = ("visitor_key", "received_at", "last_at", "minutes", "events")
 
 _CENT: Final = Decimal("0.01")
 _EVENT_ID_INT: Final = operator.attrgetter("event_id.int")
@@ -394,7 +381,7 @@ class BatchAggregates:
         by_visitor: defaultdict[str, list[EnrichedEvent]] = defaultdict(list)
         by_session: defaultdict[str, list[EnrichedEvent]] = defaultdict(list)
         minutes: dict[tuple[datetime, str], list[Any]] = {}
-        visitor_minutes: set[tuple[datetime, str, str]] = set()
+        visitor_minutes: set[tuple[datetime, str]] = set()
         funnel: dict[tuple[str, str], datetime] = {}
         products: dict[tuple[datetime, str], list[Any]] = {}
         for event in events:
@@ -411,7 +398,7 @@ class BatchAggregates:
             if counts is None:
                 counts = minutes[key] = [0, Decimal(0)]
             counts[0] += 1
-            visitor_minutes.add((minute, kind, visitor))
+            visitor_minutes.add((minute, visitor))
             if kind in FUNNEL_STEPS:
                 step = (event.session_id, kind)
                 reached = funnel.get(step)
@@ -454,12 +441,12 @@ class BatchAggregates:
     def visitor_hours(self, known: set[tuple[datetime, str]]) -> list[tuple[datetime, str]]:
         """(hour, visitor) rows to append, but those in `known`."""
         hours = self.hours
-        return list({(hours[m][0], v) for m, _, v in self.visitor_minutes} - known)
+        return list({(hours[m][0], v) for m, v in self.visitor_minutes} - known)
 
     def visitor_days(self, known: set[tuple[date, str]]) -> list[tuple[date, str]]:
         """(day, visitor) rows to append, but those in `known`."""
         hours = self.hours
-        return list({(hours[m][1], v) for m, _, v in self.visitor_minutes} - known)
+        return list({(hours[m][1], v) for m, v in self.visitor_minutes} - known)
 
     def sessions_rows(self) -> list[tuple[Any, ...]]:
         rows = []
@@ -525,11 +512,8 @@ class BatchAggregates:
     def unconverted_rows(self) -> list[tuple[Any, ...]]:
         return [(*key, *row) for key, row in self.unconverted.items()]
 
-    def visitor_minutes_rows(
-        self, known: set[tuple[datetime, str, str]]
-    ) -> list[tuple[datetime, str, str]]:
-        """(minute, type, visitor) rows to append, but those in `known` (a visitor
-        already counted there is no new unique visitor either)."""
+    def visitor_minutes_rows(self, known: set[tuple[datetime, str]]) -> list[tuple[datetime, str]]:
+        """(minute, visitor) rows to append, but those in `known`."""
         return list(self.visitor_minutes - known)
 
     def minute_rows(self) -> list[tuple[Any, ...]]:
@@ -539,13 +523,12 @@ class BatchAggregates:
         """One `visitor_activity` row per visitor: its newest events (the timeline, in no
         particular order: readers sort them) and where it was active. `received_at` (for
         pruning) is the batch's newest."""
-        pairs: defaultdict[str, list[tuple[datetime, str]]] = defaultdict(list)
-        for minute, kind, visitor in self.visitor_minutes:
-            pairs[visitor].append((minute, kind))
+        active: defaultdict[str, list[datetime]] = defaultdict(list)
+        for minute, visitor in self.visitor_minutes:
+            active[visitor].append(minute)
         received_at = max(e.received_at for e in self.events)
         records = []
         for visitor, group in self.by_visitor.items():
-            active = pairs[visitor]
             timeline = [
                 TimelineEntry(
                     e.event_id, e.event_type, e.occurred_at, e.session_id, e.anonymous_id,
@@ -560,10 +543,9 @@ class BatchAggregates:
                     f"an event of visitor {visitor!r} holds a NUL character in its text,"
                     " which PostgreSQL cannot store"
                 )
-            records.append((
-                visitor, received_at, group[-1].occurred_at,
-                [minute for minute, _ in active], [kind for _, kind in active], encoded.decode(),
-            ))  # fmt: skip
+            records.append(
+                (visitor, received_at, group[-1].occurred_at, active[visitor], encoded.decode())
+            )
         return records
 
 
@@ -681,7 +663,7 @@ async def start_sink(database_url: str | None, *, max_size: int) -> PostgresSink
 
 class KnownRows:
     """Rows this process saw committed (as deltas) that a later delta could not change: a visitor
-    counted in a minute and event type, an hour or a day, a session's funnel step reached at
+    counted in a minute, an hour or a day, a session's funnel step reached at
     some time. Later batches leave those keys out of their statements: a visitor active for
     hours costs PostgreSQL its hour and day rows once per process, not once per batch.
 
@@ -692,7 +674,7 @@ class KnownRows:
     """
 
     def __init__(self, limit: int = 1_000_000) -> None:
-        self.minutes: set[tuple[datetime, str, str]] = set()
+        self.minutes: set[tuple[datetime, str]] = set()
         self.hours: set[tuple[datetime, str]] = set()
         self.days: set[tuple[date, str]] = set()
         self.steps: dict[tuple[str, str], datetime] = {}
@@ -726,7 +708,7 @@ def stamp_reporting_revenue(events: list[EnrichedEvent], rates: currency.Rates) 
 # What a batch's statements wrote that `KnownRows` keeps: visitor minutes, hours, days, funnel
 # steps.
 Written: TypeAlias = tuple[
-    list[tuple[datetime, str, str]],
+    list[tuple[datetime, str]],
     list[tuple[datetime, str]],
     list[tuple[date, str]],
     list[tuple[str, str, datetime]],

@@ -153,16 +153,14 @@ TIMELINE = """(SELECT v.visitor_key, e.* FROM visitor_activity v, json_to_record
 # earlier event arrives later, its hour bucket does not.
 RECOUNTS: dict[str, tuple[str, str]] = {
     "metrics_minute": (
-        "SELECT minute, event_type, events, revenue, unique_visitors FROM metrics_minute",
+        "SELECT minute, event_type, events, revenue FROM metrics_minute",
         """SELECT date_trunc('minute', occurred_at, 'UTC'), event_type, count(*),
-                  coalesce(sum(round(revenue * rate, 2)) FILTER (WHERE event_type = 'purchase'), 0),
-                  count(DISTINCT visitor_key)
+                  coalesce(sum(round(revenue * rate, 2)) FILTER (WHERE event_type = 'purchase'), 0)
            FROM sent GROUP BY 1, 2""",
     ),
     "visitor_minutes": (
-        "SELECT minute, event_type, visitor_key FROM visitor_minutes",
-        """SELECT DISTINCT date_trunc('minute', occurred_at, 'UTC'), event_type, visitor_key
-           FROM sent""",
+        "SELECT minute, visitor_key FROM visitor_minutes",
+        "SELECT DISTINCT date_trunc('minute', occurred_at, 'UTC'), visitor_key FROM sent",
     ),
     "visitor_hours": (
         "SELECT hour, visitor_key FROM visitor_hours",
@@ -274,9 +272,13 @@ RECOUNTS: dict[str, tuple[str, str]] = {
 # every aggregate against another one it must agree with.
 CROSS_CHECKS: dict[str, tuple[str, str]] = {
     **{t: RECOUNTS[t] for t in ("traffic_hour", "devices_hour", "product_metrics_day")},
-    "metrics_minute": (
-        "SELECT minute, event_type, unique_visitors FROM metrics_minute",
-        "SELECT minute, event_type, count(*) FROM visitor_minutes GROUP BY 1, 2",
+    "visitor_hours": (
+        "SELECT hour, visitor_key FROM visitor_hours",
+        "SELECT DISTINCT date_trunc('hour', minute, 'UTC'), visitor_key FROM visitor_minutes",
+    ),
+    "visitor_days": (
+        "SELECT day, visitor_key FROM visitor_days",
+        "SELECT DISTINCT (hour AT TIME ZONE 'UTC')::date, visitor_key FROM visitor_hours",
     ),
     "metrics_hour": (
         "SELECT hour, event_type, events, revenue FROM metrics_hour WHERE events <> 0",

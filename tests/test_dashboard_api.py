@@ -43,13 +43,12 @@ METRICS = [  # minute, event type, events, revenue
     ("04-30 08:00", "page_view", 10, "0"),
 ]
 VISITOR_MINUTES = [
-    ("12:10", "page_view", "alice@example.com"),
-    ("12:10", "page_view", "bob@example.com"),
-    ("12:10", "purchase", "alice@example.com"),
-    ("12:29", "page_view", "carol@example.com"),
-    ("11:00", "product_view", "anon-dave"),
-    ("11:45", "purchase", "alice@example.com"),
-    ("04-30 08:00", "page_view", "erin@example.com"),
+    ("12:10", "alice@example.com"),
+    ("12:10", "bob@example.com"),
+    ("12:29", "carol@example.com"),
+    ("11:00", "anon-dave"),
+    ("11:45", "alice@example.com"),
+    ("04-30 08:00", "erin@example.com"),
 ]
 # id, visitor, started, last seen, referrer, utm source, utm medium, device, browser, os
 SESSIONS = [
@@ -84,13 +83,12 @@ PRODUCTS = [  # hour, id, name, views, carts, units, revenue
 
 async def load(conn: asyncpg.Connection) -> None:
     await conn.executemany(
-        "INSERT INTO metrics_minute (minute, event_type, events, revenue, unique_visitors)"
-        " VALUES ($1, $2, $3, $4, 1)",
+        "INSERT INTO metrics_minute (minute, event_type, events, revenue) VALUES ($1, $2, $3, $4)",
         [(at(m), t, n, Decimal(r)) for m, t, n, r in METRICS],
     )
     await conn.executemany(
-        "INSERT INTO visitor_minutes VALUES ($1, $2, $3)",
-        [(at(m), t, v) for m, t, v in VISITOR_MINUTES],
+        "INSERT INTO visitor_minutes VALUES ($1, $2)",
+        [(at(m), v) for m, v in VISITOR_MINUTES],
     )
     await conn.execute(
         "INSERT INTO visitor_hours SELECT DISTINCT date_trunc('hour', minute, 'UTC'), visitor_key"
@@ -138,9 +136,8 @@ async def load(conn: asyncpg.Connection) -> None:
         " 0, 0)"
     )
     await conn.executemany(  # one activity row (a batch) per event, as the timeline reads it
-        "INSERT INTO visitor_activity (visitor_key, received_at, last_at, minutes, event_types,"
-        " events) VALUES ('alice@example.com', $2, $2,"
-        " ARRAY[date_trunc('minute', $2::timestamptz)], ARRAY[$1::text],"
+        "INSERT INTO visitor_activity (visitor_key, received_at, last_at, minutes, events)"
+        " VALUES ('alice@example.com', $2, $2, ARRAY[date_trunc('minute', $2::timestamptz)],"
         " json_build_array(json_build_object('event_id', gen_random_uuid(),"
         " 'event_type', $1::text, 'occurred_at', $2::timestamptz, 'session_id', 's1',"
         " 'page_path', $3::text, 'product_id', $4::text, 'order_id', $5::text,"

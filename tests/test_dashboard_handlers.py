@@ -97,9 +97,9 @@ async def seed(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(
-            "INSERT INTO metrics_minute (minute, event_type, events, revenue, unique_visitors)"
-            " VALUES ('2026-05-01 12:10Z', 'page_view', 5, 0, 2),"
-            " ('2026-05-01 11:00Z', 'page_view', 7, 0, 1)"  # before range=1h
+            "INSERT INTO metrics_minute (minute, event_type, events, revenue)"
+            " VALUES ('2026-05-01 12:10Z', 'page_view', 5, 0),"
+            " ('2026-05-01 11:00Z', 'page_view', 7, 0)"  # before range=1h
         )
         await conn.execute(
             "INSERT INTO bad_events (received_at, source, reason, reason_class, raw) VALUES"

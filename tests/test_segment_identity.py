@@ -173,11 +173,10 @@ async def test_identify_in_the_same_batch_and_two_devices_of_one_user(
     assert profiles["user-1"]["anonymous_ids"] == ["laptop", "phone"]
     assert profiles["user-1"]["events"] == 10
     assert profiles["user-1"]["orders"] == 2
-    visitors = await pool.fetchval(
-        "SELECT unique_visitors FROM metrics_minute WHERE minute = $1 AND event_type = 'page_view'",
-        BASE_TIME,
+    visitors = await pool.fetch(
+        "SELECT visitor_key FROM visitor_minutes WHERE minute = $1", BASE_TIME
     )
-    assert visitors == 1
+    assert [row[0] for row in visitors] == ["user-1"]
     assert await mismatches(pool) == {}
 
 
