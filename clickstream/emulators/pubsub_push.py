@@ -15,8 +15,6 @@ import base64
 import json
 from typing import Any
 
-import httpx
-
 from clickstream.emulators.pubsub_state import (
     PUBSUB_MESSAGE,
     Broker,
@@ -24,6 +22,7 @@ from clickstream.emulators.pubsub_state import (
     Lease,
     SubscriptionState,
 )
+from clickstream.emulators.push_client import PushClient
 
 # Pushes in flight per subscription. The real service adapts this to the endpoint's success
 # rate; a fixed bound keeps a local endpoint busy (4 instances x 8 threads) without flooding it.
@@ -69,33 +68,31 @@ class Pusher:
 
     async def run(self) -> None:
         # Keep-alive connections, one per push in flight; the deadline bounds each push.
-        timeout = httpx.Timeout(self.lease.ack_deadline)
-        limits = httpx.Limits(max_connections=MAX_OUTSTANDING_PUSHES)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-            self.subscription.consumers.add(self.lease)
-            try:
-                while self.active:
-                    for entry in self.broker.take(self.subscription, self.lease):
-                        task = asyncio.create_task(self.push(client, entry))
-                        self.pushes.add(task)
-                        task.add_done_callback(self.pushes.discard)
-                    self.lease.wake.clear()
-                    await self.lease.wake.wait()
-            finally:
-                self.subscription.consumers.discard(self.lease)
-                for task in list(self.pushes):
-                    task.cancel()
+        client = PushClient(self.subscription.push_endpoint, self.lease.ack_deadline)
+        self.subscription.consumers.add(self.lease)
+        try:
+            while self.active:
+                if client.endpoint != self.subscription.push_endpoint:  # modified meanwhile
+                    client.close()
+                    client = PushClient(self.subscription.push_endpoint, self.lease.ack_deadline)
+                for entry in self.broker.take(self.subscription, self.lease):
+                    task = asyncio.create_task(self.push(client, entry))
+                    self.pushes.add(task)
+                    task.add_done_callback(self.pushes.discard)
+                self.lease.wake.clear()
+                await self.lease.wake.wait()
+        finally:
+            self.subscription.consumers.discard(self.lease)
+            for task in list(self.pushes):
+                task.cancel()
+            client.close()
 
-    async def push(self, client: httpx.AsyncClient, entry: Entry) -> None:
+    async def push(self, client: PushClient, entry: Entry) -> None:
         ack_id = entry.ack_id
         try:
-            response = await client.post(
-                self.subscription.push_endpoint,
-                content=push_body(self.subscription, entry),
-                headers={"content-type": "application/json"},
-            )
-            delivered = 200 <= response.status_code < 300
-        except httpx.HTTPError:
+            status = await client.post(push_body(self.subscription, entry))
+            delivered = 200 <= status < 300
+        except (OSError, TimeoutError, EOFError, ValueError):  # no answer, or no HTTP one
             delivered = False
         # The lease may have expired meanwhile (then the broker already took the message back).
         if self.subscription.outstanding.get(ack_id) is not entry:
