@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/end_to_end.py [--events 2000000] [--batch 500]
         [--concurrency 8] [--processor pull|push] [--instances 2] [--bigquery]
+        [--pubsub-emulator auto|google|builtin]
 
 Starts `clickstream up` (BigQuery off unless `--bigquery`) in a throwaway state folder on ports
 of its own, encodes the shopper model's events (`clickstream.shoppers.Traffic`) into
@@ -122,6 +123,8 @@ def start_stack(args: argparse.Namespace, state: Path) -> tuple[subprocess.Popen
         args.processor,
         "--instances",
         str(args.instances),
+        "--pubsub-emulator",
+        args.pubsub_emulator,
         *(item for flag, port in ports.items() for item in (f"--{flag}-port", str(port))),
     ]
     if args.bigquery:
@@ -197,7 +200,7 @@ async def measure(args: argparse.Namespace, state: Path) -> None:
         stack.wait(timeout=120)
     print(f"\n{accepted:,} events, processor {args.processor}", end="")
     print(f" x{args.instances}" if args.processor == "push" else "", end="")
-    print(f", BigQuery {'on' if args.bigquery else 'off'}")
+    print(f", BigQuery {'on' if args.bigquery else 'off'}, Pub/Sub emulator {args.pubsub_emulator}")
     print(f"intake:     {accepted / sending:,.0f} events/s ({sending:.1f} s)")
     print(f"end to end: {accepted / total:,.0f} events/s ({total:.1f} s to the last count)")
     print("CPU per event (µs), over the whole run:")
@@ -216,6 +219,10 @@ def main() -> None:
     parser.add_argument("--processor", choices=("pull", "push"), default="pull")
     parser.add_argument("--instances", type=int, default=2, help="with --processor push")
     parser.add_argument("--bigquery", action="store_true", help="with the BigQuery sink")
+    parser.add_argument(
+        "--pubsub-emulator", choices=("auto", "google", "builtin"), default="auto",
+        help="as `clickstream up --pubsub-emulator` (auto: Google's when installed)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds")
     args = parser.parse_args()

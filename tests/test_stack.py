@@ -407,11 +407,15 @@ async def test_up_pushes_into_function_instances_and_runs_without_bigquery(
     tmp_path: Path,
 ) -> None:
     """`up --processor push --instances 2 --no-bigquery`: the topology Terraform deploys (Pub/Sub
-    pushes into the Cloud Function, here two instances behind one port), PostgreSQL alone."""
+    pushes into the Cloud Function, here two instances behind one port), PostgreSQL alone; and
+    the built-in Pub/Sub emulator even where Google's is installed."""
     stack = Stack(tmp_path, "http://127.0.0.1", "--processor", "push", "--instances", "2",
-                  "--no-bigquery")  # fmt: skip
+                  "--no-bigquery", "--pubsub-emulator", "builtin")  # fmt: skip
     await asyncio.to_thread(stack.start)
     try:
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in stack.descendants()]
+        assert any(b"pubsub\0" in c and b"--impl\0builtin" in c for c in commands)
+        assert not any(b"java" in c for c in commands)
         banner = stack.log().rsplit("clickstream is running", 1)[1]
         assert "2 Cloud Function instance(s) at http://127.0.0.1:" in banner
         assert "off (--no-bigquery)" in banner and "BIGQUERY_EMULATOR_HOST" not in banner
