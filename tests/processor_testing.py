@@ -396,6 +396,12 @@ async def fetch_if_migrated(conn: asyncpg.Connection, query: str) -> object:
         return None
 
 
+# The count of stored events once the aggregates count every one of them: a batch commits its
+# event ids, then its deltas are applied in a round of their own (processor.postgres), so a test
+# that reads aggregates waits for this rather than for the ids alone.
+COUNTED_EVENTS = "SELECT count(*) FROM event_ids WHERE NOT EXISTS (SELECT FROM delta_minutes)"
+
+
 async def wait_for(database_url: str, query: str, expected: object, within: float = 60) -> None:
     conn = await asyncpg.connect(database_url)
     try:

@@ -23,6 +23,7 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message as ReceivedMessage
 from google.pubsub_v1 import DeadLetterPolicy, PubsubMessage
 from processor_testing import (
+    COUNTED_EVENTS,
     TIMELINE,
     a_day_of_traffic,
     aggregate_mismatches,
@@ -116,7 +117,7 @@ async def test_worker_processes_everything_exactly_once(
     await publish(settings.events_topic, [b"not an envelope"])
     await publish(settings.bad_events_topic, [envelope_of([event(), event()], kind="bad")])
     url = settings.database_url or ""
-    await wait_for(url, "SELECT count(*) FROM event_ids", len(events))
+    await wait_for(url, COUNTED_EVENTS, len(events))
     await wait_for(url, "SELECT count(*) FROM bad_events", 3)
     await check_exact(url)
     stop.set()
@@ -158,7 +159,7 @@ async def test_worker_survives_lost_database_connections(
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
             await asyncio.sleep(0.05)
-        await wait_for(url, "SELECT count(*) FROM event_ids", len(events))
+        await wait_for(url, COUNTED_EVENTS, len(events))
         await check_exact(url)
     finally:
         await admin.close()
@@ -186,7 +187,7 @@ async def test_worker_killed_mid_stream_and_restarted(
         await conn.close()
     second = start_worker(settings, log)
     try:
-        await wait_for(url, "SELECT count(*) FROM event_ids", len(events))
+        await wait_for(url, COUNTED_EVENTS, len(events))
         await check_exact(url)
         for _ in range(300):  # until it is up, so SIGTERM is handled
             if log.read_text().count("processing events") == 2:
@@ -243,7 +244,7 @@ async def test_postgres_restart_mid_stream_loses_nothing(
         await publish(bodies[third : 2 * third])
         await restart
         await publish(bodies[2 * third :])
-        await wait_for(url, "SELECT count(*) FROM event_ids", len(events))
+        await wait_for(url, COUNTED_EVENTS, len(events))
         await check_exact(url)
         assert any("batch failed" in r.getMessage() for r in caplog.records)  # it saw the outage
     finally:

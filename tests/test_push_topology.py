@@ -20,7 +20,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 from google.pubsub_v1 import PubsubMessage
-from processor_testing import a_day_of_traffic, aggregate_mismatches, envelope_of, wait_for
+from processor_testing import (
+    COUNTED_EVENTS,
+    a_day_of_traffic,
+    aggregate_mismatches,
+    envelope_of,
+    wait_for,
+)
 
 from clickstream.emulators.launch import stop_process
 from clickstream.pubsub_admin import ensure_topology
@@ -102,7 +108,7 @@ async def test_four_instances_keep_every_aggregate_exact(pushed: Pushed) -> None
     regrouped = [envelope_of(events[i : i + 7]) for i in range(0, len(events) // 4, 7)]
     messages = bodies + again + regrouped
     await publish(settings, messages)
-    await wait_for(settings.database_url or "", "SELECT count(*) FROM event_ids", len(events), 120)
+    await wait_for(settings.database_url or "", COUNTED_EVENTS, len(events), 120)
     await check_exact(settings, events)
     text = log.read_text(errors="replace")
     redelivered = text.count("giving up")
@@ -128,6 +134,6 @@ async def test_an_instance_killed_mid_stream_loses_nothing(pushed: Pushed) -> No
     os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
     await publish(settings, bodies[half:])
-    await wait_for(url, "SELECT count(*) FROM event_ids", len(events), within=90)
+    await wait_for(url, COUNTED_EVENTS, len(events), within=90)
     print(f"all {len(events)} events stored {time.monotonic() - killed:.1f} s after the kill")
     await check_exact(settings, events)

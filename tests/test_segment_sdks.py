@@ -29,7 +29,14 @@ import pytest
 from browser_testing import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from gateway_server import GatewayProcess, running_gateway
 from gateway_testing import serving_pages
-from processor_testing import TIMELINE, aggregate_mismatches, start_worker, stop_worker, wait_for
+from processor_testing import (
+    COUNTED_EVENTS,
+    TIMELINE,
+    aggregate_mismatches,
+    start_worker,
+    stop_worker,
+    wait_for,
+)
 from segment.analytics import Client
 
 from clickstream_contract.config import Settings
@@ -150,7 +157,7 @@ EXPECTED_TYPES = [
 
 
 async def check_shop_session(database_url: str, anonymous_id: str, user_id: str) -> None:
-    await wait_for(database_url, "SELECT count(*) FROM event_ids", len(EXPECTED_TYPES))
+    await wait_for(database_url, COUNTED_EVENTS, len(EXPECTED_TYPES))
     conn = await asyncpg.connect(database_url)
     try:
         types = await conn.fetch(f"SELECT event_type FROM {TIMELINE} ORDER BY 1")
@@ -306,7 +313,7 @@ async def test_a_retried_batch_counts_once_and_rejections_are_kept(stack: Stack)
         assert wrong.status_code == 401
 
     await wait_for(stack.database_url, "SELECT count(*) FROM bad_events", 2)
-    await wait_for(stack.database_url, "SELECT count(*) FROM event_ids", 3)
+    await wait_for(stack.database_url, COUNTED_EVENTS, 3)
     conn = await asyncpg.connect(stack.database_url)
     try:
         assert float(await conn.fetchval("SELECT sum(revenue) FROM metrics_minute")) == 60.0
@@ -404,7 +411,7 @@ async def test_analytics_js_in_a_browser_events_reach_postgres(
                     page.on("request", lambda r: r.method == "POST" and posted.append(r))
                     await page.goto(f"{shop.url}/mug")
                     anonymous_id = await page.evaluate(BROWSE_AND_SIGN_IN, MUG)
-                    await wait_for(stack.database_url, "SELECT count(*) FROM event_ids", 3)
+                    await wait_for(stack.database_url, COUNTED_EVENTS, 3)
                 finally:
                     await browser.close()
     assert outside == []

@@ -159,12 +159,18 @@ def shop() -> Iterator[Shop]:
 
 
 async def wait_for_events(database_url: str, expected: int) -> set[str]:
-    """The ids of the events PostgreSQL counted (its dedup keys), once there are `expected`."""
+    """The ids of the events PostgreSQL counted (its dedup keys), once there are `expected`
+    and the aggregates count them too (no batch's deltas wait)."""
     ids: set[str] = set()
     for _ in range(120):
         conn = await asyncpg.connect(database_url)
         try:
-            ids = {str(row[0]) for row in await conn.fetch("SELECT event_id FROM event_ids")}
+            ids = {
+                str(row[0])
+                for row in await conn.fetch(
+                    "SELECT event_id FROM event_ids WHERE NOT EXISTS (SELECT FROM delta_minutes)"
+                )
+            }
         finally:
             await conn.close()
         if len(ids) >= expected:
