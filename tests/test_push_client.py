@@ -62,6 +62,16 @@ async def test_answers_of_each_framing_are_read_whole_and_the_connection_reused(
     assert stats["connections"] == 1
 
 
+async def test_a_push_that_ends_after_close_keeps_no_connection() -> None:
+    async with server(lambda n: b"HTTP/1.1 204 No Content\r\n\r\n") as stats:
+        client = PushClient(stats["url"], timeout=5)
+        push = asyncio.create_task(client.post(b"{}"))
+        await asyncio.sleep(0)  # in flight
+        client.close()  # the endpoint was changed meanwhile
+        assert await push == 204
+        assert client.idle == []
+
+
 async def test_a_connection_the_endpoint_closed_is_not_reused() -> None:
     closing = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
     async with server(lambda n: closing, close_after_each=True) as stats:

@@ -37,6 +37,7 @@ class PushClient:
         ).encode()
         self.timeout = timeout
         self.idle: list[Connection] = []
+        self.closed = False
 
     async def post(self, body: bytes) -> int:
         if self.unreachable:
@@ -57,13 +58,14 @@ class PushClient:
         except BaseException:
             writer.close()
             raise
-        if keep:
+        if keep and not self.closed:  # a push that ends after `close` keeps no connection
             self.idle.append(connection)
         else:
             writer.close()
         return status
 
     def close(self) -> None:
+        self.closed = True
         for _, writer in self.idle:
             writer.close()
         self.idle.clear()
