@@ -4,7 +4,8 @@
         [--batches 10] [--batch 5000]
 
 Writes consecutive batches through `PostgresSink` on one connection and times every statement
-it sends (multi-statement scripts are sent one statement at a time): wall time and, when the
+it sends (multi-statement scripts are sent one statement at a time): wall time, the WAL it
+writes (`pg_current_wal_insert_lsn` read from a second connection around it) and, when the
 server runs on this machine, the server process's own CPU time (from /proc/PID/schedstat), per
 batch and per event. The first batch warms up and is not counted. pg_stat_statements and
 auto_explain would say the same from inside the server, but neither ships with pgserver.
@@ -44,18 +45,27 @@ def label(sql: str) -> str:
     return " ".join(" ".join(lines).split())[:72]
 
 
+WAL_POSITION_SQL = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
+
+
 class Timings:
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, observer: Connection) -> None:
         self.schedstat = Path(f"/proc/{pid}/schedstat")
         self.local = self.schedstat.exists()
+        self.observer = observer  # reads the WAL position; one batch at a time, so it is ours
         self.wall: defaultdict[str, float] = defaultdict(float)
         self.cpu: defaultdict[str, float] = defaultdict(float)
+        self.wal: defaultdict[str, int] = defaultdict(int)
         self.counting = False
 
     def server_cpu(self) -> float:
         return int(self.schedstat.read_text().split()[0]) / 1e9 if self.local else 0.0
 
+    async def wal_position(self) -> int:
+        return int(await self.observer.fetchval(WAL_POSITION_SQL)) if self.counting else 0
+
     async def measure(self, name: str, call: Any) -> Any:
+        wal = await self.wal_position()
         wall, cpu = time.perf_counter(), self.server_cpu()
         try:
             return await call
@@ -63,6 +73,7 @@ class Timings:
             if self.counting:
                 self.wall[name] += time.perf_counter() - wall
                 self.cpu[name] += self.server_cpu() - cpu
+                self.wal[name] += await self.wal_position() - wal
 
 
 class TimedConnection:
@@ -113,30 +124,40 @@ async def run(database_url: str, workload: str, count: int, size: int) -> None:
     pool = await create_sink_pool(database_url, max_size=1)
     stream = batches(workload, size)
     work = [decode(next(stream)).events for _ in range(count + 1)]
+    observer = await asyncpg.connect(database_url)
     async with pool.acquire() as conn:
-        timings = Timings(conn.get_server_pid())
+        timings = Timings(conn.get_server_pid(), observer)
         sink = PostgresSink(cast(asyncpg.Pool, TimedPool(conn, timings)))
-        start = 0.0
+        start = backend_start = 0.0
         for n, batch in enumerate(work):
             if n == 1:  # the first batch warms caches and plans
                 timings.counting, start = True, time.perf_counter()
+                backend_start = timings.server_cpu()
             await sink.write(batch, [])
         total = time.perf_counter() - start
+        backend = timings.server_cpu() - backend_start
     await pool.close()
+    await observer.close()
 
     events = sum(len(batch) for batch in work[1:])
     statements = sum(timings.wall.values())
     print(f"workload {workload}: {count} batches of {size}, one connection, one batch at a time")
     print(f"{events / total:,.0f} events/s wall; per batch: {total / count * 1e3:.1f} ms, of which")
-    print("statements (server CPU and wall per batch, server CPU per event):")
+    print("statements (server CPU and wall per batch, server CPU and WAL bytes per event):")
     for name in sorted(timings.wall, key=lambda name: -timings.cpu[name] or -timings.wall[name]):
         cpu = timings.cpu[name]
         print(f"  cpu {cpu / count * 1e3:6.1f} ms {cpu / events * 1e6:5.1f} us  "
+              f"wal {timings.wal[name] / events:6.0f} B  "
               f"wall {timings.wall[name] / count * 1e3:6.1f} ms  {name}")  # fmt: skip
+    wal = sum(timings.wal.values())
     if timings.local:
         cpu = sum(timings.cpu.values())
         print(f"  all statements: server CPU {cpu / events * 1e6:.1f} us per event "
-              f"({events / cpu:,.0f} events/s per core)")  # fmt: skip
+              f"({events / cpu:,.0f} events/s per core), WAL {wal / events:,.0f} B per event")  # fmt: skip
+        print(f"  the backend in all (statements, savepoints, commits): server CPU "
+              f"{backend / events * 1e6:.1f} us per event")  # fmt: skip
+    else:
+        print(f"  all statements: WAL {wal / events:,.0f} B per event")
     print(f"  outside statements (commit, processor work): "
           f"{(total - statements) / count * 1e3:.1f} ms per batch")  # fmt: skip
 

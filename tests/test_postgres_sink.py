@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
 from processor_testing import (
     BASE_TIME,
+    IPHONE,
+    WINDOWS_CHROME,
     a_day_of_traffic,
     aggregate_mismatches,
     envelope_of,
@@ -78,7 +81,7 @@ async def test_unique_visitor_minutes_lose_their_event_type_and_keep_pending_del
             " VALUES ($1, 'page_view', 2, 0), ($1, 'search', 1, 0)",
             later,
         )
-        assert await migrate(fresh_database_url) == ["305_visitor_minutes_per_minute"]
+        assert (await migrate(fresh_database_url))[0] == "305_visitor_minutes_per_minute"
         await postgres.apply_pending(conn)
         rows = await conn.fetch("SELECT minute, visitor_key FROM visitor_minutes ORDER BY 1, 2")
         assert [tuple(row) for row in rows] == [
@@ -176,6 +179,80 @@ async def test_an_event_passed_twice_in_one_write_counts_once(pool: asyncpg.Pool
     assert await PostgresSink(pool).write(twice, []) == len(events)
     async with pool.acquire() as conn:
         assert await aggregate_mismatches(conn, events) == {}
+
+
+async def test_a_round_folds_the_deltas_of_several_batches_per_key(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    """Two batches of one customer and session, committed while another session applies, are
+    folded in one round: counters add up, firsts come from the earliest delta, the device and
+    the last order from the newest, anonymous ids are united."""
+    url = "https://shop.example/p/{}?utm_source={}"
+    later = [
+        event("page_view", at=BASE_TIME + timedelta(minutes=10), anonymous_id="phone",
+              user_id="user-1", session_id="s1", page={"url": url.format(2, "late")},
+              context={"user_agent": IPHONE}),
+        event("purchase", at=BASE_TIME + timedelta(minutes=12), anonymous_id="phone",
+              user_id="user-1", session_id="s1", context={"user_agent": IPHONE},
+              order={"order_id": "o-late", "revenue": 5.0, "currency": "EUR"}),
+    ]  # fmt: skip
+    earlier = [
+        event("page_view", at=BASE_TIME, anonymous_id="laptop", user_id="user-1", session_id="s1",
+              page={"url": url.format(1, "early")}, context={"user_agent": WINDOWS_CHROME}),
+        event("purchase", at=BASE_TIME + timedelta(minutes=2), anonymous_id="laptop",
+              user_id="user-1", session_id="s1", context={"user_agent": WINDOWS_CHROME},
+              order={"order_id": "o-early", "revenue": 7.0, "currency": "EUR"}),
+    ]  # fmt: skip
+    async with pool.acquire() as holder, holder.transaction():  # both are left as deltas
+        await holder.execute("SELECT pg_advisory_xact_lock($1)", postgres.APPLIER_LOCK_KEY)
+        await processor.process([message(later)])
+        await processor.process([message(earlier)])
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM delta_customers") == 2
+        await postgres.apply_pending(conn)
+        customer = await conn.fetchrow("SELECT * FROM customers WHERE visitor_key = 'user-1'")
+        session = await conn.fetchrow("SELECT * FROM sessions WHERE session_id = 's1'")
+        assert await aggregate_mismatches(conn, [*later, *earlier]) == {}
+    assert customer["anonymous_ids"] == ["laptop", "phone"]
+    assert customer["first_source"] == "early"
+    assert customer["device_type"] == "mobile"
+    assert (customer["last_order_id"], customer["orders"], customer["sessions"]) == ("o-late", 2, 1)
+    assert session["landing_url"] == url.format(1, "early")
+    assert (session["user_id"], session["device_type"], session["events"]) == (
+        "user-1",
+        "desktop",
+        4,
+    )
+
+
+async def test_apply_statements_join_nothing_whatever_the_delta_tables_statistics(
+    processor: Processor, pool: asyncpg.Pool
+) -> None:
+    """A vacuum or an analyze that finds a delta table empty leaves the planner estimating one
+    row for it, however many deltas wait. A join planned on that estimate is a nested loop,
+    quadratic in the deltas of a round; so the apply statements join nothing."""
+    await processor.process([message(a_day_of_traffic(visitors=5))])  # pages, all deltas applied
+    async with pool.acquire() as conn:
+        await conn.execute("ANALYZE " + ", ".join(postgres.DELTA_TABLES))
+        statements = [
+            (sql, ())
+            for script in (postgres.APPLY_VISITORS_SQL, postgres.APPLY_COUNTERS_SQL)
+            for sql in script.split(";\n")
+            if sql.strip()
+        ] + [(postgres.APPLY_SESSIONS_SQL, ()), (postgres.APPLY_CUSTOMERS_SQL, ("{}",))]
+        for sql, args in statements:
+            [explained] = json.loads(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args))
+            nodes = list(plan_nodes(explained["Plan"]))
+            scans = [n for n in nodes if n.get("Relation Name", "").startswith("delta_")
+                     and n["Node Type"] == "Seq Scan"]  # fmt: skip
+            assert scans and all(n["Plan Rows"] == 1 for n in scans), sql  # the estimate
+            assert not [n for n in nodes if "Join" in n["Node Type"] or "Loop" in n["Node Type"]]
+
+
+def plan_nodes(node: dict) -> Iterator[dict]:
+    yield node
+    for child in node.get("Plans", ()):
+        yield from plan_nodes(child)
 
 
 async def test_concurrent_batches_of_the_same_visitors_stay_exact(
