@@ -153,7 +153,8 @@ async def run(database_url: str, workload: str, count: int, size: int) -> None:
     if timings.local:
         cpu = sum(timings.cpu.values())
         print(f"  all statements: server CPU {cpu / events * 1e6:.1f} us per event "
-              f"({events / cpu:,.0f} events/s per core), WAL {wal / events:,.0f} B per event")  # fmt: skip
+              f"({events / cpu:,.0f} events/s per core), "
+              f"WAL {wal / events:,.0f} B per event")  # fmt: skip
         print(f"  the backend in all (statements, savepoints, commits): server CPU "
               f"{backend / events * 1e6:.1f} us per event")  # fmt: skip
     else:

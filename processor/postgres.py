@@ -884,8 +884,8 @@ async def apply_pending(conn: Connection, budget: float = APPLY_BUDGET) -> None:
 async def _apply_round(conn: Connection) -> list[str]:
     """Fold and apply every delta committed so far; return the profiles written."""
     await conn.execute(APPLY_VISITORS_SQL)
-    created = await conn.fetch(APPLY_SESSIONS_SQL)
-    rows = await conn.fetch(APPLY_CUSTOMERS_SQL, _encode_counts(dict(created)).decode())
+    created = {row[0]: row[1] for row in await conn.fetch(APPLY_SESSIONS_SQL)}
+    rows = await conn.fetch(APPLY_CUSTOMERS_SQL, _encode_counts(created).decode())
     await conn.execute(APPLY_COUNTERS_SQL)
     return [row[0] for row in rows]
 
