@@ -346,8 +346,7 @@ class TimelineEntry(msgspec.Struct, omit_defaults=True):
     currency: str | None = None
 
 
-_encode_timeline = msgspec.json.Encoder().encode
-_encode_counts = msgspec.json.Encoder().encode
+_encode_json = msgspec.json.Encoder().encode
 _decode_items = msgspec.json.Decoder(list[dict[str, Any]]).decode
 _decode_timeline = _decode_items
 
@@ -534,7 +533,7 @@ class BatchAggregates:
                 )
                 for e in group[-TIMELINE_EVENTS:]
             ]  # fmt: skip
-            encoded = _encode_timeline(timeline)
+            encoded = _encode_json(timeline)
             if b"\\u0000" in encoded and _holds_nul(encoded):
                 raise RefusedData(
                     f"an event of visitor {visitor!r} holds a NUL character in its text,"
@@ -885,7 +884,7 @@ async def _apply_round(conn: Connection) -> list[str]:
     """Fold and apply every delta committed so far; return the profiles written."""
     await conn.execute(APPLY_VISITORS_SQL)
     created = {row[0]: row[1] for row in await conn.fetch(APPLY_SESSIONS_SQL)}
-    rows = await conn.fetch(APPLY_CUSTOMERS_SQL, _encode_counts(created).decode())
+    rows = await conn.fetch(APPLY_CUSTOMERS_SQL, _encode_json(created).decode())
     await conn.execute(APPLY_COUNTERS_SQL)
     return [row[0] for row in rows]
 
