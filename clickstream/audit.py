@@ -9,12 +9,13 @@ view. The audit reads the ids file (`clickstream loadgen --ids-file`), looks the
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from clickstream_contract.config import LOCAL_PROJECT, Settings
 
@@ -34,6 +35,15 @@ FROM bad_events,
 WHERE m[1]::uuid = ANY($1::uuid[])
 GROUP BY 1
 """
+
+# The local BigQuery emulator (bqemulator) runs every query on its single DuckDB connection and
+# refuses one, with a 400 "Resource In Use Error: connection is busy with another call", while
+# an append (the processor writing) holds that connection. Real BigQuery never answers this.
+# The audit only reads, so such a query is asked again after each of these pauses (~10 s in all).
+BUSY_REFUSAL: Final = "connection is busy"
+BUSY_RETRY_DELAYS: Final = (0.25, 0.5, 1.0, 2.0, 3.0, 3.0)
+
+T = TypeVar("T")
 
 
 class IdsFileError(ValueError):
@@ -195,8 +205,24 @@ def bigquery_skip_reason(settings: Settings) -> str | None:
     )
 
 
+def retry_while_busy(query: Callable[[], T], delays: Sequence[float] = BUSY_RETRY_DELAYS) -> T:
+    """`query()`, asked again after each of `delays` while the emulator refuses it as busy
+    (`BUSY_REFUSAL`); any other error, and the refusal once the delays are spent, is raised."""
+    from google.api_core.exceptions import BadRequest
+
+    for delay in delays:
+        try:
+            return query()
+        except BadRequest as error:
+            if BUSY_REFUSAL not in str(error):
+                raise
+        time.sleep(delay)
+    return query()
+
+
 def bigquery_counts(client: Any, table: str, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """Rows per id in `table` (a fully qualified table or view), for the ids present."""
+    """Rows per id in `table` (a fully qualified table or view), for the ids present; a query
+    the local emulator refuses as busy is asked again (`retry_while_busy`)."""
     from google.cloud import bigquery
 
     config = bigquery.QueryJobConfig(
@@ -206,7 +232,13 @@ def bigquery_counts(client: Any, table: str, ids: Sequence[uuid.UUID]) -> dict[u
         f"SELECT event_id, COUNT(*) AS n FROM `{table}` "
         "WHERE event_id IN UNNEST(@ids) GROUP BY event_id"
     )
-    return {uuid.UUID(row["event_id"]): row["n"] for row in client.query(sql, job_config=config)}
+
+    def counts() -> dict[uuid.UUID, int]:
+        # Iterating the job waits for its result: a refusal surfaces there, inside the retry.
+        rows = client.query(sql, job_config=config)
+        return {uuid.UUID(row["event_id"]): row["n"] for row in rows}
+
+    return retry_while_busy(counts)
 
 
 def bigquery_lookup(settings: Settings, ids: Sequence[uuid.UUID]) -> BigQueryResult:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import pytest
+from google.api_core.exceptions import BadRequest
 
 from clickstream.audit import (
     IdsFileError,
@@ -17,6 +19,7 @@ from clickstream.audit import (
     bigquery_skip_reason,
     postgres_lookup,
     read_ids,
+    retry_while_busy,
 )
 from clickstream_contract.cli import main
 from clickstream_contract.config import Settings
@@ -116,6 +119,36 @@ def test_a_malformed_ids_file_names_the_line(tmp_path: Path) -> None:
     path.write_text(f"{uuid.uuid4()}\n\nnot-an-id\n")
     with pytest.raises(IdsFileError, match=r"ids.txt:3: not a UUID: 'not-an-id'"):
         read_ids(path)
+
+
+def test_a_query_refused_as_busy_is_asked_again_and_any_other_error_raised_at_once() -> None:
+    # bqemulator's answer while an append holds its DuckDB connection.
+    busy = BadRequest(
+        "Query execution failed: Resource In Use Error: connection is busy with another call"
+    )
+    calls: list[str] = []
+
+    def refused(times: int, error: BadRequest) -> Callable[[], str]:
+        def query() -> str:
+            calls.append("query")
+            if len(calls) <= times:
+                raise error
+            return "rows"
+
+        return query
+
+    assert retry_while_busy(refused(2, busy), delays=(0, 0, 0)) == "rows"
+    assert len(calls) == 3
+
+    calls.clear()
+    with pytest.raises(BadRequest, match="connection is busy"):
+        retry_while_busy(refused(3, busy), delays=(0, 0))  # still busy once the delays are spent
+    assert len(calls) == 3
+
+    calls.clear()
+    with pytest.raises(BadRequest, match="Unrecognized name: evnt_id"):
+        retry_while_busy(refused(1, BadRequest("Unrecognized name: evnt_id")), delays=(0, 0))
+    assert len(calls) == 1
 
 
 def test_bigquery_is_skipped_only_without_an_emulator_or_a_project() -> None:
