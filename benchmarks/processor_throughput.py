@@ -51,7 +51,9 @@ def _stat(pid: int) -> list[str]:
 
 
 def server_cpu(postmaster: int) -> float:
-    """CPU seconds used so far by the server's postmaster and its children (live ones)."""
+    """CPU seconds used so far by the server's postmaster and its children, those that exited
+    included (autovacuum workers come and go): the postmaster's own and its waited-for
+    children's times, plus each live child's."""
     total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -60,7 +62,9 @@ def server_cpu(postmaster: int) -> float:
             fields = _stat(int(entry.name))
         except OSError:
             continue  # exited meanwhile
-        if int(entry.name) == postmaster or int(fields[1]) == postmaster:
+        if int(entry.name) == postmaster:
+            total += sum(int(f) for f in fields[11:15]) / _TICK
+        elif int(fields[1]) == postmaster:
             total += (int(fields[11]) + int(fields[12])) / _TICK
     return total
 
