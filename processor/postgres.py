@@ -785,23 +785,27 @@ class PostgresSink:
     async def _insert_ids(
         conn: Connection, events: list[EnrichedEvent], pending: list[EnrichedEvent]
     ) -> list[EnrichedEvent]:
-        """Store the batch's event ids; return the events that were new, each once (an id
-        stored before, or twice in `events`, fails the COPY: then an INSERT ... ON CONFLICT DO
-        NOTHING tells which are new)."""
+        """Store the batch's event ids; return the events that were new, each once, in the
+        batch's order (an id stored before, or twice in `events`, fails the COPY: then an
+        INSERT ... ON CONFLICT DO NOTHING tells which are new).
+
+        The ids go in sorted; the events come back as they came, nearly in time order, which
+        the aggregation's sort by time then finds almost done (from id order it took ~1 us per
+        event)."""
         assigned = {id(event) for event in pending}
-        events = sorted(events, key=_EVENT_ID_INT)
+        by_id = sorted(events, key=_EVENT_ID_INT)
         records = (
             [
                 (e.event_id, e.received_at, e.session_id if id(e) in assigned else None)
-                for e in events
+                for e in by_id
             ]
             if assigned
-            else [(e.event_id, e.received_at, None) for e in events]
+            else [(e.event_id, e.received_at, None) for e in by_id]
         )
         try:
             async with conn.transaction():  # a savepoint: a duplicate only undoes the COPY
                 await conn.copy_records_to_table("event_ids", records=records)
-            return events
+            return list(events)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "event_ids_pkey":
                 raise
