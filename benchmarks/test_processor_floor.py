@@ -1,0 +1,71 @@
+"""The floor's least writes (benchmarks/processor_floor.py) keep what they stand in for: on the
+same batches, the same event ids, sessions, events per session and customer, and counts per
+minute and event type as the sink. A floor that stored less would measure less work."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from processor_floor import LEAST_TABLES_SQL, Cost, write_least
+from processor_workload import batches
+
+from clickstream.local_postgres import postgres_url
+from processor.core import decode
+from processor.migrations import migrate
+from processor.postgres import PostgresSink, create_sink_pool
+
+SAME_FIGURES = {
+    "event ids": ("SELECT count(*) FROM least_event_ids", "SELECT count(*) FROM event_ids"),
+    "sessions": ("SELECT count(*) FROM least_sessions", "SELECT count(*) FROM sessions"),
+    "events of sessions": (
+        "SELECT sum(events) FROM least_sessions", "SELECT sum(events) FROM sessions",
+    ),
+    "events of customers": (
+        "SELECT sum(events) FROM least_customers", "SELECT sum(events) FROM customers",
+    ),
+    "counts per minute and type": (
+        "SELECT array_agg((minute, event_type, events) ORDER BY minute, event_type)"
+        " FROM least_minutes",
+        "SELECT array_agg((minute, event_type, events) ORDER BY minute, event_type)"
+        " FROM metrics_minute",
+    ),
+}  # fmt: skip
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[str]:
+    """A database of its own on DATABASE_URL's server (or an embedded one), dropped after."""
+    with postgres_url() as url:
+        name = f"floor_{uuid.uuid4().hex[:12]}"
+        admin = await asyncpg.connect(url)
+        await admin.execute(f"CREATE DATABASE {name}")
+        parts = urlsplit(url)
+        try:
+            yield urlunsplit(parts._replace(path=f"/{name}"))
+        finally:
+            await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+            await admin.close()
+
+
+async def test_the_least_writes_store_what_the_sink_stores_of_the_same_keys(database: str) -> None:
+    await migrate(database)
+    work = [next(batches("shoppers", 2_000)) for _ in range(3)]
+    conn = await asyncpg.connect(database)
+    pool = await create_sink_pool(database, max_size=1)
+    try:
+        await conn.execute(LEAST_TABLES_SQL)
+        sink, cost = PostgresSink(pool), Cost()
+        for messages in work:
+            await write_least(conn, decode(messages).events, cost)
+            await sink.write(decode(messages).events, [])
+        for name, (least, stored) in SAME_FIGURES.items():
+            assert await conn.fetchval(least) == await conn.fetchval(stored), name
+        assert cost.rows["event ids"] == 6_000
+        assert set(cost.statements) == set(cost.rows)
+    finally:
+        await pool.close()
+        await conn.close()
