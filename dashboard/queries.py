@@ -618,8 +618,9 @@ async def list_customers(pool: asyncpg.Pool, r: TimeRange, q: CustomerQuery) -> 
 
     Without a search: the customers last seen in the range (for a range that ends now, those
     active in it). A search is an id lookup (user id, else anonymous id, by prefix) over all
-    time, so a customer is found whatever the range; its byte-order bounds (~>=~ / ~<~) rather
-    than LIKE keep the text_pattern_ops index in the prepared statement's generic plan.
+    time, so a customer is found whatever the range; its bounds rather than LIKE keep the
+    primary key (bytewise: COLLATE "C", migrations 304 and 307) in the prepared statement's
+    generic plan.
     """
     params: list[object] = []
 
@@ -629,8 +630,8 @@ async def list_customers(pool: asyncpg.Pool, r: TimeRange, q: CustomerQuery) -> 
 
     if q.search:
         where = [
-            f"visitor_key ~>=~ {param(q.search)}",
-            f"visitor_key ~<~ {param(q.search + PREFIX_END)}",
+            f"visitor_key >= {param(q.search)}",
+            f"visitor_key < {param(q.search + PREFIX_END)}",
         ]
     else:
         # The range's UTC hours (indexed) narrow the candidates, `last_seen_at` decides: it has
