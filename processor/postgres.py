@@ -67,8 +67,8 @@ PRODUCT_EVENTS: Final = ("product_view", "add_to_cart", "remove_from_cart")
 TIMELINE_EVENTS: Final = 50
 
 INSERT_IDS_SQL: Final = """
-INSERT INTO event_ids (event_id, received_at, session_id)
-SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[])
+INSERT INTO event_ids (event_id, session_id)
+SELECT * FROM unnest($1::uuid[], $2::uuid[])
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id
 """
@@ -76,6 +76,8 @@ STORED_SESSIONS_SQL: Final = """
 SELECT event_id, session_id::text FROM event_ids
 WHERE event_id = ANY($1::uuid[]) AND session_id IS NOT NULL
 """
+# `received_at` is left to its default, the time the key is stored (migration 308).
+DEDUP_KEY_COLUMNS: Final = ("event_id", "session_id")
 
 # The rows each batch appends (migration 303), in the order `_append_deltas` writes them.
 DELTA_TABLES: Final = (
@@ -795,21 +797,20 @@ class PostgresSink:
         assigned = {id(event) for event in pending}
         by_id = sorted(events, key=_EVENT_ID_INT)
         records = (
-            [
-                (e.event_id, e.received_at, e.session_id if id(e) in assigned else None)
-                for e in by_id
-            ]
+            [(e.event_id, e.session_id if id(e) in assigned else None) for e in by_id]
             if assigned
-            else [(e.event_id, e.received_at, None) for e in by_id]
+            else [(e.event_id, None) for e in by_id]
         )
         try:
             async with conn.transaction():  # a savepoint: a duplicate only undoes the COPY
-                await conn.copy_records_to_table("event_ids", records=records)
+                await conn.copy_records_to_table(
+                    "event_ids", records=records, columns=DEDUP_KEY_COLUMNS
+                )
             return list(events)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "event_ids_pkey":
                 raise
-        rows = await conn.fetch(INSERT_IDS_SQL, *_columns(records, 3))
+        rows = await conn.fetch(INSERT_IDS_SQL, *_columns(records, 2))
         new = {row[0].int for row in rows}
         seen = [e for e in events if e.event_id.int not in new]
         rows = await conn.fetch(STORED_SESSIONS_SQL, [e.event_id for e in seen])
