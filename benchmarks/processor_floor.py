@@ -115,7 +115,9 @@ def backend_cpu(pid: int) -> float:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
 
 
-def _folded(groups: dict[str, list[object]]) -> tuple[list[object], ...]:
+def _folded(
+    groups: dict[str, list[object]],
+) -> tuple[list[str], list[object], list[object], list[object]]:
     """Rows (key, first, last, events) as one list per column, in key order."""
     keys = sorted(groups)
     rows = [groups[key] for key in keys]
@@ -175,15 +177,15 @@ async def write_least(conn: asyncpg.Connection, events: list[EnrichedEvent], cos
 
 
 async def measure(
-    work: Callable[[], object], backend: int, postmaster: int | None, cost: Cost
+    work: Callable[[], Awaitable[object]], backend: int, postmaster: int | None, cost: Cost
 ) -> None:
-    """Run `work` (a coroutine function) and add its CPU to `cost`."""
+    """Run `work` and add its CPU to `cost`."""
     server, back, client = (
         server_cpu(postmaster) if postmaster else 0.0,
         backend_cpu(backend),
         time.process_time(),
     )
-    await work()  # type: ignore[misc]
+    await work()
     cost.processor += time.process_time() - client
     cost.backend += backend_cpu(backend) - back
     if postmaster:
