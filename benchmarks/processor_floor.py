@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import asyncpg
 import msgspec
-from processor_throughput import local_postmaster, server_cpu
+from processor_throughput import backend_cpu, local_postmaster, server_cpu
 from processor_workload import batches
 
 from clickstream.local_postgres import postgres_url
@@ -108,11 +108,6 @@ class Cost:
     def count(self, table: str, rows: int, backend_seconds: float) -> None:
         self.rows[table] = self.rows.get(table, 0) + rows
         self.statements[table] = self.statements.get(table, 0.0) + backend_seconds
-
-
-def backend_cpu(pid: int) -> float:
-    """CPU seconds a process ran so far, to the nanosecond (/proc's scheduler statistics)."""
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
 
 
 def _folded(

@@ -28,6 +28,7 @@ from typing import Any, cast
 sys.path.insert(0, str(Path(__file__).parent))
 
 import asyncpg
+from processor_throughput import backend_cpu
 from processor_workload import batches
 
 from clickstream.local_postgres import postgres_url
@@ -50,8 +51,8 @@ WAL_POSITION_SQL = "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn"
 
 class Timings:
     def __init__(self, pid: int, observer: Connection) -> None:
-        self.schedstat = Path(f"/proc/{pid}/schedstat")
-        self.local = self.schedstat.exists()
+        self.pid = pid
+        self.local = Path(f"/proc/{pid}/schedstat").exists()
         self.observer = observer  # reads the WAL position; one batch at a time, so it is ours
         self.wall: defaultdict[str, float] = defaultdict(float)
         self.cpu: defaultdict[str, float] = defaultdict(float)
@@ -59,7 +60,7 @@ class Timings:
         self.counting = False
 
     def server_cpu(self) -> float:
-        return int(self.schedstat.read_text().split()[0]) / 1e9 if self.local else 0.0
+        return backend_cpu(self.pid) if self.local else 0.0
 
     async def wal_position(self) -> int:
         return int(await self.observer.fetchval(WAL_POSITION_SQL)) if self.counting else 0

@@ -69,6 +69,11 @@ def server_cpu(postmaster: int) -> float:
     return total
 
 
+def backend_cpu(pid: int) -> float:
+    """CPU seconds a process ran so far, to the nanosecond (/proc's scheduler statistics)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
 async def sample_backends(
     database_url: str, stop: asyncio.Event
 ) -> tuple[Counter[int], Counter[str]]:
