@@ -5,8 +5,8 @@
 Issue 15 asks, on this 2-core machine, for at most 12 us of PostgreSQL CPU per event, 60k
 events/s wall through the processor and PostgreSQL (at most 33 us of both per event), and 40k
 events/s end to end (50 us per event for every part, the gateway, the Pub/Sub emulator and the
-load generator included). This measures, on the shoppers workload, batch by batch, two ways of
-writing the same decoded batches into one PostgreSQL, alternately:
+load generator included). This measures, on the shoppers workload, batch by batch, three ways of
+writing the same decoded batches into one PostgreSQL server, alternately:
 
 - the least writes: the batch aggregated in the fewest Python lines that can do it, then one
   statement per table with only a primary key: the event ids (the dedup key exactly once needs),
@@ -15,12 +15,14 @@ writing the same decoded batches into one PostgreSQL, alternately:
   timeline, funnel, product, traffic or device rollup, no identity, revenue or bad event, no
   index the dashboard reads by, and one writer (no deltas: concurrent writers would wait for
   each other's row locks);
-- the sink itself (`PostgresSink.write`, its apply round included), one batch at a time.
+- the sink itself (`PostgresSink.write`, its apply round included), one batch at a time;
+- the sink without the dashboard's customer timeline (`visitor_activity` rows neither built nor
+  sent; the issue allows the timeline to come from BigQuery), in a scratch database of its own.
 
 Per event: PostgreSQL's CPU (the connection's backend, and the whole server: WAL writer,
 checkpointer, autovacuum too, read from /proc when it runs on this machine), the processor's
 CPU for the write (this process), the rows each writes, and the processor's decode + enrich
-(the same batches for both). Then the wall ceiling on two cores if nothing waited: 2 / (all the
+(the same batches for all). Then the wall ceiling on two cores if nothing waited: 2 / (all the
 CPU per event). Also the protobuf floor of the BigQuery rows: the row encoder's straight-line
 code on values converted beforehand, i.e. upb setting each non-null field and serializing.
 Against DATABASE_URL or a throwaway pgserver.
@@ -33,11 +35,15 @@ import asyncio
 import operator
 import sys
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -53,13 +59,15 @@ from clickstream_contract.gc_tuning import tune_after_startup
 from processor.bigquery_rows import CONVERSIONS, EVENT_ROWS, compile_encoder
 from processor.bigquery_schema import Column
 from processor.core import Message, decode
+from processor.db import Connection
 from processor.migrations import migrate
-from processor.postgres import PostgresSink, create_sink_pool
+from processor.postgres import BatchAggregates, PostgresSink, Written, create_sink_pool
 from processor.records import EnrichedEvent
 
 ROUNDS = 5
 astuple = msgspec.structs.astuple
 EVENT_ID_INT = operator.attrgetter("event_id.int")
+WAYS = ("least writes", "the sink", "no timeline")
 
 LEAST_TABLES_SQL = """
 DROP TABLE IF EXISTS least_event_ids, least_sessions, least_customers, least_visitor_minutes,
@@ -108,6 +116,9 @@ class Cost:
     def count(self, table: str, rows: int, backend_seconds: float) -> None:
         self.rows[table] = self.rows.get(table, 0) + rows
         self.statements[table] = self.statements.get(table, 0.0) + backend_seconds
+
+
+Ways: TypeAlias = dict[str, Cost]  # per way of writing, in WAYS order
 
 
 def _folded(
@@ -187,36 +198,64 @@ async def measure(
         cost.server += server_cpu(postmaster) - server
 
 
-async def write_floor(
-    database_url: str, work: list[list[Message]]
-) -> tuple[Cost, Cost, float, int]:
-    """(least writes, the sink, decode + enrich CPU seconds, events), batch by batch."""
-    await migrate(database_url)
-    least_conn = await asyncpg.connect(database_url, server_settings={"jit": "off"})
-    await least_conn.execute(LEAST_TABLES_SQL)
-    pool = await create_sink_pool(database_url, max_size=1)
-    sink = PostgresSink(pool)
-    least, real = Cost(), Cost()
-    decode_cpu, n = 0.0, 0
-    async with pool.acquire() as conn:
-        sink_backend = conn.get_server_pid()
-    postmaster = local_postmaster(sink_backend)
+class SinkWithoutTimeline(PostgresSink):
+    """The sink without its timeline rows: what the dashboard's customer timeline costs."""
+
+    async def _append_deltas(self, conn: Connection, batch: BatchAggregates) -> Written:
+        batch.activity_records = list  # type: ignore[method-assign]  # no rows to build or send
+        return await super()._append_deltas(conn, batch)
+
+
+@asynccontextmanager
+async def scratch_database(url: str) -> AsyncIterator[str]:
+    """The URL of a new database on `url`'s server, dropped afterwards."""
+    name = f"floor_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(url)
+    await admin.execute(f"CREATE DATABASE {name}")
     try:
-        for messages in work:
-            client = time.process_time()
-            events = decode(messages).events
-            decode_cpu += time.process_time() - client
-            n += len(events)
-            least_write = partial(write_least, least_conn, events, least)
-            await measure(least_write, least_conn.get_server_pid(), postmaster, least)
-            events = decode(messages).events  # the sink stamps its events: fresh ones
-            await measure(partial(sink.write, events, []), sink_backend, postmaster, real)
-        real.rows = await _sink_row_counts(pool)
+        yield urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
     finally:
-        await least_conn.execute(LEAST_TABLES_SQL.split("CREATE", 1)[0])
-        await least_conn.close()
-        await pool.close()
-    return least, real, decode_cpu, n
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()
+
+
+async def write_floor(database_url: str, work: list[list[Message]]) -> tuple[Ways, float, int]:
+    """Each way's costs, the decode + enrich CPU seconds and the events, batch by batch."""
+    ways: Ways = {name: Cost() for name in WAYS}
+    decode_cpu, n = 0.0, 0
+    async with scratch_database(database_url) as without_timeline_url:
+        for url in (database_url, without_timeline_url):
+            await migrate(url)
+        least_conn = await asyncpg.connect(database_url, server_settings={"jit": "off"})
+        await least_conn.execute(LEAST_TABLES_SQL)
+        pool = await create_sink_pool(database_url, max_size=1)
+        other_pool = await create_sink_pool(without_timeline_url, max_size=1)
+        sinks = {"the sink": PostgresSink(pool), "no timeline": SinkWithoutTimeline(other_pool)}
+        backends = {"least writes": least_conn.get_server_pid()}
+        for name, sink in sinks.items():
+            async with sink.pool.acquire() as conn:
+                backends[name] = conn.get_server_pid()
+        postmaster = local_postmaster(least_conn.get_server_pid())
+        try:
+            for messages in work:
+                client = time.process_time()
+                events = decode(messages).events
+                decode_cpu += time.process_time() - client
+                n += len(events)
+                least = ways["least writes"]
+                least_write = partial(write_least, least_conn, events, least)
+                await measure(least_write, backends["least writes"], postmaster, least)
+                for name, sink in sinks.items():
+                    events = decode(messages).events  # the sink stamps its events: fresh ones
+                    sink_write = partial(sink.write, events, [])
+                    await measure(sink_write, backends[name], postmaster, ways[name])
+            ways["the sink"].rows = await _sink_row_counts(pool)
+        finally:
+            await least_conn.execute(LEAST_TABLES_SQL.split("CREATE", 1)[0])
+            await least_conn.close()
+            await pool.close()
+            await other_pool.close()
+    return ways, decode_cpu, n
 
 
 async def _sink_row_counts(pool: asyncpg.Pool) -> dict[str, int]:
@@ -264,26 +303,28 @@ def _converted(column: Column, value: object) -> object:
     return value if value is None or convert is None else convert(value)
 
 
-def report(least: Cost, real: Cost, decode_cpu: float, n: int) -> None:
+def report(ways: Ways, decode_cpu: float, n: int) -> None:
     def us(seconds: float) -> str:
         return f"{seconds / n * 1e6:6.1f} us"
 
-    print(f"{'per event':34s} {'least writes':>12s} {'the sink':>12s}")
-    print(f"{'  PostgreSQL, the backend':34s} {us(least.backend):>12s} {us(real.backend):>12s}"
-          "   (target 12 us)")  # fmt: skip
-    print(f"{'  PostgreSQL, the whole server':34s} {us(least.server):>12s} {us(real.server):>12s}")
-    print(f"{'  processor, the write':34s} {us(least.processor):>12s} "
-          f"{us(real.processor):>12s}")  # fmt: skip
-    print(f"{'  processor, decode + enrich':34s} {us(decode_cpu):>12s} {us(decode_cpu):>12s}")
-    for name, cost in (("least writes", least), ("the sink", real)):
+    def line(label: str, values: list[str], note: str = "") -> None:
+        print(f"{label:34s}" + "".join(f" {value:>13s}" for value in values) + note)
+
+    line("per event", list(ways))
+    line("  PostgreSQL, the backend", [us(c.backend) for c in ways.values()], "  (target 12 us)")
+    line("  PostgreSQL, the whole server", [us(c.server) for c in ways.values()])
+    line("  processor, the write", [us(c.processor) for c in ways.values()])
+    line("  processor, decode + enrich", [us(decode_cpu) for _ in ways])
+    for name, cost in ways.items():
         total = (cost.server + cost.processor + decode_cpu) / n * 1e6
         print(f"  {name}: processor and PostgreSQL {total:.1f} us per event: at most "
               f"{2e6 / total:,.0f} events/s wall on 2 cores (target 60,000: 33.3 us)")  # fmt: skip
+    least = ways["least writes"]
     print("the least writes, per statement: rows per event and the backend's CPU per event")
     for table, rows in least.rows.items():
         print(f"  {table:32s} {rows / n:5.2f} {us(least.statements[table])}")
     print("rows inserted or updated per event (the sink, every table):  " + ", ".join(
-        f"{table} {rows / n:.2f}" for table, rows in real.rows.items()))  # fmt: skip
+        f"{table} {rows / n:.2f}" for table, rows in ways["the sink"].rows.items()))  # fmt: skip
 
 
 async def run(database_url: str, count: int, size: int) -> None:
@@ -291,10 +332,10 @@ async def run(database_url: str, count: int, size: int) -> None:
     stream = batches("shoppers", size)
     decode(next(stream))  # warm the enrichment caches
     work = [next(stream) for _ in range(count)]
-    least, real, decode_cpu, n = await write_floor(database_url, work)
+    ways, decode_cpu, n = await write_floor(database_url, work)
     print(f"shoppers workload: {count} batches of {size} ({n} events), one batch at a time, "
-          "the two ways alternately")  # fmt: skip
-    report(least, real, decode_cpu, n)
+          "the three ways alternately")  # fmt: skip
+    report(ways, decode_cpu, n)
 
     sample = work[:5]
     bodies = [raw for messages in sample for raw in event_bodies(messages)]

@@ -4,13 +4,11 @@ minute and event type as the sink. A floor that stored less would measure less w
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from processor_floor import LEAST_TABLES_SQL, Cost, write_least
+from processor_floor import LEAST_TABLES_SQL, Cost, scratch_database, write_least
 from processor_workload import batches
 
 from clickstream.local_postgres import postgres_url
@@ -40,15 +38,8 @@ SAME_FIGURES = {
 async def database() -> AsyncIterator[str]:
     """A database of its own on DATABASE_URL's server (or an embedded one), dropped after."""
     with postgres_url() as url:
-        name = f"floor_{uuid.uuid4().hex[:12]}"
-        admin = await asyncpg.connect(url)
-        await admin.execute(f"CREATE DATABASE {name}")
-        parts = urlsplit(url)
-        try:
-            yield urlunsplit(parts._replace(path=f"/{name}"))
-        finally:
-            await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-            await admin.close()
+        async with scratch_database(url) as scratch:
+            yield scratch
 
 
 async def test_the_least_writes_store_what_the_sink_stores_of_the_same_keys(database: str) -> None:
