@@ -25,7 +25,8 @@ CPU for the write (this process), the rows each writes, and the processor's deco
 (the same batches for all). Then the wall ceiling on two cores if nothing waited: 2 / (all the
 CPU per event). Also the protobuf floor of the BigQuery rows: the row encoder's straight-line
 code on values converted beforehand, i.e. upb setting each non-null field and serializing.
-Against DATABASE_URL or a throwaway pgserver.
+Against DATABASE_URL (its role must be allowed to create the scratch database) or a throwaway
+pgserver.
 """
 
 from __future__ import annotations
