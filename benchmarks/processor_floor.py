@@ -36,21 +36,18 @@ import asyncio
 import operator
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TypeAlias
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import asyncpg
 import msgspec
-from processor_throughput import backend_cpu, local_postmaster, server_cpu
+from processor_throughput import backend_cpu, fresh_database, local_postmaster, server_cpu
 from processor_workload import batches
 
 from clickstream.local_postgres import postgres_url
@@ -207,24 +204,11 @@ class SinkWithoutTimeline(PostgresSink):
         return await super()._append_deltas(conn, batch)
 
 
-@asynccontextmanager
-async def scratch_database(url: str) -> AsyncIterator[str]:
-    """The URL of a new database on `url`'s server, dropped afterwards."""
-    name = f"floor_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-    finally:
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        await admin.close()
-
-
 async def write_floor(database_url: str, work: list[list[Message]]) -> tuple[Ways, float, int]:
     """Each way's costs, the decode + enrich CPU seconds and the events, batch by batch."""
     ways: Ways = {name: Cost() for name in WAYS}
     decode_cpu, n = 0.0, 0
-    async with scratch_database(database_url) as without_timeline_url:
+    async with fresh_database(database_url) as without_timeline_url:
         for url in (database_url, without_timeline_url):
             await migrate(url)
         least_conn = await asyncpg.connect(database_url, server_settings={"jit": "off"})

@@ -20,7 +20,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 from google.pubsub_v1 import PubsubMessage
@@ -102,19 +101,6 @@ class Pipeline:
                 topic=topic,
                 messages=[PubsubMessage(data=m.data, attributes=m.attributes) for m in chunk],
             )
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(server_url: str) -> AsyncIterator[str]:
-    """A database of its own on the server, dropped afterwards."""
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        yield urlsplit(server_url)._replace(path=f"/{name}").geturl()
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
 
 
 @contextlib.asynccontextmanager

@@ -23,10 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import asyncpg
+from processor_throughput import fresh_database
 from push_harness import (
     counted_events,
     database_server,
-    fresh_database,
     kill,
     machine,
     pipeline,

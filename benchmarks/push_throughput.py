@@ -29,10 +29,10 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).parent))
 
 import asyncpg
+from processor_throughput import fresh_database
 from push_harness import (
     counted_events,
     database_server,
-    fresh_database,
     machine,
     pipeline,
     stored_events,

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from processor_floor import LEAST_TABLES_SQL, Cost, scratch_database, write_least
+from processor_floor import LEAST_TABLES_SQL, Cost, write_least
+from processor_throughput import fresh_database
 from processor_workload import batches
 
 from clickstream.local_postgres import postgres_url
@@ -38,7 +39,7 @@ SAME_FIGURES = {
 async def database() -> AsyncIterator[str]:
     """A database of its own on DATABASE_URL's server (or an embedded one), dropped after."""
     with postgres_url() as url:
-        async with scratch_database(url) as scratch:
+        async with fresh_database(url) as scratch:
             yield scratch
 
 
