@@ -6,10 +6,12 @@ Each test that writes gets its own database (`fresh_database_url`), so tests nev
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -93,19 +95,35 @@ def unique_name() -> Callable[[str], str]:
 
 
 # BigQuery: one bqemulator per session, started through the real command line on free ports
-# (port 0; it prints the ones it bound). Tests use their own dataset names to stay apart.
+# (port 0; it prints the ones it bound). Tests use their own dataset names to stay apart. Fault
+# injection (tests/test_faults.py) starts one per test instead (`own_bigquery_emulator`).
 
 
-@pytest.fixture(scope="session")
-def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+@contextlib.contextmanager
+def running_bigquery_emulator(log_path: Path) -> Iterator[dict[str, str]]:
     """{"BIGQUERY_EMULATOR_HOST": "http://127.0.0.1:P", "BIGQUERY_STORAGE_EMULATOR_HOST": ...}"""
     from clickstream.emulators.bigquery import start_in_subprocess
 
-    proc, hosts = start_in_subprocess(tmp_path_factory.mktemp("bigquery") / "emulator.log")
+    proc, hosts = start_in_subprocess(log_path)
     try:
         yield hosts
     finally:
         stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    with running_bigquery_emulator(tmp_path_factory.mktemp("bigquery") / "emulator.log") as hosts:
+        yield hosts
+
+
+@pytest.fixture
+def own_bigquery_emulator(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An emulator for one test alone, for tests that cut its connections or kill its clients
+    mid-append: bqemulator 1.4.0 has once stopped answering appends after such a test (every
+    later test of the session that appended then timed out), which must not spread."""
+    with running_bigquery_emulator(tmp_path / "bigquery-emulator.log") as hosts:
+        yield hosts
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ DURATION = 7.0 + OUTAGE_S
 @pytest.fixture
 def running(
     pubsub_emulator_host: str,
-    bigquery_emulator: dict[str, str],
+    own_bigquery_emulator: dict[str, str],
     fresh_database_url: str,
     tmp_path: Path,
     request: pytest.FixtureRequest,
@@ -55,7 +55,7 @@ def running(
     env = getattr(request, "param", None)
     with pipeline(
         pubsub_host=pubsub_emulator_host,
-        bigquery_hosts=bigquery_emulator,
+        bigquery_hosts=own_bigquery_emulator,
         database_url=fresh_database_url,
         log_dir=tmp_path,
         env=env,
@@ -122,13 +122,13 @@ async def test_processor_killed_and_restarted(running: Pipeline) -> None:
 
 
 async def test_postgres_restarted_mid_stream(
-    pubsub_emulator_host: str, bigquery_emulator: dict[str, str], tmp_path: Path
+    pubsub_emulator_host: str, own_bigquery_emulator: dict[str, str], tmp_path: Path
 ) -> None:
     with (
         own_postgres() as (server, url),
         pipeline(
             pubsub_host=pubsub_emulator_host,
-            bigquery_hosts=bigquery_emulator,
+            bigquery_hosts=own_bigquery_emulator,
             database_url=url,
             log_dir=tmp_path,
         ) as p,
@@ -210,9 +210,10 @@ async def test_bigquery_unreachable_then_back(running: Pipeline) -> None:
         running.bigquery.start_endpoint()
 
     await under_load(running, fault)
-    # PostgreSQL committed first; the batches were held (not acked) and retried until BigQuery
-    # took them, which the audit of `events_dedup` above confirms.
-    assert "batch failed" in running.processor_log()
+    # PostgreSQL committed first; the appends were retried (by the sink, then by holding the
+    # batch unacked) until BigQuery took them, which the audit of `events_dedup` above confirms.
+    # A short outage can end within the sink's own retries: no batch need fail.
+    assert "AppendRows into" in running.processor_log()  # it saw the outage
 
 
 async def test_slow_and_broken_clients_do_not_starve_others(
