@@ -92,16 +92,20 @@ def envelope_of(events: list[dict[str, Any]], kind: envelope.Kind = "events") ->
 
 
 def a_day_of_traffic(visitors: int = 20, seed: int = 7) -> list[dict[str, Any]]:
-    """Several visitors browsing, carting and buying, with gaps that split sessions."""
+    """Several visitors browsing, carting and buying, with gaps that split sessions. Every third
+    visitor signs in: anonymous at first (most of them), with its user id from a random event
+    on, so its anonymous profile is merged into the user's wherever the sign-in lands."""
     import random
 
     rng = random.Random(seed)
     events: list[dict[str, Any]] = []
     for v in range(visitors):
         anon = f"anon-{v}"
+        count = rng.randrange(3, 12)
         user = f"user-{v}" if v % 3 == 0 else None
+        signs_in_at = rng.randrange(count) if user else count
         at = BASE_TIME + timedelta(minutes=rng.randrange(0, 120))
-        for _ in range(rng.randrange(3, 12)):
+        for index in range(count):
             at += timedelta(minutes=rng.choice([1, 2, 5, 10, 45]))
             kind = rng.choice(
                 ["page_view", "page_view", "product_view", "add_to_cart", "begin_checkout",
@@ -116,7 +120,7 @@ def a_day_of_traffic(visitors: int = 20, seed: int = 7) -> list[dict[str, Any]]:
                 },
                 "context": {"user_agent": rng.choice([IPHONE, WINDOWS_CHROME])},
             }
-            if user:
+            if index >= signs_in_at:
                 fields["user_id"] = user
             if kind in ("product_view", "add_to_cart", "remove_from_cart"):
                 fields["product"] = {
@@ -324,7 +328,8 @@ UPDATE sent SET rate = CASE
 async def load_sent(conn: asyncpg.Connection, sent: list[dict[str, Any]]) -> None:
     """The temp table `sent`: the events the test sent (first of each id) that PostgreSQL
     accepted (in `event_ids`), with the session the processor assigned when the client sent
-    none, the user of a linked anonymous id as visitor (the identity merge's promise), and the
+    none, the user of a linked anonymous id as visitor once the link is merged (the identity
+    merge's promise; a link recorded by a batch whose deltas wait is merged with them), and the
     rate that converts its amounts to the reporting currency (`SENT_RATES`)."""
     unique = {str(e["event_id"]): e for e in reversed(sent)}
     rows = []
@@ -351,7 +356,9 @@ async def load_sent(conn: asyncpg.Connection, sent: list[dict[str, Any]]) -> Non
                 AS t(event_id, event_type, occurred_at, user_id, anonymous_id, session_id,
                      product_id, price, quantity, revenue, order_items, currency)
            JOIN event_ids i ON i.event_id = t.event_id::uuid
-           LEFT JOIN identities l ON t.user_id IS NULL AND l.anonymous_id = t.anonymous_id""",
+           LEFT JOIN identities l
+                  ON t.user_id IS NULL AND l.anonymous_id = t.anonymous_id
+                  AND l.merged_at IS NOT NULL""",
         *[
             list(column) if i == 8 else [None if v is None else str(v) for v in column]
             for i, column in enumerate(zip(*rows, strict=True))

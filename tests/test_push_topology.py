@@ -103,6 +103,8 @@ async def check_exact(settings: Settings, events: list[dict[str, object]]) -> No
 async def test_four_instances_keep_every_aggregate_exact(pushed: Pushed) -> None:
     settings, log, _ = await pushed(INSTANCES)
     events = a_day_of_traffic(visitors=90, seed=21)
+    signing_in = {e["anonymous_id"] for e in events if e.get("user_id")}
+    assert sum(1 for e in events if not e.get("user_id") and e["anonymous_id"] in signing_in) > 20
     bodies = [envelope_of(events[i : i + 3]) for i in range(0, len(events), 3)]
     again = bodies[::10]  # the gateway published these twice
     regrouped = [envelope_of(events[i : i + 7]) for i in range(0, len(events) // 4, 7)]
@@ -110,6 +112,13 @@ async def test_four_instances_keep_every_aggregate_exact(pushed: Pushed) -> None
     await publish(settings, messages)
     await wait_for(settings.database_url or "", COUNTED_EVENTS, len(events), 120)
     await check_exact(settings, events)
+    conn = await asyncpg.connect(settings.database_url)
+    try:  # the visitors who signed in mid-stream have one profile each: their user's
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM customers JOIN identities ON anonymous_id = visitor_key"
+        )
+    finally:
+        await conn.close()
     text = log.read_text(errors="replace")
     redelivered = text.count("giving up")
     retried = text.count("transaction conflict") - redelivered
