@@ -1,4 +1,5 @@
-"""BigQuery schema derivation, protobuf rows and request splitting: in-process, no server."""
+"""BigQuery schema derivation, protobuf rows, request splitting and the answers to appends:
+in-process, no server."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import pytest
 from google.cloud import bigquery
 from google.cloud.bigquery_storage_v1 import types
 
-from processor.bigquery import MAX_REQUEST_BYTES, REQUEST_HEADROOM_BYTES, append_request, split_rows
+from processor.bigquery import (
+    MAX_REQUEST_BYTES,
+    REQUEST_HEADROOM_BYTES,
+    RowsRefused,
+    append_request,
+    response_error,
+    split_rows,
+)
 from processor.bigquery_rows import BAD_EVENT_ROWS, EVENT_ROWS, RowEncodingError
 from processor.bigquery_schema import (
     EVENT_COLUMNS,
@@ -178,3 +186,33 @@ def test_a_row_larger_than_a_request_is_refused() -> None:
 
     with pytest.raises(BigQueryWriteError, match="row 1 is 2000 bytes"):
         split_rows([b"a" * 10, b"b" * 2000], 1000)
+
+
+@pytest.mark.parametrize(
+    ("error", "row_errors", "refused", "transient"),
+    [
+        ({"code": 3, "message": "Field quantity: bad value"}, [], True, False),  # INVALID_ARGUMENT
+        ({"code": 3, "message": "Errors found while processing rows"}, [(1, "bad")], True, False),
+        ({"code": 14, "message": "backend unavailable"}, [], False, True),  # UNAVAILABLE
+        ({"code": 8, "message": "quota exceeded"}, [], False, True),  # RESOURCE_EXHAUSTED
+        ({"code": 7, "message": "permission denied"}, [], False, False),  # PERMISSION_DENIED
+        ({"code": 5, "message": "table not found"}, [], False, False),  # NOT_FOUND
+    ],
+)
+def test_append_responses_are_told_apart(
+    error: dict[str, object], row_errors: list[tuple[int, str]], refused: bool, transient: bool
+) -> None:
+    """What BigQuery answers per AppendRows request: refused rows are set aside with their
+    message (never retried), outages are retried, the rest (a missing table, permissions)
+    raises for the batch to be redelivered."""
+    response = types.AppendRowsResponse(
+        error=error,
+        row_errors=[types.RowError(index=i, message=m) for i, m in row_errors],
+    )
+    found = response_error(response, "events")
+    assert found is not None
+    assert isinstance(found, RowsRefused) is refused
+    assert found.transient is transient
+    assert str(error["message"]) in str(found)
+    assert all(f"row {i}: {m}" in str(found) for i, m in row_errors)
+    assert response_error(types.AppendRowsResponse(append_result={}), "events") is None
