@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+from datetime import timedelta
 
 from processor.options import WorkerOptions
 
@@ -64,7 +66,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="flow control: messages held, not yet acked (default %(default)s)",
     )
     processor.add_argument(
-        "--retention", help="prune events older than this every hour (e.g. 7d; default: never)"
+        "--retention",
+        help="prune dedup keys and timeline rows older than this every hour (e.g. 30d;"
+        " default: $CLICKSTREAM_RETENTION, unset: never)",
     )
     processor.set_defaults(func=run_processor)
 
@@ -112,10 +116,18 @@ def run_prune(args: argparse.Namespace) -> int:
 
 
 def worker_options(args: argparse.Namespace) -> WorkerOptions:
-    """The worker's options from the command line (ValueError for a malformed --retention)."""
+    """The worker's options from the command line and, for the retention, the environment
+    (ValueError for a malformed one)."""
     from processor import db
 
-    retention = db.parse_duration(args.retention) if args.retention else None
+    retention: timedelta | None
+    if args.retention:
+        try:
+            retention = db.parse_duration(args.retention)
+        except ValueError as exc:
+            raise ValueError(f"--retention: {exc}") from None
+    else:
+        retention = db.retention_from_env(os.environ)
     return WorkerOptions(
         max_batch_events=args.max_batch_events,
         max_batch_wait=args.max_batch_wait_ms / 1000,
@@ -133,6 +145,6 @@ def run_processor(args: argparse.Namespace) -> int:
     try:
         options = worker_options(args)
     except ValueError as exc:
-        print(f"--retention: {exc}", file=sys.stderr)
+        print(f"clickstream processor: {exc}", file=sys.stderr)
         return 2
     return main(Settings.from_env(), options)

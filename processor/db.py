@@ -6,14 +6,19 @@ dashboard (`clickstream_contract.config.connect_options`).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from clickstream_contract.config import connect_options
+
+log = logging.getLogger(__name__)
 
 # A plain connection or one borrowed from a pool.
 Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
@@ -33,6 +38,23 @@ def parse_duration(text: str) -> timedelta:
     if not match:
         raise ValueError(f"duration {text!r} must be a number followed by s, m, h or d (e.g. 7d)")
     return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+# How long both shells keep dedup keys and timeline rows (`prune`), e.g. 30d; unset: forever.
+# Terraform sets it for the function from var.retention_days.
+RETENTION_ENV = "CLICKSTREAM_RETENTION"
+PRUNE_EVERY = 3600.0  # seconds between two prunes of one process
+
+
+def retention_from_env(env: Mapping[str, str]) -> timedelta | None:
+    """`RETENTION_ENV` as a duration, None when unset (ValueError names it when malformed)."""
+    text = env.get(RETENTION_ENV)
+    if not text:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ValueError(f"{RETENTION_ENV}: {exc}") from None
 
 
 # Retention: (table, key, age column). Session state first, as the sink locks it first.
@@ -64,3 +86,16 @@ async def prune(conn: Connection, older_than: timedelta) -> dict[str, int]:
         )
         counts[table] = int(status.split()[-1])
     return counts
+
+
+async def prune_periodically(pool: Any, retention: timedelta, every: float = PRUNE_EVERY) -> None:
+    """`prune` now and every `every` seconds, on a connection of the shell's pool. Several
+    processes (function instances, workers) may prune at once: each skips what another holds."""
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                counts = await prune(conn, retention)
+            log.info("pruned %s", counts)
+        except Exception:
+            log.exception("pruning failed; trying again later")
+        await asyncio.sleep(every)

@@ -33,7 +33,7 @@ import os
 import random
 import threading
 from collections.abc import Coroutine, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -41,6 +41,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from clickstream_contract.config import Settings
+from processor import db
 from processor.cli import configure_logging
 from processor.core import Message, Processor
 
@@ -98,7 +99,8 @@ class Coalescer:
 
 
 class Runtime:
-    """An event loop in a daemon thread, and the processor built on it once."""
+    """An event loop in a daemon thread, and the processor built on it once; with a retention
+    set (`CLICKSTREAM_RETENTION`), the instance prunes on that loop when it starts and hourly."""
 
     def __init__(self) -> None:
         configure_logging()  # as the worker: the applier's hand-offs are informational
@@ -106,6 +108,7 @@ class Runtime:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="processor")
         self.thread.start()
         self._coalescer: Coalescer | None = None
+        self._pruner: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -114,7 +117,10 @@ class Runtime:
     def coalescer(self) -> Coalescer:
         with self._lock:
             if self._coalescer is None:
+                retention = db.retention_from_env(os.environ)
                 processor = self.run(build_processor(Settings.from_env(), os.environ))
+                if retention is not None:
+                    self._pruner = self.run(start_pruning(processor, retention))
                 self._coalescer = Coalescer(processor)
             return self._coalescer
 
@@ -125,6 +131,17 @@ async def build_processor(settings: Settings, env: Mapping[str, str]) -> Process
 
     sink = await start_sink(settings.database_url, max_size=POOL_SIZE)
     return Processor(sink, await other_sinks(settings, env))
+
+
+async def start_pruning(processor: Processor, retention: timedelta) -> asyncio.Task[None]:
+    """Prune on one of the instance's connections now and every `db.PRUNE_EVERY` seconds.
+    Between invocations Cloud Run may give the instance no CPU: a prune then waits for the
+    next one, which is soon under load, when there is most to prune."""
+    from processor.postgres import PostgresSink
+
+    postgres = processor.sinks[0]
+    assert isinstance(postgres, PostgresSink)
+    return asyncio.create_task(db.prune_periodically(postgres.pool, retention))
 
 
 _runtime: Runtime | None = None

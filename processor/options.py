@@ -22,7 +22,7 @@ class WorkerOptions:
     max_messages: int = 5_000
     max_bytes: int = 200 * 1024 * 1024
     retention: timedelta | None = None  # prune events older than this, hourly
-    prune_every: float = 3600.0
+    prune_every: float = 3600.0  # seconds; the function prunes as often (processor.db)
     min_backoff: float = 0.5
     max_backoff: float = 10.0
     retry_for: float = 60.0  # then nack and let Pub/Sub redeliver

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -191,17 +190,6 @@ class Worker:
             await asyncio.wait(set(self.in_flight))
 
 
-async def prune_periodically(pool: Any, retention: timedelta, every: float) -> None:
-    while True:
-        try:
-            async with pool.acquire() as conn:
-                counts = await db.prune(conn, retention)
-            log.info("pruned %s", counts)
-        except Exception:
-            log.exception("pruning failed; trying again later")
-        await asyncio.sleep(every)
-
-
 async def serve(settings: Settings, options: WorkerOptions, stop: asyncio.Event) -> None:
     """Run the worker on the events and bad-events subscriptions until `stop` is set."""
     sink = await start_sink(settings.database_url, max_size=options.concurrency)
@@ -220,7 +208,7 @@ async def serve(settings: Settings, options: WorkerOptions, stop: asyncio.Event)
         for name in (settings.events_subscription, settings.bad_events_subscription)
     ]
     pruner = (
-        asyncio.create_task(prune_periodically(pool, options.retention, options.prune_every))
+        asyncio.create_task(db.prune_periodically(pool, options.retention, options.prune_every))
         if options.retention
         else None
     )

@@ -52,6 +52,8 @@ resource "google_cloudfunctions2_function" "processor" {
       CLICKSTREAM_DB_SERVER_CA     = local.sql_server_ca
       # The processor converts every order into it (processor/currency.py).
       CLICKSTREAM_REPORTING_CURRENCY = var.reporting_currency
+      # Dedup keys and timeline rows older than this are pruned (processor/db.py).
+      CLICKSTREAM_RETENTION = "${var.retention_days}d"
     }
 
     secret_environment_variables {

@@ -250,6 +250,17 @@ variable "message_retention_duration" {
   }
 }
 
+variable "retention_days" {
+  description = "Days the processor keeps each event's dedup key and the dashboard's customer timeline rows: every function instance prunes older ones when it starts and hourly. Aggregates, sessions and customer profiles are kept. Longer than message_retention_duration, or a message redelivered or replayed after its keys were pruned would count again."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.retention_days >= 8 && var.retention_days <= 3650 && var.retention_days * 86400 > tonumber(trimsuffix(var.message_retention_duration, "s"))
+    error_message = "retention_days must be between 8 and 3650, and longer than message_retention_duration."
+  }
+}
+
 variable "processor_max_instances" {
   description = "Upper bound of processor function instances (each holds database connections: keep it below Cloud SQL's max_connections / pool size)."
   type        = number

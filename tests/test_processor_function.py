@@ -20,7 +20,7 @@ import httpx
 import pytest
 from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
-from processor_testing import a_day_of_traffic, aggregate_mismatches, envelope_of
+from processor_testing import a_day_of_traffic, aggregate_mismatches, envelope_of, wait_for
 
 from clickstream_contract import envelope
 from processor.core import Message, Processor
@@ -34,7 +34,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve_function(tmp_path: Path, database_url: str) -> Iterator[str]:
+def serve_function(
+    tmp_path: Path, database_url: str, extra_env: dict[str, str] | None = None
+) -> Iterator[str]:
     source = tmp_path / "main.py"
     source.write_text("from processor.function import process_pubsub  # noqa: F401\n")
     port = free_port()
@@ -43,6 +45,7 @@ def serve_function(tmp_path: Path, database_url: str) -> Iterator[str]:
         "DATABASE_URL": database_url,
         "CLICKSTREAM_DB_PASSWORD": "from-secret-manager",  # trust auth locally: ignored
         "CLICKSTREAM_BIGQUERY": "off",
+        **(extra_env or {}),
     }
     log = tmp_path / "function.log"
     with log.open("wb") as out:
@@ -122,6 +125,36 @@ async def test_function_processes_cloud_events(function_url: str, fresh_database
         await conn.close()
     assert (bad["message_key"], bad["reason_class"], bad["raw"]) == ("1002", "envelope", b"junk")
     assert bad["received_at"].isoformat() == "2026-03-02T10:00:01.500000+00:00"
+
+
+async def test_an_instance_prunes_what_is_older_than_the_retention(
+    tmp_path: Path, fresh_database_url: str
+) -> None:
+    """With `CLICKSTREAM_RETENTION` set (Terraform's var.retention_days), an instance prunes
+    dedup keys and timeline rows past it when it starts, and hourly after."""
+    await migrate(fresh_database_url)
+    old = a_day_of_traffic(visitors=2, seed=1)
+    for url in serve_function(tmp_path, fresh_database_url):  # no retention: nothing pruned
+        assert post(url, pubsub_cloud_event(envelope_of(old), {}, "2001")).status_code == 200
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        for table in ("event_ids", "visitor_activity"):  # stored long ago
+            await conn.execute(f"UPDATE {table} SET received_at = '2000-01-01T00:00Z'")
+        new = a_day_of_traffic(visitors=3, seed=2)
+        for url in serve_function(tmp_path, fresh_database_url, {"CLICKSTREAM_RETENTION": "30d"}):
+            assert post(url, pubsub_cloud_event(envelope_of(new), {}, "2002")).status_code == 200
+            await wait_for(
+                fresh_database_url,
+                "SELECT count(*) FROM visitor_activity WHERE received_at = '2000-01-01T00:00Z'",
+                0,
+            )
+        assert await conn.fetchval("SELECT count(*) FROM event_ids") == len(new)
+        assert await conn.fetchval("SELECT count(*) FROM visitor_activity") > 0  # the new ones
+        # The aggregates keep every event.
+        assert await conn.fetchval("SELECT sum(events) FROM metrics_minute") == len(old) + len(new)
+    finally:
+        await conn.close()
+    assert "pruned {'session_state'" in (tmp_path / "function.log").read_text()
 
 
 def test_function_fails_the_invocation_on_transient_errors(tmp_path: Path) -> None:

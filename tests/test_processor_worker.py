@@ -266,6 +266,24 @@ def test_the_command_line_defaults_are_the_workers() -> None:
     )
 
 
+def test_the_retention_comes_from_the_environment_unless_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the function's (Terraform sets `CLICKSTREAM_RETENTION`); a malformed one is named."""
+    from clickstream_contract.cli import build_parser
+    from processor.cli import worker_options
+
+    monkeypatch.setenv("CLICKSTREAM_RETENTION", "30d")
+    assert worker_options(build_parser().parse_args(["processor"])).retention == timedelta(days=30)
+    given = build_parser().parse_args(["processor", "--retention", "36h"])
+    assert worker_options(given).retention == timedelta(hours=36)
+    monkeypatch.setenv("CLICKSTREAM_RETENTION", "30 days")
+    with pytest.raises(ValueError, match=r"^CLICKSTREAM_RETENTION: duration '30 days' must be"):
+        worker_options(build_parser().parse_args(["processor"]))
+    with pytest.raises(ValueError, match=r"^--retention: duration '7x' must be"):
+        worker_options(build_parser().parse_args(["processor", "--retention", "7x"]))
+
+
 @pytest.mark.parametrize("emulator", endpoint_params())
 def test_a_gone_workers_stream_takes_no_messages_after_its_lifetime(
     emulator: str,

@@ -820,6 +820,27 @@ def templatefile_arguments(call: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)\s*=\s*([^,\n]+?)\s*(?:,|\n|$)", match[1]))
 
 
+def test_the_function_prunes_after_pubsub_would_redeliver(tf: Config) -> None:
+    """The retention the function prunes with (processor.db.retention_from_env) is given in
+    days and must outlast Pub/Sub's message retention: a redelivery after its dedup keys were
+    pruned would count its events again."""
+    from processor.db import RETENTION_ENV, parse_duration
+
+    function = block(
+        tf.resources[("google_cloudfunctions2_function", "processor")], "service_config"
+    )
+    setting = function["environment_variables"][RETENTION_ENV]
+    assert setting == "${var.retention_days}d"
+    retention = parse_duration(f"{tf.variables['retention_days']['default']}d")
+    pubsub = seconds(tf.variables["message_retention_duration"]["default"])
+    assert retention.total_seconds() > pubsub
+    (validation,) = tf.variables["retention_days"]["validation"]
+    assert (
+        'var.retention_days * 86400 > tonumber(trimsuffix(var.message_retention_duration, "s"))'
+        in validation["condition"]
+    )
+
+
 def test_every_part_that_converts_or_shows_amounts_gets_one_reporting_currency(
     tf: Config,
 ) -> None:
