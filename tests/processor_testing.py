@@ -220,13 +220,22 @@ RECOUNTS: dict[str, tuple[str, str]] = {
                   sum(revenue)
            FROM lines GROUP BY 1, 2""",
     ),
+    # A profile: its user and anonymous ids (merges included), times, counters and newest order
+    # (at the same time, the smallest event id). Its first source and device come from the
+    # enrichment of its events, which this does not redo.
     "customers": (
-        """SELECT visitor_key, first_seen_at, last_seen_at, events, sessions, orders,
-                  lifetime_value FROM customers""",
-        """SELECT e.visitor_key, min(occurred_at), max(occurred_at), count(*),
+        """SELECT visitor_key, user_id, array_to_string(anonymous_ids, ' '), first_seen_at,
+                  last_seen_at, events, sessions, orders, lifetime_value, last_order_id,
+                  last_order_at FROM customers""",
+        """SELECT e.visitor_key, max(user_id),
+                  coalesce(string_agg(DISTINCT anonymous_id, ' ' ORDER BY anonymous_id), ''),
+                  min(occurred_at), max(occurred_at), count(*),
                   (SELECT count(*) FROM sessions s WHERE s.visitor_key = e.visitor_key),
                   count(*) FILTER (WHERE event_type = 'purchase'),
-                  coalesce(sum(round(revenue * rate, 2)) FILTER (WHERE event_type = 'purchase'), 0)
+                  coalesce(sum(round(revenue * rate, 2)) FILTER (WHERE event_type = 'purchase'), 0),
+                  (array_agg(order_id ORDER BY occurred_at DESC, event_id)
+                   FILTER (WHERE event_type = 'purchase'))[1],
+                  max(occurred_at) FILTER (WHERE event_type = 'purchase')
            FROM sent e GROUP BY e.visitor_key""",
     ),
     # Orders whose currency had no rate: apart, in their own currency.
@@ -308,8 +317,9 @@ CROSS_CHECKS: dict[str, tuple[str, str]] = {
 
 # The columns of `sent`: each event as the sink would see it once accepted.
 SENT_COLUMNS = """event_id uuid, event_type text, occurred_at timestamptz, visitor_key text,
-    session_id text, product_id text, price numeric(14, 2), quantity int,
-    revenue numeric(14, 2), order_items jsonb, currency text, rate numeric"""
+    user_id text, anonymous_id text COLLATE "C", order_id text, session_id text, product_id text,
+    price numeric(14, 2), quantity int, revenue numeric(14, 2), order_items jsonb, currency text,
+    rate numeric"""
 
 # Each event's rate to the reporting currency ($1): 1 in that currency (or none), else the
 # newest loaded rate of its UTC day or the 6 days before (processor/currency.py's promise);
@@ -340,7 +350,7 @@ async def load_sent(conn: asyncpg.Connection, sent: list[dict[str, Any]]) -> Non
             e.get("session_id"), product.get("product_id"), product.get("price"),
             product.get("quantity"), order.get("revenue"),
             json.dumps(order["items"]) if order.get("items") else None,
-            order.get("currency") or product.get("currency"),
+            order.get("currency") or product.get("currency"), order.get("order_id"),
         ))  # fmt: skip
     await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS sent ({SENT_COLUMNS})")
     await conn.execute("TRUNCATE sent")
@@ -348,13 +358,15 @@ async def load_sent(conn: asyncpg.Connection, sent: list[dict[str, Any]]) -> Non
         """INSERT INTO sent
            SELECT t.event_id::uuid, t.event_type, t.occurred_at::timestamptz,
                   coalesce(t.user_id, l.user_id, t.anonymous_id),
+                  coalesce(t.user_id, l.user_id), t.anonymous_id, t.order_id,
                   coalesce(t.session_id, i.session_id::text), t.product_id,
                   t.price::float8::numeric(14, 2), t.quantity,
                   t.revenue::float8::numeric(14, 2), t.order_items::jsonb, t.currency
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::text[], $8::text[], $9::int[], $10::text[], $11::text[], $12::text[])
+                       $7::text[], $8::text[], $9::int[], $10::text[], $11::text[], $12::text[],
+                       $13::text[])
                 AS t(event_id, event_type, occurred_at, user_id, anonymous_id, session_id,
-                     product_id, price, quantity, revenue, order_items, currency)
+                     product_id, price, quantity, revenue, order_items, currency, order_id)
            JOIN event_ids i ON i.event_id = t.event_id::uuid
            LEFT JOIN identities l
                   ON t.user_id IS NULL AND l.anonymous_id = t.anonymous_id
@@ -364,7 +376,7 @@ async def load_sent(conn: asyncpg.Connection, sent: list[dict[str, Any]]) -> Non
             for i, column in enumerate(zip(*rows, strict=True))
         ]
         if rows
-        else [[] for _ in range(12)],
+        else [[] for _ in range(13)],
     )
     await conn.execute(SENT_RATES, Settings.from_env().reporting_currency)
 
