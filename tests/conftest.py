@@ -120,8 +120,10 @@ def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
 @pytest.fixture
 def own_bigquery_emulator(tmp_path: Path) -> Iterator[dict[str, str]]:
     """An emulator for one test alone, for tests that cut its connections or kill its clients
-    mid-append: bqemulator 1.4.0 has once stopped answering appends after such a test (every
-    later test of the session that appended then timed out), which must not spread."""
+    mid-append. bqemulator 1.4.0 once stopped answering appends after such a test (its few
+    stream threads held, `APPEND_THREADS` in clickstream/emulators/bigquery.py), and every
+    later test of the session that appended timed out: whatever a fault test breaks stays
+    with it."""
     with running_bigquery_emulator(tmp_path / "bigquery-emulator.log") as hosts:
         yield hosts
 

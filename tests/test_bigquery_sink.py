@@ -13,7 +13,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,11 +22,18 @@ import duckdb
 import msgspec
 import pytest
 from google.cloud import bigquery
+from google.cloud.bigquery_storage_v1 import types
 
 from clickstream.emulators.bigquery import start_in_subprocess
 from clickstream.emulators.launch import stop_process
 from clickstream_contract.config import Settings
-from processor.bigquery import BigQuerySink, BigQueryWriteError, create_sink, split_rows
+from processor.bigquery import (
+    BigQuerySink,
+    BigQueryWriteError,
+    append_request,
+    create_sink,
+    split_rows,
+)
 from processor.bigquery_rows import EVENT_ROWS
 from processor.bigquery_schema import (
     BAD_EVENT_COLUMNS,
@@ -489,3 +496,38 @@ async def test_the_emulator_keeps_no_copy_of_the_table_per_append(tmp_path: Path
         stored = db.execute('SELECT count(*) FROM "clickstream-test__kept"."events"').fetchone()
     assert stored == (30,)
     assert "_bqemulator_snapshots" not in schemas, schemas
+
+
+async def test_the_emulator_appends_while_many_streams_are_open(settings: Settings) -> None:
+    """Push instances and workers each hold AppendRows streams open while they write. With
+    Python's default thread pool bqemulator 1.4.0 served 5 streams at once on 2 cores, and the
+    next append waited for one of them to end (forever, when a stream's client had vanished
+    unnoticed); our launcher gives it threads for many."""
+    sink = await create_sink(settings)
+    target = sink.events
+    held_open = asyncio.Event()
+
+    async def first_request_only() -> AsyncIterator[types.AppendRowsRequest]:
+        yield append_request(target.stream, [], target.writer_schema)
+        await held_open.wait()
+
+    metadata = (("x-goog-request-params", f"write_stream={target.stream}"),)
+    calls = [
+        await sink.client.append_rows(requests=first_request_only(), metadata=metadata)
+        for _ in range(12)
+    ]
+    try:
+        for call in calls:  # each stream is open: its first request was answered
+            await asyncio.wait_for(anext(aiter(call)), 30)
+        rows = EVENT_ROWS.encode([event(1)])
+        assert await asyncio.wait_for(sink.send(target, [rows]), 30) == (1, None)
+    finally:
+        for call in calls:
+            call.cancel()
+        await sink.close()
+    client = bigquery_client(settings)
+    try:
+        found = query(client, f"SELECT event_id FROM `{settings.bigquery_dataset}.events`")
+    finally:
+        client.close()
+    assert [row["event_id"] for row in found] == [str(event(1).event_id)]

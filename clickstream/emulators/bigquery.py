@@ -26,9 +26,16 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+# grpc.aio runs bqemulator's (synchronous) AppendRows handler on the event loop's default
+# executor, one thread per open stream until it ends: Python's default, min(32, CPUs + 4),
+# allowed 5 streams at once on 2 cores, and a 6th append waited for one of them to end. Push
+# instances each open their own streams, and a stream whose client vanished unnoticed held its
+# thread: after a few, every append waited forever (seen in CI after a fault test).
+APPEND_THREADS = 64
 DEFAULT_REST_PORT = 9050
 DEFAULT_GRPC_PORT = 9060
 DEFAULT_CUSTOMER_DAILY_EVERY = 60.0
@@ -172,6 +179,7 @@ async def serve(
     server = EmulatorServer(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(APPEND_THREADS, thread_name_prefix="bqemulator"))
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await server.start()
