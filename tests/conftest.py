@@ -83,6 +83,17 @@ def pubsub_emulator_host(pubsub_emulator: Callable[[str], str]) -> str:
 
 
 @pytest.fixture
+def any_pubsub_emulator_host(request: pytest.FixtureRequest, pubsub_emulator_host: str) -> str:
+    """The session's Pub/Sub emulator, or the kind a test names:
+    `@pytest.mark.parametrize("any_pubsub_emulator_host", ["google"], indirect=True)`."""
+    kind = getattr(request, "param", None)
+    if kind is None:
+        return pubsub_emulator_host
+    emulator: Callable[[str], str] = request.getfixturevalue("pubsub_emulator")
+    return emulator(kind)
+
+
+@pytest.fixture
 def pubsub_project() -> str:
     """A project id of its own, so a test's topics and subscriptions never meet another's."""
     return f"test-{uuid.uuid4().hex[:12]}"

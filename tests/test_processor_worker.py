@@ -49,23 +49,13 @@ FAST = WorkerOptions(max_batch_events=200, max_batch_wait=0.01, min_backoff=0.2,
 
 
 @pytest.fixture
-def worker_emulator_host(request: pytest.FixtureRequest, pubsub_emulator_host: str) -> str:
-    """The session's Pub/Sub emulator, or the kind a test names (indirect parametrization)."""
-    kind = getattr(request, "param", None)
-    if kind is None:
-        return pubsub_emulator_host
-    emulator: Callable[[str], str] = request.getfixturevalue("pubsub_emulator")
-    return emulator(kind)
-
-
-@pytest.fixture
 async def settings(
-    worker_emulator_host: str, pubsub_project: str, fresh_database_url: str
+    any_pubsub_emulator_host: str, pubsub_project: str, fresh_database_url: str
 ) -> Settings:
     await migrate(fresh_database_url)  # as `clickstream db migrate` does before a deployment
     return Settings(
         project=pubsub_project,
-        pubsub_emulator_host=worker_emulator_host,
+        pubsub_emulator_host=any_pubsub_emulator_host,
         database_url=fresh_database_url,
     )
 
@@ -179,7 +169,7 @@ async def test_worker_survives_lost_database_connections(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("worker_emulator_host", endpoint_params(), indirect=True)
+@pytest.mark.parametrize("any_pubsub_emulator_host", endpoint_params(), indirect=True)
 async def test_worker_killed_mid_stream_and_restarted(
     settings: Settings, publish: Publish, tmp_path: Path
 ) -> None:

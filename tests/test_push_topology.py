@@ -45,18 +45,8 @@ Pushed = Callable[[int], Awaitable[tuple[Settings, Path, int]]]
 
 
 @pytest.fixture
-def push_emulator_host(request: pytest.FixtureRequest, pubsub_emulator_host: str) -> str:
-    """The session's Pub/Sub emulator, or the kind a test names (indirect parametrization)."""
-    kind = getattr(request, "param", None)
-    if kind is None:
-        return pubsub_emulator_host
-    emulator: Callable[[str], str] = request.getfixturevalue("pubsub_emulator")
-    return emulator(kind)
-
-
-@pytest.fixture
 async def pushed(
-    push_emulator_host: str, pubsub_project: str, fresh_database_url: str, tmp_path: Path
+    any_pubsub_emulator_host: str, pubsub_project: str, fresh_database_url: str, tmp_path: Path
 ) -> AsyncIterator[Pushed]:
     """`pushed(n)`: the processor subscriptions pushing into n function instances; returns the
     settings, the function's log and the gunicorn master's pid."""
@@ -66,12 +56,12 @@ async def pushed(
     async def start(instances: int) -> tuple[Settings, Path, int]:
         settings = Settings(
             project=pubsub_project,
-            pubsub_emulator_host=push_emulator_host,
+            pubsub_emulator_host=any_pubsub_emulator_host,
             database_url=fresh_database_url,
         )
         env = {
             "GOOGLE_CLOUD_PROJECT": pubsub_project,
-            "PUBSUB_EMULATOR_HOST": push_emulator_host,
+            "PUBSUB_EMULATOR_HOST": any_pubsub_emulator_host,
             "DATABASE_URL": fresh_database_url,
             "CLICKSTREAM_BIGQUERY": "off",
         }
@@ -138,7 +128,7 @@ async def test_four_instances_keep_every_aggregate_exact(pushed: Pushed) -> None
     assert redelivered <= len(messages) // 100, text[-3000:]
 
 
-@pytest.mark.parametrize("push_emulator_host", endpoint_params(), indirect=True)
+@pytest.mark.parametrize("any_pubsub_emulator_host", endpoint_params(), indirect=True)
 async def test_an_instance_killed_mid_stream_loses_nothing(pushed: Pushed) -> None:
     """Its pushes in flight fail (the connection drops) and come back after the retry
     policy's 10 s minimum backoff, to the instances left or the one gunicorn starts instead;
