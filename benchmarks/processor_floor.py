@@ -308,7 +308,7 @@ async def write_every_feature(
         ("timeline", None, batch.activity_records()),
         ("sessions", EVERY_SESSIONS_SQL, batch.sessions_rows()),
         ("customers", EVERY_CUSTOMERS_SQL,  # an array per row: joined, split by the statement
-         [(v, u, "\x1f".join(ids), *rest) for v, u, ids, *rest in batch.customers_rows()]),
+         [(v, u, "\x1f".join(anon), *rest) for v, u, anon, *rest in batch.customers_rows()]),
         ("visitor minutes", EVERY_KEYS_SQL.format(table="visitor_minutes", type="timestamptz"),
          minutes),
         ("visitor hours", EVERY_KEYS_SQL.format(table="visitor_hours", type="timestamptz"), hours),
