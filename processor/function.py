@@ -108,7 +108,7 @@ class Runtime:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="processor")
         self.thread.start()
         self._coalescer: Coalescer | None = None
-        self._pruner: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
         self._lock = threading.Lock()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
