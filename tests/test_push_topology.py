@@ -3,11 +3,11 @@
 exact under concurrent writers, and after SIGKILL of an instance mid-stream.
 
 The workload mixes sign-ins (a visitor's anonymous events, then the same anonymous id with a
-user id: its profile is merged into the user's), messages the
-gateway published twice, and the same events again in other messages. Deadlocks and
-serialization failures between the instances are retried inside the invocation; the test
-counts them from the function's log, and allows at most one per hundred messages to reach
-Pub/Sub as a failed push (then redelivered after the 10 s minimum backoff).
+user id: its profile is merged into the user's), messages the gateway published twice, and the
+same events again in other messages. Deadlocks and serialization failures between the
+instances are retried inside the invocation; the test counts them from the function's log,
+and allows at most one per hundred messages to reach Pub/Sub as a failed push (then
+redelivered after the 10 s minimum backoff).
 """
 
 from __future__ import annotations
