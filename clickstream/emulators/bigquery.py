@@ -13,6 +13,10 @@ process so its start-up can be adjusted where 1.4.0 assumes internet access:
   is in the project's `emulators` extra).
 - It copies the whole table into a time-travel snapshot after every write (quadratic time and
   space): only snapshots a query asks for are kept (`skip_automatic_snapshots`).
+- It runs everything on one DuckDB connection, which refuses a second caller ("connection is
+  busy with another call") instead of waiting: appends are serialized among themselves, not
+  with queries. The customer_daily refresh below takes the appends' lock (`APPEND_LOCK`), so
+  the two never refuse each other.
 
 The remaining 1.4.0 gaps are the writer's concern and documented in processor/bigquery.py.
 """
@@ -25,6 +29,7 @@ import importlib.util
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +41,8 @@ from typing import Any
 # instances each open their own streams, and a stream whose client vanished unnoticed held its
 # thread: after a few, every append waited forever (seen in CI after a fault test).
 APPEND_THREADS = 64
+# The lock bqemulator's append handler holds while it writes to DuckDB (`share_append_lock`).
+APPEND_LOCK = threading.RLock()
 DEFAULT_REST_PORT = 9050
 DEFAULT_GRPC_PORT = 9060
 DEFAULT_CUSTOMER_DAILY_EVERY = 60.0
@@ -157,6 +164,13 @@ def skip_automatic_snapshots() -> None:
     SnapshotManager.capture = capture_requested_only  # type: ignore[method-assign]
 
 
+def share_append_lock() -> None:
+    """Make the lock bqemulator 1.4.0's append handler creates for itself `APPEND_LOCK`."""
+    from bqemulator.grpc_api import write_servicer
+
+    write_servicer.RLock = lambda: APPEND_LOCK  # type: ignore[assignment]
+
+
 async def serve(
     host: str,
     rest_port: int,
@@ -176,6 +190,7 @@ async def serve(
 
     DuckDBEngine._load_spatial = load_spatial_if_installed  # type: ignore[method-assign, assignment]
     skip_automatic_snapshots()
+    share_append_lock()
     server = EmulatorServer(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -191,7 +206,9 @@ async def serve(
         if customer_daily_every > 0:
             from clickstream.emulators.scheduled_queries import refresh_customer_daily_every
 
-            refreshes = refresh_customer_daily_every(customer_daily_every, server.rest_url, project)
+            refreshes = refresh_customer_daily_every(
+                customer_daily_every, server.rest_url, project, APPEND_LOCK
+            )
             refresher = asyncio.create_task(refreshes)
         await stop.wait()
     finally:

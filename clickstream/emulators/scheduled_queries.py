@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
 from google.api_core.exceptions import NotFound
@@ -19,12 +20,21 @@ from clickstream_contract.config import Settings
 from processor.bigquery_schema import CUSTOMER_DAILY, bigquery_client, refresh_customer_daily
 
 
-async def refresh_customer_daily_every(interval: float, rest_url: str, project: str) -> None:
-    """Refresh every customer_daily table of `project` every `interval` seconds, forever."""
+async def refresh_customer_daily_every(
+    interval: float, rest_url: str, project: str, appends: AbstractContextManager[object]
+) -> None:
+    """Refresh every customer_daily table of `project` every `interval` seconds, forever,
+    holding `appends` (the emulator's append lock) meanwhile: its one DuckDB connection would
+    refuse an append during the refresh's queries, or a query during an append."""
+
+    def refresh() -> None:
+        with appends:
+            refresh_all(rest_url, project)
+
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(refresh_all, rest_url, project)
+            await asyncio.to_thread(refresh)
         except Exception as error:  # as the scheduler does, a failed run waits for the next
             print(f"customer_daily refresh failed: {error}", file=sys.stderr, flush=True)
 
