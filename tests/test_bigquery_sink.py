@@ -542,7 +542,7 @@ async def test_the_emulator_keeps_no_copy_of_the_table_per_append(tmp_path: Path
 async def test_the_emulator_appends_while_many_streams_are_open(settings: Settings) -> None:
     """Push instances and workers each hold AppendRows streams open while they write. With
     Python's default thread pool bqemulator 1.4.0 served 5 streams at once on 2 cores, and the
-    next append waited for one of them to end (forever, when a stream's client had vanished
+    next append waited for one of them to end (forever, were a stream's client to vanish
     unnoticed); our launcher gives it threads for many."""
     sink = await create_sink(settings)
     target = sink.events

@@ -39,7 +39,8 @@ from typing import Any
 # executor, one thread per open stream until it ends: Python's default, min(32, CPUs + 4),
 # allowed 5 streams at once on 2 cores, and a 6th append waited for one of them to end. Push
 # instances each open their own streams, and a stream whose client vanished unnoticed held its
-# thread: after a few, every append waited forever (seen in CI after a fault test).
+# thread: after a few, every append would wait forever (most likely what CI saw after a fault
+# test, when the shared emulator stopped answering appends).
 APPEND_THREADS = 64
 # The lock bqemulator's append handler holds while it writes to DuckDB (`share_append_lock`).
 APPEND_LOCK = threading.RLock()
