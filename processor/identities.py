@@ -170,7 +170,8 @@ WITH links AS (
            sum(sessions) AS sessions,
            sum(orders) AS orders,
            sum(lifetime_value) AS lifetime_value,
-           (array_agg(last_order_id ORDER BY last_order_at DESC NULLS LAST))[1] AS last_order_id,
+           (array_agg(last_order_id ORDER BY last_order_at DESC NULLS LAST, last_order_id))[1]
+               AS last_order_id,
            max(last_order_at) AS last_order_at,
            (array_agg(first_source ORDER BY first_seen_at))[1] AS first_source,
            (array_agg(device_type ORDER BY last_seen_at DESC))[1] AS device_type
@@ -185,7 +186,9 @@ WITH links AS (
         sessions = c.sessions + p.sessions,
         orders = c.orders + p.orders,
         lifetime_value = c.lifetime_value + p.lifetime_value,
-        last_order_id = CASE WHEN p.last_order_at > c.last_order_at OR c.last_order_at IS NULL
+        last_order_id = CASE WHEN c.last_order_at IS NULL OR p.last_order_at > c.last_order_at
+                                  OR p.last_order_at = c.last_order_at
+                                     AND p.last_order_id < c.last_order_id
                              THEN coalesce(p.last_order_id, c.last_order_id)
                              ELSE c.last_order_id END,
         last_order_at = greatest(c.last_order_at, p.last_order_at),

@@ -186,7 +186,8 @@ folded AS (
     FROM d
     WINDOW visitor AS (PARTITION BY visitor_key),
            newest AS (PARTITION BY visitor_key ORDER BY last_seen_at DESC),
-           last_order AS (PARTITION BY visitor_key ORDER BY last_order_at DESC NULLS LAST)
+           last_order AS (PARTITION BY visitor_key
+                        ORDER BY last_order_at DESC NULLS LAST, last_order_id)
     ORDER BY visitor_key, first_seen_at
 )
 INSERT INTO customers (visitor_key, user_id, anonymous_ids, first_seen_at, last_seen_at, events,
@@ -212,8 +213,10 @@ ON CONFLICT (visitor_key) DO UPDATE SET
     sessions = customers.sessions + excluded.sessions,
     orders = customers.orders + excluded.orders,
     lifetime_value = customers.lifetime_value + excluded.lifetime_value,
-    last_order_id = CASE WHEN excluded.last_order_at > customers.last_order_at
-                              OR customers.last_order_at IS NULL
+    last_order_id = CASE WHEN customers.last_order_at IS NULL
+                              OR excluded.last_order_at > customers.last_order_at
+                              OR excluded.last_order_at = customers.last_order_at
+                                 AND excluded.last_order_id < customers.last_order_id
                          THEN coalesce(excluded.last_order_id, customers.last_order_id)
                          ELSE customers.last_order_id END,
     last_order_at = greatest(customers.last_order_at, excluded.last_order_at),
@@ -482,8 +485,8 @@ class BatchAggregates:
                 if e.event_type == "purchase":
                     orders += 1
                     value += self.revenue.get(e.event_id.int, 0)
-                    if last_order is None or e.occurred_at > last_order.occurred_at:
-                        last_order = e  # the newest; at the same time, the smallest id
+                    if last_order is None or _newer_order(e, last_order):
+                        last_order = e
             rows.append((
                 visitor, user_id, sorted(anonymous_ids), first.occurred_at, last.occurred_at,
                 len(group), orders, value, last_order.order_id if last_order else None,
@@ -592,6 +595,15 @@ def _newest(group: list[EnrichedEvent]) -> EnrichedEvent:
     while index and group[index - 1].occurred_at == group[index].occurred_at:
         index -= 1
     return group[index]
+
+
+def _newer_order(purchase: EnrichedEvent, than: EnrichedEvent) -> bool:
+    """Whether a purchase is a profile's last order rather than another: the newer; at the same
+    time, the smaller order id. Every statement that keeps `last_order_id` breaks ties the same
+    way, so the profile does not depend on which delivery or merge came first."""
+    if purchase.occurred_at != than.occurred_at:
+        return purchase.occurred_at > than.occurred_at
+    return (purchase.order_id or "") < (than.order_id or "")
 
 
 def _add_product(

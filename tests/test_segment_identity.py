@@ -180,6 +180,41 @@ async def test_identify_in_the_same_batch_and_two_devices_of_one_user(
     assert await mismatches(pool) == {}
 
 
+@pytest.mark.parametrize("first", ["order-a", "order-b"])
+async def test_the_last_order_at_the_same_time_is_the_smallest_id(
+    processor: Processor, pool: asyncpg.Pool, first: str
+) -> None:
+    # Two orders placed in the same instant: whichever arrives first, in one batch, in two
+    # deliveries or by a merge of two devices, the profile names the same one.
+    second = "order-b" if first == "order-a" else "order-a"
+
+    def purchase(order_id: str, anonymous_id: str) -> dict[str, Any]:
+        order = {"order_id": order_id, "revenue": 5.0, "currency": "EUR"}
+        return event("purchase", at=BASE_TIME, anonymous_id=anonymous_id, order=order)
+
+    await processor.process([message([purchase(first, "one"), purchase(second, "one")])])
+    await processor.process([message([purchase(f"{first}-2", "two")])])
+    await processor.process([message([purchase(f"{second}-2", "two")])])
+    # Merged one after the other into a user, then two at once into another.
+    devices = {"phone": f"{first}-3", "laptop": f"{second}-3", "tablet": f"{first}-4"}
+    devices["watch"] = f"{second}-4"
+    await processor.process([message([purchase(id, device) for device, id in devices.items()])])
+    await processor.process([message([identify("phone", "user-1", minutes=1)])])
+    await processor.process([message([identify("laptop", "user-1", minutes=1)])])
+    await processor.process(
+        [message([identify("tablet", "user-2", minutes=1), identify("watch", "user-2", minutes=1)])]
+    )
+
+    profiles = await customers(pool)
+    assert {key: row["last_order_id"] for key, row in profiles.items()} == {
+        "one": "order-a",
+        "two": "order-a-2",
+        "user-1": "order-a-3",
+        "user-2": "order-a-4",
+    }
+    assert await mismatches(pool) == {}
+
+
 async def test_first_link_wins_and_user_profiles_are_never_merged(
     processor: Processor, pool: asyncpg.Pool
 ) -> None:
