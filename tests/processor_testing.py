@@ -221,7 +221,7 @@ RECOUNTS: dict[str, tuple[str, str]] = {
            FROM lines GROUP BY 1, 2""",
     ),
     # A profile: its user and anonymous ids (merges included), times, counters and newest order
-    # (at the same time, the smallest event id). Its first source and device come from the
+    # (at the same time, the smallest order id). Its first source and device come from the
     # enrichment of its events, which this does not redo.
     "customers": (
         """SELECT visitor_key, user_id, array_to_string(anonymous_ids, ' '), first_seen_at,
