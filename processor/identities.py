@@ -170,7 +170,8 @@ WITH links AS (
            sum(sessions) AS sessions,
            sum(orders) AS orders,
            sum(lifetime_value) AS lifetime_value,
-           (array_agg(last_order_id ORDER BY last_order_at DESC NULLS LAST, last_order_id))[1]
+           (array_agg(last_order_id
+                       ORDER BY last_order_at DESC NULLS LAST, last_order_id COLLATE "C"))[1]
                AS last_order_id,
            max(last_order_at) AS last_order_at,
            (array_agg(first_source ORDER BY first_seen_at))[1] AS first_source,
@@ -188,7 +189,7 @@ WITH links AS (
         lifetime_value = c.lifetime_value + p.lifetime_value,
         last_order_id = CASE WHEN c.last_order_at IS NULL OR p.last_order_at > c.last_order_at
                                   OR p.last_order_at = c.last_order_at
-                                     AND p.last_order_id < c.last_order_id
+                                     AND p.last_order_id < c.last_order_id COLLATE "C"
                              THEN coalesce(p.last_order_id, c.last_order_id)
                              ELSE c.last_order_id END,
         last_order_at = greatest(c.last_order_at, p.last_order_at),

@@ -187,7 +187,7 @@ folded AS (
     WINDOW visitor AS (PARTITION BY visitor_key),
            newest AS (PARTITION BY visitor_key ORDER BY last_seen_at DESC),
            last_order AS (PARTITION BY visitor_key
-                        ORDER BY last_order_at DESC NULLS LAST, last_order_id)
+                        ORDER BY last_order_at DESC NULLS LAST, last_order_id COLLATE "C")
     ORDER BY visitor_key, first_seen_at
 )
 INSERT INTO customers (visitor_key, user_id, anonymous_ids, first_seen_at, last_seen_at, events,
@@ -216,7 +216,7 @@ ON CONFLICT (visitor_key) DO UPDATE SET
     last_order_id = CASE WHEN customers.last_order_at IS NULL
                               OR excluded.last_order_at > customers.last_order_at
                               OR excluded.last_order_at = customers.last_order_at
-                                 AND excluded.last_order_id < customers.last_order_id
+                                 AND excluded.last_order_id < customers.last_order_id COLLATE "C"
                          THEN coalesce(excluded.last_order_id, customers.last_order_id)
                          ELSE customers.last_order_id END,
     last_order_at = greatest(customers.last_order_at, excluded.last_order_at),
@@ -599,8 +599,9 @@ def _newest(group: list[EnrichedEvent]) -> EnrichedEvent:
 
 def _newer_order(purchase: EnrichedEvent, than: EnrichedEvent) -> bool:
     """Whether a purchase is a profile's last order rather than another: the newer; at the same
-    time, the smaller order id. Every statement that keeps `last_order_id` breaks ties the same
-    way, so the profile does not depend on which delivery or merge came first."""
+    time, the smaller order id by code point. Every statement that keeps `last_order_id` breaks
+    ties the same way (COLLATE "C" in SQL), so the profile does not depend on which delivery or
+    merge came first."""
     if purchase.occurred_at != than.occurred_at:
         return purchase.occurred_at > than.occurred_at
     return (purchase.order_id or "") < (than.order_id or "")

@@ -233,7 +233,7 @@ RECOUNTS: dict[str, tuple[str, str]] = {
                   (SELECT count(*) FROM sessions s WHERE s.visitor_key = e.visitor_key),
                   count(*) FILTER (WHERE event_type = 'purchase'),
                   coalesce(sum(round(revenue * rate, 2)) FILTER (WHERE event_type = 'purchase'), 0),
-                  (array_agg(order_id ORDER BY occurred_at DESC, order_id)
+                  (array_agg(order_id ORDER BY occurred_at DESC, order_id COLLATE "C")
                    FILTER (WHERE event_type = 'purchase'))[1],
                   max(occurred_at) FILTER (WHERE event_type = 'purchase')
            FROM sent e GROUP BY e.visitor_key""",
