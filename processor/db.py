@@ -43,7 +43,6 @@ def parse_duration(text: str) -> timedelta:
 # How long both shells keep dedup keys and timeline rows (`prune`), e.g. 30d; unset: forever.
 # Terraform sets it for the function from var.retention_days.
 RETENTION_ENV = "CLICKSTREAM_RETENTION"
-PRUNE_EVERY = 3600.0  # seconds between two prunes of one process
 
 
 def retention_from_env(env: Mapping[str, str]) -> timedelta | None:
@@ -88,7 +87,7 @@ async def prune(conn: Connection, older_than: timedelta) -> dict[str, int]:
     return counts
 
 
-async def prune_periodically(pool: Any, retention: timedelta, every: float = PRUNE_EVERY) -> None:
+async def prune_periodically(pool: Any, retention: timedelta, every: float) -> None:
     """`prune` now and every `every` seconds, on a connection of the shell's pool. Several
     processes (function instances, workers) may prune at once: each skips what another holds."""
     while True:

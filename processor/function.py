@@ -44,6 +44,7 @@ from clickstream_contract.config import Settings
 from processor import db
 from processor.cli import configure_logging
 from processor.core import Message, Processor
+from processor.options import PRUNE_EVERY
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -134,14 +135,14 @@ async def build_processor(settings: Settings, env: Mapping[str, str]) -> Process
 
 
 async def start_pruning(processor: Processor, retention: timedelta) -> asyncio.Task[None]:
-    """Prune on one of the instance's connections now and every `db.PRUNE_EVERY` seconds.
+    """Prune on one of the instance's connections now and every `PRUNE_EVERY` seconds.
     Between invocations Cloud Run may give the instance no CPU: a prune then waits for the
     next one, which is soon under load, when there is most to prune."""
     from processor.postgres import PostgresSink
 
     postgres = processor.sinks[0]
     assert isinstance(postgres, PostgresSink)
-    return asyncio.create_task(db.prune_periodically(postgres.pool, retention))
+    return asyncio.create_task(db.prune_periodically(postgres.pool, retention, PRUNE_EVERY))
 
 
 _runtime: Runtime | None = None

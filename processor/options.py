@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+# Seconds between two prunes of one process: a worker, or a function instance (processor.function).
+PRUNE_EVERY = 3600.0
+
 
 @dataclass(frozen=True)
 class WorkerOptions:
@@ -22,7 +25,7 @@ class WorkerOptions:
     max_messages: int = 5_000
     max_bytes: int = 200 * 1024 * 1024
     retention: timedelta | None = None  # prune events older than this, hourly
-    prune_every: float = 3600.0  # seconds; the function prunes as often (processor.db)
+    prune_every: float = PRUNE_EVERY
     min_backoff: float = 0.5
     max_backoff: float = 10.0
     retry_for: float = 60.0  # then nack and let Pub/Sub redeliver
